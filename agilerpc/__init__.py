@@ -1,0 +1,53 @@
+"""
+agilerpc: msgpack RPC for Twisted.
+
+Public names are re-exported here; import from C{agilerpc}, not from its
+private modules.
+"""
+
+from ._errors import (
+    Cancelled,
+    ClientClosed,
+    ConnectionLost,
+    InvalidParams,
+    InvalidRequest,
+    InvalidResponse,
+    InvalidResult,
+    MessageTooLarge,
+    MethodNotFound,
+    QueueFull,
+    RemoteError,
+    RpcError,
+    ServerBusy,
+    Unauthorized,
+)
+from ._registry import Method, Registry, rpc
+from ._seedserver import TcpRpcServer
+from ._server import RpcServerFactory, RpcServerProtocol
+from ._service import RpcService
+from ._version import __version__
+
+__all__ = [
+    "Cancelled",
+    "ClientClosed",
+    "ConnectionLost",
+    "InvalidParams",
+    "InvalidRequest",
+    "InvalidResponse",
+    "InvalidResult",
+    "MessageTooLarge",
+    "Method",
+    "MethodNotFound",
+    "QueueFull",
+    "Registry",
+    "RemoteError",
+    "RpcError",
+    "RpcServerFactory",
+    "RpcServerProtocol",
+    "RpcService",
+    "ServerBusy",
+    "TcpRpcServer",
+    "Unauthorized",
+    "__version__",
+    "rpc",
+]

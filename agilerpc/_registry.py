@@ -1,0 +1,228 @@
+"""
+Marking handlers and holding them in a registry.
+
+L{rpc} only marks a function; nothing is registered until a L{Registry} is
+asked to.  There is no hidden global registry: a server serves exactly the
+registry it is given.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, TypeVar, overload
+
+from ._errors import InvalidParams
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_MARK = "__agilerpc__"
+
+
+@dataclass(frozen=True)
+class _Mark:
+    name: str | None
+    thread: bool
+
+
+@overload
+def rpc(func: _F, /) -> _F: ...
+
+
+@overload
+def rpc(*, name: str | None = None, thread: bool = False) -> Callable[[_F], _F]: ...
+
+
+def rpc(
+    func: _F | None = None, /, *, name: str | None = None, thread: bool = False
+) -> _F | Callable[[_F], _F]:
+    """
+    Mark a function (or method) as an RPC handler.
+
+    Use it bare (C{@rpc}) or with options (C{@rpc(name="math.add")},
+    C{@rpc(thread=True)} to run the handler in the reactor's thread pool).  It
+    returns the function unchanged: L{Registry.fromModule} and
+    L{Registry.registerObject} find marked functions and register them.
+    """
+
+    def mark(f: _F) -> _F:
+        setattr(f, _MARK, _Mark(name, thread))
+        return f
+
+    if func is not None:
+        return mark(func)
+    return mark
+
+
+def _markOf(obj: object) -> _Mark | None:
+    mark = getattr(obj, _MARK, None)
+    return mark if isinstance(mark, _Mark) else None
+
+
+class Method:
+    """
+    A registered handler.
+
+    @ivar name: the name callers use.
+    @ivar func: the callable.
+    @ivar thread: run C{func} in the reactor's thread pool.
+    """
+
+    __slots__ = ("func", "name", "signature", "thread")
+
+    def __init__(self, name: str, func: Callable[..., Any], thread: bool) -> None:
+        self.name = name
+        self.func = func
+        self.thread = thread
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(func)
+        except (TypeError, ValueError):
+            # Some builtins have no introspectable signature: let the call
+            # itself say whether the arguments fit.
+            self.signature = None
+
+    def checkArguments(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """
+        Check that C{args} and C{kwargs} bind to the handler's signature.
+
+        @raise InvalidParams: if they do not.
+        """
+        if self.signature is not None:
+            try:
+                self.signature.bind(*args, **kwargs)
+            except TypeError as e:
+                raise InvalidParams(f"{self.name}(): {e}") from None
+
+    def describe(self) -> dict[str, str]:
+        """
+        The signature and docstring, for C{system.describe}.
+        """
+        return {
+            "signature": str(self.signature) if self.signature is not None else "(...)",
+            "doc": inspect.getdoc(self.func) or "",
+        }
+
+
+class Registry:
+    """
+    The methods a server serves, by name.
+
+    Every registry serves the built-ins C{system.listMethods} and
+    C{system.describe}; names starting with C{system.} are reserved for them.
+    """
+
+    def __init__(self) -> None:
+        self._methods: dict[str, Method] = {}
+        self._add(Method("system.listMethods", self._listMethods, False))
+        self._add(Method("system.describe", self._describe, False))
+
+    def _add(self, method: Method) -> None:
+        if method.name in self._methods:
+            raise ValueError(f"a method named {method.name!r} is already registered")
+        self._methods[method.name] = method
+
+    def register(
+        self, func: Callable[..., Any], name: str | None = None, thread: bool = False
+    ) -> Method:
+        """
+        Register C{func} under C{name} (default: its C{__name__}).
+
+        @param thread: run it in the reactor's thread pool, for handlers that
+            block.
+        @raise ValueError: if the name is taken, empty or reserved.
+        """
+        if not callable(func):
+            raise TypeError(f"{func!r} is not callable")
+        if name is None:
+            name = getattr(func, "__name__", None)
+            if not isinstance(name, str):
+                raise ValueError(f"{func!r} has no __name__: give it a name")
+        if not name:
+            raise ValueError("a method name cannot be empty")
+        if name.startswith("system."):
+            raise ValueError(f"{name!r}: names starting with 'system.' are reserved")
+        method = Method(name, func, thread)
+        self._add(method)
+        return method
+
+    def registerMarked(
+        self, candidates: Iterable[tuple[str, object]], prefix: str = ""
+    ) -> int:
+        """
+        Register every callable among C{candidates} that is marked with
+        L{rpc}; return how many were registered.
+        """
+        count = 0
+        for attr, value in candidates:
+            mark = _markOf(value)
+            if mark is None or not callable(value):
+                continue
+            self.register(value, prefix + (mark.name or attr), mark.thread)
+            count += 1
+        return count
+
+    def registerObject(self, obj: object, prefix: str | None = None) -> int:
+        """
+        Register the methods of C{obj} marked with L{rpc}, as
+        C{prefix + "." + name} (no prefix: the bare names).
+        """
+        candidates = []
+        for attr in dir(obj):
+            # Look before touching: getattr() would run properties.
+            raw = inspect.getattr_static(obj, attr)
+            if _markOf(getattr(raw, "__func__", raw)) is not None:
+                candidates.append((attr, getattr(obj, attr)))
+        return self.registerMarked(candidates, f"{prefix}." if prefix else "")
+
+    def addModule(self, module: ModuleType | str) -> int:
+        """
+        Register the functions of C{module} (a module or its dotted name)
+        marked with L{rpc}; return how many were registered.
+
+        @raise ImportError: if the module cannot be imported.
+        """
+        if isinstance(module, str):
+            module = importlib.import_module(module)
+        return self.registerMarked(sorted(vars(module).items()))
+
+    @classmethod
+    def fromModule(cls, module: ModuleType | str) -> Registry:
+        """
+        A registry of the functions of C{module} marked with L{rpc}.
+        """
+        registry = cls()
+        registry.addModule(module)
+        return registry
+
+    def lookup(self, name: str) -> Method | None:
+        """
+        The method registered as C{name}, or L{None}.
+        """
+        return self._methods.get(name)
+
+    def names(self) -> list[str]:
+        """
+        The registered names, sorted.
+        """
+        return sorted(self._methods)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._methods
+
+    def __len__(self) -> int:
+        return len(self._methods)
+
+    def _listMethods(self) -> list[str]:
+        """
+        The names of the methods this server serves.
+        """
+        return self.names()
+
+    def _describe(self) -> dict[str, dict[str, str]]:
+        """
+        The signature and documentation of every method, by name.
+        """
+        return {name: self._methods[name].describe() for name in self.names()}

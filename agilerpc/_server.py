@@ -1,0 +1,499 @@
+"""
+The server side of a connection: framing, dispatch, keepalive and goaway.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from . import _wire
+from ._errors import (
+    InvalidRequest,
+    InvalidResult,
+    MessageTooLarge,
+    MethodNotFound,
+    RpcError,
+)
+from ._framing import FrameReceiver
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure as _Failure
+
+    from ._registry import Method, Registry
+
+_log = Logger(namespace="agilerpc.server")
+
+
+def _errorFromFailure(failure: Failure, debug: bool) -> dict[str, Any]:
+    """
+    The error map sent for a failed call: an L{RpcError} as it asks, a
+    cancellation as C{Cancelled}, anything else as its class name and
+    C{str()}; a traceback only when the server runs with debug.
+    """
+    exc = failure.value
+    if isinstance(exc, RpcError):
+        return exc.toWire()
+    if isinstance(exc, CancelledError):
+        return {"type": "Cancelled", "message": "the call was cancelled"}
+    error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    if debug:
+        error["data"] = {"traceback": failure.getTraceback()}
+    return error
+
+
+@implementer(IHalfCloseableProtocol)
+class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
+    """
+    One server connection.
+
+    Sends a hello, then dispatches each request as its frame completes and
+    answers it as soon as its handler finishes, in any order.  The keepalive
+    timer runs only while no request is outstanding; when it fires, or the
+    server shuts down, the connection ends gracefully with a goaway (see
+    L{goAway}).
+    """
+
+    factory: RpcServerFactory
+    # Always connected to a stream transport while it runs.
+    transport: Any
+
+    def __init__(self, factory: RpcServerFactory) -> None:
+        self.factory = factory
+        self.MAX_LENGTH = factory.maxMessageSize
+        self._outstanding: dict[int, Deferred[Any]] = {}
+        self._lastMsgid: int | None = None
+        self._goawaySent = False
+        self._readClosed = False
+        self._writeClosed = False
+        self._disconnected = False
+        self._lingerCall: IDelayedCall | None = None
+        self.peer: IAddress | None = None
+
+    # TimeoutMixin takes its clock from here, so tests can use task.Clock.
+    def callLater(self, period: float, func: Any) -> IDelayedCall:
+        return self.factory.reactor.callLater(period, func)
+
+    # -- connection life ----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.peer = self.transport.getPeer()
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            with suppress(OSError):  # e.g. a UNIX socket
+                setNoDelay(True)
+        self.factory.connections.add(self)
+        self._send(_wire.encodeHello(self.factory.hello))
+        self._idle()
+
+    def connectionLost(self, reason: _Failure | None = None) -> None:
+        self._disconnected = True
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
+        if self._lingerCall is not None and self._lingerCall.active():
+            self._lingerCall.cancel()
+        self._lingerCall = None
+        self.factory.connectionClosed(self)
+
+    def readConnectionLost(self) -> None:
+        """
+        The client closed its side: it will send nothing more.  Answer what is
+        outstanding, then close.  A frame cut off by the close is dropped
+        undispatched.
+        """
+        self._readClosed = True
+        self.discardInput()
+        if not self._outstanding:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our side is closed (see L{_halfClose}); keep reading until the client
+        closes too.
+        """
+
+    # -- receiving ----------------------------------------------------------
+
+    def stringReceived(self, payload: bytes) -> None:
+        try:
+            message = _wire.parseClientMessage(payload)
+        except InvalidRequest as e:
+            if not self._goawaySent:
+                self._refuse(e)
+                if not self._outstanding:
+                    self._idle()
+            return
+        if self._goawaySent:
+            # Nothing is dispatched after a goaway; cancels of calls still
+            # running are still honoured.
+            if type(message) is _wire.Control:
+                self._control(message)
+            return
+        if type(message) is _wire.Request:
+            self._request(message)
+        elif type(message) is _wire.Notification:
+            self._notification(message)
+        else:
+            assert type(message) is _wire.Control
+            self._control(message)
+        if not self._outstanding:
+            self._idle()
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        """
+        A frame longer than the maximum message size: refuse it without
+        reading its body, and close gracefully.  The stream cannot be resynced,
+        so everything after it is discarded.
+        """
+        self.discardInput()
+        error = MessageTooLarge(
+            f"a frame of {length} bytes exceeds the maximum message size of "
+            f"{self.MAX_LENGTH} bytes"
+        )
+        _log.warn(
+            "{peer}: refused a frame of {length} bytes (limit {limit})",
+            peer=self.peer,
+            length=length,
+            limit=self.MAX_LENGTH,
+        )
+        self._send(_wire.encodeError(None, error.toWire()))
+        self.goAway("MessageTooLarge")
+
+    def _refuse(self, error: InvalidRequest) -> None:
+        data = error.data
+        msgid = data.get("msgid") if isinstance(data, dict) else None
+        if msgid is not None and msgid in self._outstanding:
+            msgid = None
+        self._send(_wire.encodeError(msgid, error.toWire()))
+
+    def _control(self, message: _wire.Control) -> None:
+        if message.kind == "cancel":
+            if message.body and _wire.isMsgid(message.body[0]):
+                d = self._outstanding.get(message.body[0])
+                if d is not None:
+                    d.cancel()
+            else:
+                self._refuse(InvalidRequest("cancel needs a msgid"))
+        # Other kinds are ignored, so that clients can add optional ones.
+
+    # -- dispatch -----------------------------------------------------------
+
+    def _request(self, request: _wire.Request) -> None:
+        msgid = request.msgid
+        if msgid in self._outstanding:
+            error = InvalidRequest(
+                f"msgid {msgid} is already outstanding on this connection",
+                {"msgid": msgid},
+            )
+            self._send(_wire.encodeError(None, error.toWire()))
+            return
+        self._lastMsgid = msgid
+        try:
+            d = self._invoke(request.method, request.args, request.kwargs)
+        except RpcError as e:
+            self._send(_wire.encodeError(msgid, e.toWire()))
+            return
+        except Exception:
+            self._callFailed(Failure(), msgid, request.method)
+            return
+        if type(d) is not Deferred:
+            # The common case: a plain function's result, sent at once.
+            self._sendResult(msgid, d, request.method)
+            return
+        if not self._outstanding:
+            self.setTimeout(None)  # type: ignore[no-untyped-call]
+        self._outstanding[msgid] = d
+        d.addCallbacks(
+            self._callSucceeded,
+            self._callFailed,
+            callbackArgs=(msgid, request.method),
+            errbackArgs=(msgid, request.method),
+        )
+
+    def _invoke(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """
+        Run the handler for C{name}: its plain result, or a L{Deferred} for
+        one that is not ready yet.
+
+        @raise RpcError: C{MethodNotFound} or C{InvalidParams}.
+        @raise Exception: whatever a synchronous handler raised.
+        """
+        method: Method | None = self.factory.registry.lookup(name)
+        if method is None:
+            raise MethodNotFound(f"no method named {name!r}")
+        method.checkArguments(args, kwargs)
+        if method.thread:
+            reactor = self.factory.reactor
+            return deferToThreadPool(
+                reactor,  # type: ignore[arg-type]
+                reactor.getThreadPool(),  # type: ignore[attr-defined]
+                method.func,
+                *args,
+                **kwargs,
+            )
+        result = method.func(*args, **kwargs)
+        if isinstance(result, Deferred):
+            return result
+        if inspect.iscoroutine(result):
+            return Deferred.fromCoroutine(result)
+        return result
+
+    def _notification(self, notification: _wire.Notification) -> None:
+        method = notification.method
+        try:
+            result = self._invoke(method, notification.args, notification.kwargs)
+        except Exception:
+            self._notificationFailed(Failure(), method)
+            return
+        if isinstance(result, Deferred):
+            result.addErrback(self._notificationFailed, method)
+
+    def _notificationFailed(self, failure: Failure, method: str) -> None:
+        _log.failure(
+            "{peer}: notification {method} failed",
+            failure,
+            peer=self.peer,
+            method=method,
+        )
+
+    def _callSucceeded(self, result: Any, msgid: int, method: str) -> None:
+        del self._outstanding[msgid]
+        self._sendResult(msgid, result, method)
+        self._callFinished()
+
+    def _callFailed(self, failure: Failure, msgid: int, method: str) -> None:
+        finished = self._outstanding.pop(msgid, None) is not None
+        if isinstance(failure.value, RpcError):
+            _log.debug(
+                "{peer}: {method} #{msgid}: {error}",
+                peer=self.peer,
+                method=method,
+                msgid=msgid,
+                error=failure.value,
+            )
+        elif not failure.check(CancelledError):
+            _log.failure(
+                "{peer}: {method} #{msgid} failed",
+                failure,
+                peer=self.peer,
+                method=method,
+                msgid=msgid,
+            )
+        self._send(
+            _wire.encodeError(msgid, _errorFromFailure(failure, self.factory.debug))
+        )
+        if finished:
+            self._callFinished()
+
+    def _callFinished(self) -> None:
+        if not self._outstanding:
+            if self._goawaySent:
+                self._halfClose()
+            elif self._readClosed:
+                self.transport.loseConnection()
+            else:
+                self._idle()
+
+    # -- sending ------------------------------------------------------------
+
+    def _sendResult(self, msgid: int, result: Any, method: str) -> None:
+        if self._disconnected:
+            return
+        try:
+            payload = _wire.encodeResult(msgid, result)
+        except Exception as e:
+            _log.error(
+                "{peer}: {method} #{msgid} returned a result msgpack cannot encode: {error}",
+                peer=self.peer,
+                method=method,
+                msgid=msgid,
+                error=e,
+            )
+            error: RpcError = InvalidResult(
+                f"{method}() returned a result that cannot be encoded: {e}"
+            )
+            payload = _wire.encodeError(msgid, error.toWire())
+        if len(payload) > self.MAX_LENGTH:
+            error = MessageTooLarge(
+                f"the result of {method}() is {len(payload)} bytes, more than the "
+                f"maximum message size of {self.MAX_LENGTH} bytes"
+            )
+            payload = _wire.encodeError(msgid, error.toWire())
+        self._send(payload)
+
+    def _send(self, payload: bytes) -> None:
+        if not self._disconnected and not self._writeClosed:
+            self.transport.write(_wire.HEADER.pack(len(payload)) + payload)
+
+    # -- keepalive and goaway -----------------------------------------------
+
+    def _idle(self) -> None:
+        """
+        Nothing is outstanding: (re)start the keepalive timer.
+        """
+        if self.factory.keepalive and not self._goawaySent:
+            if self.timeOut is None:
+                self.setTimeout(self.factory.keepalive)  # type: ignore[no-untyped-call]
+            else:
+                self.resetTimeout()  # type: ignore[no-untyped-call]
+
+    def timeoutConnection(self) -> None:
+        """
+        The connection was idle for the keepalive period.
+        """
+        _log.debug(
+            "{peer}: idle for {keepalive}s, closing",
+            peer=self.peer,
+            keepalive=self.factory.keepalive,
+        )
+        self.goAway("idle")
+
+    def goAway(self, reason: str) -> None:
+        """
+        Close gracefully: send a goaway naming the last dispatched msgid,
+        dispatch nothing more, answer what is outstanding, then half-close and
+        linger (see L{_halfClose}).
+        """
+        if self._goawaySent or self._disconnected:
+            return
+        self._goawaySent = True
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
+        self._send(_wire.encodeGoaway(self._lastMsgid, reason))
+        if not self._outstanding:
+            self._halfClose()
+
+    def _halfClose(self) -> None:
+        """
+        Close our side, then keep reading (and discarding) until the client
+        closes or the linger time passes.
+
+        Closing both sides at once would make the kernel answer a request that
+        is still on its way with a RST, which can destroy the goaway before the
+        client reads it.
+        """
+        if self._writeClosed or self._disconnected:
+            return
+        if self._readClosed:
+            self.transport.loseConnection()
+            return
+        self._writeClosed = True
+        loseWrite = getattr(self.transport, "loseWriteConnection", None)
+        if loseWrite is None:  # pragma: no cover - transports without half-close
+            self.transport.loseConnection()
+            return
+        loseWrite()
+        self._lingerCall = self.factory.reactor.callLater(
+            self.factory.lingerTimeout, self.transport.abortConnection
+        )
+
+    def abort(self) -> None:
+        """
+        Close now, whatever is outstanding.
+        """
+        if not self._disconnected:
+            self.transport.abortConnection()
+
+
+class RpcServerFactory(Factory):
+    """
+    Builds L{RpcServerProtocol}s serving C{registry}, and ends them all
+    gracefully on L{shutdown}.
+
+    @ivar reactor: the clock (and thread pool) used by every connection.
+    @ivar keepalive: idle seconds before a connection is closed; 0 disables.
+    @ivar maxMessageSize: the largest frame accepted, and sent, in bytes.
+    @ivar lingerTimeout: how long a closing connection waits for the client to
+        close before it is aborted.
+    @ivar debug: send tracebacks to callers (for development only).
+    @ivar connections: the open connections.
+    """
+
+    protocol = RpcServerProtocol  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(
+        self,
+        registry: Registry,
+        reactor: IReactorTime,
+        keepalive: float = 75.0,
+        maxMessageSize: int = _wire.DEFAULT_MAX_MESSAGE_SIZE,
+        lingerTimeout: float = 5.0,
+        debug: bool = False,
+    ) -> None:
+        if keepalive < 0:
+            raise ValueError("keepalive must be >= 0")
+        if maxMessageSize < 1:
+            raise ValueError("maxMessageSize must be >= 1")
+        self.registry = registry
+        self.reactor = reactor
+        self.keepalive = keepalive
+        self.maxMessageSize = maxMessageSize
+        self.lingerTimeout = lingerTimeout
+        self.debug = debug
+        self.connections: set[RpcServerProtocol] = set()
+        self._stopping = False
+        self._drained: list[Deferred[None]] = []
+        self.hello: dict[str, Any] = {
+            "protocol": _wire.PROTOCOL_VERSION,
+            "keepalive": keepalive,
+            "max_message_size": maxMessageSize,
+            "server": f"agilerpc/{__version__}",
+        }
+
+    def buildProtocol(self, addr: IAddress | None) -> RpcServerProtocol:  # type: ignore[override]
+        return RpcServerProtocol(self)
+
+    def connectionClosed(self, protocol: RpcServerProtocol) -> None:
+        self.connections.discard(protocol)
+        if not self.connections and self._drained:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    def shutdown(self, grace: float = 10.0) -> Deferred[None]:
+        """
+        Send every connection a goaway, let dispatched calls finish for up to
+        C{grace} seconds, then abort what is left.
+
+        @return: fires when every connection is closed.
+        """
+        self._stopping = True
+        if not self.connections:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        for protocol in list(self.connections):
+            protocol.goAway("shutdown")
+        deadline = self.reactor.callLater(grace, self._abortAll)
+
+        def cancelDeadline(result: None) -> None:
+            if deadline.active():
+                deadline.cancel()
+            return result
+
+        d.addCallback(cancelDeadline)
+        return d
+
+    def _abortAll(self) -> None:
+        for protocol in list(self.connections):
+            _log.warn(
+                "{peer}: still open after the shutdown grace, aborting",
+                peer=protocol.peer,
+            )
+            protocol.abort()

@@ -1,0 +1,3 @@
+"""
+Example handler modules; C{agilerpc.examples.hello} is served by default.
+"""
