@@ -1,0 +1,86 @@
+"""
+Handlers served by the test suite's subprocess servers.
+
+Loaded by C{twistd agilerpc --module handlers} with C{PYTHONPATH} set to the
+C{tests} directory, so it imports C{agilerpc} from the installed package and
+nothing from the C{tests} package.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+import agilerpc
+
+_incrCount = 0
+
+
+@agilerpc.rpc
+def sayHello(name: str) -> str:
+    """
+    Greet C{name}.
+    """
+    return "hello " + name
+
+
+@agilerpc.rpc
+def echo(x: Any) -> Any:
+    """
+    Return C{x} unchanged.
+    """
+    return x
+
+
+@agilerpc.rpc
+def add(a: Any, b: Any) -> Any:
+    """
+    Return C{a + b}.
+    """
+    return a + b
+
+
+@agilerpc.rpc
+def sleep(seconds: float) -> Deferred[float]:
+    """
+    Wait C{seconds} without blocking the reactor, then return C{seconds}.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: seconds)
+
+
+@agilerpc.rpc
+def pid() -> int:
+    """
+    The server process's id.
+    """
+    return os.getpid()
+
+
+@agilerpc.rpc
+def incr(token: str) -> int:
+    """
+    Append C{token} and a newline to the file named by
+    C{$AGILERPC_TEST_LEDGER}, and return how many times this process has run
+    C{incr}: tests count executions across restarts by reading the ledger.
+    """
+    global _incrCount
+    ledger = os.environ.get("AGILERPC_TEST_LEDGER")
+    if ledger:
+        with open(ledger, "a", encoding="utf-8") as f:
+            f.write(token + "\n")
+            f.flush()
+    _incrCount += 1
+    return _incrCount
+
+
+@agilerpc.rpc
+def fail(message: str) -> None:
+    """
+    Raise C{ValueError(message)}.
+    """
+    raise ValueError(message)
