@@ -1,0 +1,462 @@
+# mypy reports trial's untyped assertions called through self under the test
+# class's name, which untyped_calls_exclude = ["twisted"] does not match.
+# mypy: disable-error-code="no-untyped-call"
+"""
+Tests for L{agilerpc._registry}: the L{rpc} marker, L{Registry}
+registration, lookup, the C{system.*} built-ins and argument checking.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from agilerpc import InvalidParams, Method, Registry, rpc
+from agilerpc._registry import _markOf
+
+BUILTINS = ["system.describe", "system.listMethods"]
+
+
+def plain(a: int, b: int = 2) -> int:
+    """
+    Add two numbers.
+    """
+    return a + b
+
+
+def makeModule(name: str) -> types.ModuleType:
+    """
+    A module object holding marked and unmarked functions and other values.
+    """
+    module = types.ModuleType(name)
+
+    @rpc
+    def sayHello(name: str) -> str:
+        """
+        Greet someone.
+        """
+        return "hello " + name
+
+    @rpc(name="math.add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @rpc(thread=True)
+    def blocking() -> None:
+        pass
+
+    def unmarked() -> None:
+        pass
+
+    module.sayHello = sayHello  # type: ignore[attr-defined]
+    module.add = add  # type: ignore[attr-defined]
+    module.blocking = blocking  # type: ignore[attr-defined]
+    module.unmarked = unmarked  # type: ignore[attr-defined]
+    module.CONSTANT = 5  # type: ignore[attr-defined]
+    return module
+
+
+class RpcMarkerTests(SynchronousTestCase):
+    """
+    L{rpc} marks a function and returns it unchanged.
+    """
+
+    def test_bare(self) -> None:
+        """
+        C{@rpc} returns the same function, marked with no name and no thread.
+        """
+
+        def f() -> None:
+            pass
+
+        self.assertIs(rpc(f), f)
+        mark = _markOf(f)
+        assert mark is not None
+        self.assertEqual((mark.name, mark.thread), (None, False))
+
+    def test_name(self) -> None:
+        """
+        C{@rpc(name=...)} records the name.
+        """
+
+        @rpc(name="math.add")
+        def f() -> None:
+            pass
+
+        mark = _markOf(f)
+        assert mark is not None
+        self.assertEqual((mark.name, mark.thread), ("math.add", False))
+        self.assertEqual(f.__name__, "f")
+
+    def test_thread(self) -> None:
+        """
+        C{@rpc(thread=True)} records the thread option.
+        """
+
+        @rpc(thread=True)
+        def f() -> None:
+            pass
+
+        mark = _markOf(f)
+        assert mark is not None
+        self.assertEqual((mark.name, mark.thread), (None, True))
+
+    def test_unmarked(self) -> None:
+        """
+        A function never passed to L{rpc} has no mark, and marking registers
+        nothing anywhere.
+        """
+        self.assertIsNone(_markOf(plain))
+        self.assertEqual(Registry().names(), BUILTINS)
+
+
+class RegisterTests(SynchronousTestCase):
+    """
+    L{Registry.register} adds one method under a name.
+    """
+
+    def test_defaultName(self) -> None:
+        """
+        The name defaults to the function's C{__name__}; the method is found by
+        L{Registry.lookup}.
+        """
+        registry = Registry()
+        method = registry.register(plain)
+        self.assertIsInstance(method, Method)
+        self.assertEqual(
+            (method.name, method.func, method.thread), ("plain", plain, False)
+        )
+        self.assertIs(registry.lookup("plain"), method)
+        self.assertIn("plain", registry)
+        self.assertEqual(len(registry), 3)
+
+    def test_explicitNameAndThread(self) -> None:
+        """
+        C{name} and C{thread} are kept.
+        """
+        registry = Registry()
+        method = registry.register(plain, name="math.plus", thread=True)
+        self.assertEqual((method.name, method.thread), ("math.plus", True))
+        self.assertIsNone(registry.lookup("plain"))
+        self.assertIs(registry.lookup("math.plus"), method)
+
+    def test_lambdaNeedsNoName(self) -> None:
+        """
+        A lambda is registered under its C{__name__} unless named.
+        """
+        registry = Registry()
+        registry.register(lambda: 1, name="one")
+        self.assertIn("one", registry)
+
+    def test_duplicate(self) -> None:
+        """
+        Registering a taken name raises L{ValueError} and keeps the first.
+        """
+        registry = Registry()
+        registry.register(plain)
+        with self.assertRaises(ValueError):
+            registry.register(lambda: 1, name="plain")
+        method = registry.lookup("plain")
+        assert method is not None
+        self.assertIs(method.func, plain)
+
+    def test_reserved(self) -> None:
+        """
+        Names starting with C{system.} are reserved, the built-ins included.
+        """
+        registry = Registry()
+        for name in ["system.listMethods", "system.other"]:
+            with self.assertRaises(ValueError):
+                registry.register(plain, name=name)
+        self.assertEqual(registry.names(), BUILTINS)
+
+    def test_emptyName(self) -> None:
+        """
+        An empty name is refused.
+        """
+        with self.assertRaises(ValueError):
+            Registry().register(plain, name="")
+
+    def test_notCallable(self) -> None:
+        """
+        Something that is not callable is refused with L{TypeError}.
+        """
+        with self.assertRaises(TypeError):
+            Registry().register(5, name="five")  # type: ignore[arg-type]
+
+    def test_noName(self) -> None:
+        """
+        A callable with no C{__name__} must be given a name.
+        """
+
+        class Callable:
+            def __call__(self) -> int:
+                return 1
+
+        registry = Registry()
+        with self.assertRaises(ValueError):
+            registry.register(Callable())
+        registry.register(Callable(), name="c")
+        self.assertIn("c", registry)
+
+    def test_lookupUnknown(self) -> None:
+        """
+        L{Registry.lookup} of an unknown name is L{None}.
+        """
+        self.assertIsNone(Registry().lookup("nope"))
+        self.assertNotIn("nope", Registry())
+
+    def test_names(self) -> None:
+        """
+        L{Registry.names} lists every name, built-ins included, sorted.
+        """
+        registry = Registry()
+        registry.register(plain, name="zeta")
+        registry.register(plain, name="alpha")
+        self.assertEqual(registry.names(), ["alpha", *BUILTINS, "zeta"])
+
+
+class ModuleTests(SynchronousTestCase):
+    """
+    L{Registry.fromModule} and L{Registry.addModule} register a module's
+    marked functions, and only those.
+    """
+
+    def test_fromModule(self) -> None:
+        """
+        Every marked function is registered, under its mark's name or its
+        attribute name, with its thread option; nothing else is.
+        """
+        module = makeModule("agilerpc_test_fake")
+        registry = Registry.fromModule(module)
+        self.assertEqual(
+            registry.names(), ["blocking", "math.add", "sayHello", *BUILTINS]
+        )
+        add = registry.lookup("math.add")
+        blocking = registry.lookup("blocking")
+        assert add is not None and blocking is not None
+        self.assertIs(add.func, module.add)
+        self.assertEqual((add.thread, blocking.thread), (False, True))
+
+    def test_addModuleCount(self) -> None:
+        """
+        L{Registry.addModule} returns how many methods it registered.
+        """
+        registry = Registry()
+        self.assertEqual(registry.addModule(makeModule("agilerpc_test_fake")), 3)
+
+    def test_dottedName(self) -> None:
+        """
+        A module can be given by its dotted name; it is imported.
+        """
+        name = "agilerpc_test_dotted"
+        self.addCleanup(sys.modules.pop, name, None)
+        sys.modules[name] = makeModule(name)
+        registry = Registry.fromModule(name)
+        self.assertIn("sayHello", registry)
+        self.assertEqual(Registry().addModule(name), 3)
+
+    def test_dottedNameNotImportable(self) -> None:
+        """
+        A dotted name that does not import raises L{ImportError}.
+        """
+        with self.assertRaises(ImportError):
+            Registry.fromModule("agilerpc_test_no_such_module")
+
+    def test_twoModulesClash(self) -> None:
+        """
+        Two modules offering the same name cannot both be added.
+        """
+        registry = Registry()
+        registry.addModule(makeModule("one"))
+        with self.assertRaises(ValueError):
+            registry.addModule(makeModule("two"))
+
+
+class Service:
+    """
+    An object with marked and unmarked methods, and a property that must not
+    be evaluated.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.propertyRead = False
+
+    @rpc
+    def ping(self) -> str:
+        """
+        Answer pong.
+        """
+        self.calls += 1
+        return "pong"
+
+    @rpc(name="add")
+    def plus(self, a: int, b: int) -> int:
+        return a + b
+
+    @rpc(thread=True)
+    def slow(self) -> None:
+        pass
+
+    @staticmethod
+    @rpc
+    def static(x: int) -> int:
+        return x
+
+    def helper(self) -> None:
+        pass
+
+    @property
+    def expensive(self) -> int:
+        self.propertyRead = True
+        raise AssertionError("a property was evaluated")
+
+
+class RegisterObjectTests(SynchronousTestCase):
+    """
+    L{Registry.registerObject} registers an object's marked methods.
+    """
+
+    def test_prefix(self) -> None:
+        """
+        Marked methods are registered bound, as C{prefix.name}; unmarked ones
+        and properties are not, and properties are not evaluated.
+        """
+        service = Service()
+        registry = Registry()
+        count = registry.registerObject(service, prefix="svc")
+        self.assertEqual(count, 4)
+        self.assertEqual(
+            registry.names(),
+            ["svc.add", "svc.ping", "svc.slow", "svc.static", *BUILTINS],
+        )
+        self.assertFalse(service.propertyRead)
+        ping = registry.lookup("svc.ping")
+        slow = registry.lookup("svc.slow")
+        assert ping is not None and slow is not None
+        self.assertEqual(ping.func(), "pong")
+        self.assertEqual(service.calls, 1)
+        self.assertEqual((ping.thread, slow.thread), (False, True))
+
+    def test_noPrefix(self) -> None:
+        """
+        Without a prefix the methods keep their bare names.
+        """
+        registry = Registry()
+        registry.registerObject(Service())
+        self.assertEqual(registry.names(), ["add", "ping", "slow", "static", *BUILTINS])
+
+    def test_boundSignature(self) -> None:
+        """
+        The signature checked for a method does not include C{self}.
+        """
+        registry = Registry()
+        registry.registerObject(Service(), prefix="svc")
+        add = registry.lookup("svc.add")
+        assert add is not None
+        add.checkArguments([1, 2], {})
+        with self.assertRaises(InvalidParams):
+            add.checkArguments([object(), 1, 2], {})
+
+
+class BuiltinTests(SynchronousTestCase):
+    """
+    C{system.listMethods} and C{system.describe}.
+    """
+
+    def setUp(self) -> None:
+        self.registry = Registry()
+        self.registry.register(plain, name="math.plain")
+
+    def call(self, name: str, *args: Any) -> Any:
+        method = self.registry.lookup(name)
+        assert method is not None
+        return method.func(*args)
+
+    def test_listMethods(self) -> None:
+        """
+        C{system.listMethods} returns every name, sorted.
+        """
+        self.assertEqual(self.call("system.listMethods"), ["math.plain", *BUILTINS])
+        self.registry.register(plain, name="later")
+        self.assertEqual(
+            self.call("system.listMethods"), ["later", "math.plain", *BUILTINS]
+        )
+
+    def test_describe(self) -> None:
+        """
+        C{system.describe} maps every name to its signature and docstring.
+        """
+        description = self.call("system.describe")
+        self.assertEqual(sorted(description), ["math.plain", *BUILTINS])
+        self.assertEqual(
+            description["math.plain"],
+            {
+                "signature": "(a: 'int', b: 'int' = 2) -> 'int'",
+                "doc": "Add two numbers.",
+            },
+        )
+        self.assertEqual(
+            description["system.listMethods"]["signature"], "() -> 'list[str]'"
+        )
+        self.assertIn("names", description["system.listMethods"]["doc"])
+
+    def test_describeNoDoc(self) -> None:
+        """
+        A handler without a docstring is described with an empty doc.
+        """
+        self.registry.register(lambda x: x, name="nodoc")
+        self.assertEqual(
+            self.call("system.describe")["nodoc"], {"signature": "(x)", "doc": ""}
+        )
+
+    def test_describeNoSignature(self) -> None:
+        """
+        A builtin without an introspectable signature is described as
+        C{(...)} and accepts any arguments.
+        """
+        method = self.registry.register(max, name="nosig")
+        if method.signature is not None:
+            raise self.skipTest("max has a signature on this Python")
+        self.assertEqual(self.call("system.describe")["nosig"]["signature"], "(...)")
+        method.checkArguments([1, 2, 3, 4], {"x": 1})
+
+
+class CheckArgumentsTests(SynchronousTestCase):
+    """
+    L{Method.checkArguments} raises L{InvalidParams} when a call does not bind.
+    """
+
+    def setUp(self) -> None:
+        self.method = Method("plain", plain, False)
+
+    def test_binds(self) -> None:
+        """
+        Arguments that bind raise nothing.
+        """
+        self.method.checkArguments([1], {})
+        self.method.checkArguments([1, 2], {})
+        self.method.checkArguments([], {"a": 1, "b": 2})
+
+    def test_doesNotBind(self) -> None:
+        """
+        Too many or too few arguments, an unknown or repeated keyword are
+        L{InvalidParams} naming the method.
+        """
+        for args, kwargs in [
+            ([1, 2, 3], {}),
+            ([], {}),
+            ([1], {"c": 3}),
+            ([1], {"a": 1}),
+        ]:
+            with self.assertRaises(InvalidParams) as caught:
+                self.method.checkArguments(args, kwargs)
+            self.assertEqual(caught.exception.type, "InvalidParams")
+            self.assertTrue(
+                caught.exception.message.startswith("plain(): "),
+                caught.exception.message,
+            )
