@@ -5,6 +5,7 @@ Public names are re-exported here; import from C{agilerpc}, not from its
 private modules.
 """
 
+from ._client import RpcClient
 from ._errors import (
     Cancelled,
     ClientClosed,
@@ -41,6 +42,7 @@ __all__ = [
     "QueueFull",
     "Registry",
     "RemoteError",
+    "RpcClient",
     "RpcError",
     "RpcServerFactory",
     "RpcServerProtocol",

@@ -1,0 +1,609 @@
+"""
+The Twisted client: L{RpcClient}, a Deferred-returning caller that queues
+calls while it (re)connects and never loses or repeats one.
+
+The rules (docs/PROTOCOL.md has the wire side):
+
+ - A call made while no connection is ready waits in a bounded queue and is
+   sent, in order, as soon as a connection says hello.
+ - On a goaway, requests sent after the goaway's last msgid provably did not
+   run: they go back to the front of the queue and are sent again on the next
+   connection.  Requests up to it get their answers on the old connection,
+   which is closed once they have.
+ - On an unexpected loss (no goaway), calls in flight fail with
+   L{ConnectionLost}: they may have run, so resending them could run them
+   twice.  Queued calls stay queued, and the factory reconnects with backoff
+   while anything is queued.
+ - After a goaway with nothing queued, the client reconnects lazily, on the
+   next call: reconnecting at once would keep every idle client connected
+   forever and defeat the server's keepalive.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from contextlib import suppress
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress, IConnector, IDelayedCall
+from twisted.internet.protocol import ReconnectingClientFactory
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
+
+from . import _wire
+from ._errors import (
+    ClientClosed,
+    ConnectionLost,
+    InvalidResponse,
+    MessageTooLarge,
+    QueueFull,
+    RemoteError,
+)
+from ._framing import FrameReceiver
+
+_log = Logger(namespace="agilerpc.client")
+
+_HALF = 2**31
+_WRAP = 2**32
+
+
+class _Call:
+    """
+    One call (or notification, when C{deferred} is L{None}) from the moment
+    it is made until it is answered or fails.
+    """
+
+    __slots__ = ("args", "connection", "deferred", "kwargs", "method", "msgid")
+
+    def __init__(
+        self,
+        method: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        deferred: Deferred[Any] | None,
+    ) -> None:
+        self.method = method
+        self.args = args
+        self.kwargs = kwargs
+        self.deferred = deferred
+        self.connection: RpcClientProtocol | None = None
+        self.msgid = 0
+
+
+def _after(msgid: int, last: int) -> bool:
+    """
+    Was C{msgid} sent after C{last}?  msgids count up from 0 on each
+    connection and wrap at 2**32; fewer than 2**31 are ever in flight.
+    """
+    return 0 < (msgid - last) % _WRAP < _HALF
+
+
+class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
+    """
+    One client connection: sends calls with increasing msgids and matches
+    the answers, in any order.
+    """
+
+    # Always connected to a stream transport while it runs.
+    transport: Any
+
+    def __init__(self, client: RpcClient) -> None:
+        self.client = client
+        self.MAX_LENGTH = _wire.DEFAULT_MAX_MESSAGE_SIZE
+        self.hello: dict[str, Any] | None = None
+        self.goaway = False
+        self._inflight: dict[int, _Call] = {}
+        self._nextMsgid = 0
+        self._disconnected = False
+
+    def connectionMade(self) -> None:
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            with suppress(OSError):
+                setNoDelay(True)
+        self.client._connectionMade(self)
+
+    @property
+    def inflight(self) -> int:
+        """
+        How many calls were sent on this connection and not yet answered.
+        """
+        return len(self._inflight)
+
+    # -- sending ------------------------------------------------------------
+
+    def sendCall(self, call: _Call) -> None:
+        """
+        Send C{call}; a call that cannot be encoded, or is larger than the
+        server accepts, fails at once and the connection is untouched.
+        """
+        deferred = call.deferred
+        if deferred is None:
+            self._sendNotification(call)
+            return
+        msgid = self._nextMsgid
+        try:
+            payload = _wire.encodeRequest(msgid, call.method, call.args, call.kwargs)
+        except Exception as e:
+            deferred.errback(
+                TypeError(f"cannot encode the arguments of {call.method}(): {e}")
+            )
+            return
+        if len(payload) > self.MAX_LENGTH:
+            deferred.errback(self._tooLarge(call, len(payload)))
+            return
+        self._nextMsgid = (msgid + 1) & _wire.MAX_MSGID
+        call.msgid = msgid
+        call.connection = self
+        self._inflight[msgid] = call
+        self.transport.write(_wire.HEADER.pack(len(payload)) + payload)
+
+    def _sendNotification(self, call: _Call) -> None:
+        try:
+            payload = _wire.encodeNotification(call.method, call.args, call.kwargs)
+        except Exception:
+            _log.failure("cannot encode the notification {method}", method=call.method)
+            return
+        if len(payload) > self.MAX_LENGTH:
+            _log.error("{error}", error=self._tooLarge(call, len(payload)))
+            return
+        self.transport.write(_wire.HEADER.pack(len(payload)) + payload)
+
+    def _tooLarge(self, call: _Call, size: int) -> MessageTooLarge:
+        return MessageTooLarge(
+            f"{call.method}(): the request is {size} bytes, more than the server's "
+            f"maximum message size of {self.MAX_LENGTH} bytes"
+        )
+
+    def cancelCall(self, call: _Call) -> None:
+        """
+        Forget an in-flight call (its late answer will be dropped) and ask
+        the server to cancel it.
+        """
+        del self._inflight[call.msgid]
+        call.connection = None
+        if not self._disconnected:
+            cancel = _wire.encodeCancel(call.msgid)
+            self.transport.write(_wire.HEADER.pack(len(cancel)) + cancel)
+        self._closeIfDone()
+
+    # -- receiving ----------------------------------------------------------
+
+    def stringReceived(self, payload: bytes) -> None:
+        try:
+            message = _wire.parseServerMessage(payload)
+        except InvalidResponse as e:
+            self._protocolError(str(e))
+            return
+        if type(message) is _wire.Response:
+            self._response(message)
+        else:
+            assert type(message) is _wire.Control
+            if message.kind == "hello":
+                self._hello(message.body)
+            elif message.kind == "goaway":
+                self._goaway(message.body)
+            # Other control kinds are ignored, as the protocol asks.
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self._protocolError(
+            f"the server sent a frame of {length} bytes, more than the maximum "
+            f"message size of {self.MAX_LENGTH} bytes"
+        )
+
+    def _protocolError(self, why: str) -> None:
+        _log.error(
+            "{peer}: protocol error, closing the connection: {why}",
+            peer=self.transport.getPeer(),
+            why=why,
+        )
+        self.discardInput()
+        self.transport.abortConnection()
+
+    def _hello(self, body: list[Any]) -> None:
+        info = body[0] if body else None
+        if self.hello is not None or not isinstance(info, dict):
+            self._protocolError(f"unexpected hello {body!r}")
+            return
+        if info.get("protocol") != _wire.PROTOCOL_VERSION:
+            self._protocolError(
+                f"unsupported protocol version {info.get('protocol')!r}"
+            )
+            return
+        maxSize = info.get("max_message_size")
+        if type(maxSize) is int and maxSize > 0:
+            self.MAX_LENGTH = maxSize
+        self.hello = info
+        self.client._connectionReady(self)
+
+    def _response(self, response: _wire.Response) -> None:
+        if self.hello is None:
+            self._protocolError("a response before the hello")
+            return
+        msgid = response.msgid
+        if msgid is None:
+            # An error the server could not attribute to a call (e.g. a frame
+            # it refused): nothing to answer, but worth knowing.
+            _log.warn(
+                "{peer}: the server reported an error: {error}",
+                peer=self.transport.getPeer(),
+                error=RemoteError.fromWire(response.error),
+            )
+            return
+        call = self._inflight.pop(msgid, None)
+        if call is None:
+            # The answer to a call that was cancelled or timed out.
+            return
+        call.connection = None
+        deferred = call.deferred
+        assert deferred is not None
+        if response.error is None:
+            deferred.callback(response.result)
+        else:
+            deferred.errback(RemoteError.fromWire(response.error))
+        self._closeIfDone()
+
+    def _goaway(self, body: list[Any]) -> None:
+        if self.goaway:
+            return
+        self.goaway = True
+        last = body[0] if body else None
+        if not _wire.isMsgid(last):
+            last = None
+        unrun = [
+            call
+            for msgid, call in self._inflight.items()
+            if last is None or _after(msgid, last)
+        ]
+        for call in unrun:
+            del self._inflight[call.msgid]
+            call.connection = None
+        reason = body[1] if len(body) > 1 else None
+        _log.debug(
+            "{peer}: goaway ({reason}), last msgid {last}; {count} calls to resend",
+            peer=self.transport.getPeer(),
+            reason=reason,
+            last=last,
+            count=len(unrun),
+        )
+        self.client._connectionGoingAway(self, unrun)
+        self._closeIfDone()
+
+    def _closeIfDone(self) -> None:
+        if not self._inflight and (self.goaway or self.client._closed):
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self._disconnected = True
+        inflight = list(self._inflight.values())
+        self._inflight.clear()
+        self.client._connectionLost(self)
+        for call in inflight:
+            call.connection = None
+            assert call.deferred is not None
+            call.deferred.errback(
+                ConnectionLost(
+                    f"the connection was lost while {call.method}() was in flight "
+                    f"({reason.getErrorMessage()}): it may or may not have run on the "
+                    "server, so it was not resent"
+                )
+            )
+
+
+class _Redial:
+    """
+    What L{ReconnectingClientFactory.retry} calls C{connect()} on: each
+    attempt is a fresh connection, so that a new one can open while an old
+    one is still answering its last calls after a goaway.
+    """
+
+    def __init__(self, client: RpcClient) -> None:
+        self._client = client
+
+    def connect(self) -> None:
+        self._client._redial()
+
+    def stopConnecting(self) -> None:
+        pass
+
+
+class RpcClientFactory(ReconnectingClientFactory):
+    """
+    The L{ReconnectingClientFactory} of an L{RpcClient}: it supplies the
+    backoff (C{initialDelay}, C{factor}, C{maxDelay}, C{jitter}, C{clock});
+    the client decides when to connect and reconnect.
+    """
+
+    protocol = RpcClientProtocol
+    initialDelay = 0.1
+    maxDelay = 10.0  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(self, client: RpcClient, clock: Any) -> None:
+        self.client = client
+        self.clock = clock
+
+    def buildProtocol(self, addr: IAddress | None) -> RpcClientProtocol:
+        return RpcClientProtocol(self.client)
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        self.client._attemptFailed(reason)
+
+    def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
+        # RpcClientProtocol.connectionLost has already told the client.
+        pass
+
+
+class RpcClient:
+    """
+    A Deferred-returning agilerpc client for one server.
+
+    @param reactor: provides C{connectTCP} (C{connectSSL} with C{tls}) and
+        C{callLater}; tests pass a L{twisted.internet.testing.MemoryReactorClock}
+        or use L{agilerpc.testing.MemoryServer}.
+    @param timeout: the default deadline of each call in seconds, counting the
+        time it waits for a connection; L{None} for none.  Calls past it fail
+        with L{twisted.internet.defer.TimeoutError}.
+    @param tls: a TLS connection creator, e.g. from
+        L{twisted.internet.ssl.optionsForClientTLS}, to connect with TLS.
+    @param maxPending: how many calls may be unanswered (queued or in flight)
+        at once; a call beyond that fails at once with L{QueueFull}.
+    @param connectTimeout: seconds to wait for a TCP connection.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        tls: Any = None,
+        maxPending: int = 10000,
+        connectTimeout: float = 30,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.maxPending = maxPending
+        self.connectTimeout = connectTimeout
+        self._reactor = reactor
+        self._tls = tls
+        self.factory = RpcClientFactory(self, reactor)
+        self._queue: OrderedDict[_Call, None] = OrderedDict()
+        self._ready: RpcClientProtocol | None = None
+        self._connecting = False
+        self._connector: IConnector | None = None
+        self._connections: set[RpcClientProtocol] = set()
+        self._pending = 0
+        self._closed = False
+        self._closing: Deferred[None] | None = None
+        self._closeDeadline: IDelayedCall | None = None
+
+    # -- the caller's side --------------------------------------------------
+
+    def callRemote(self, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """
+        Call C{method} on the server.
+
+        @return: a L{Deferred} that fires with the result, or fails with a
+            L{RemoteError} (e.g. L{MethodNotFound}), L{ConnectionLost} (it may
+            have run), L{ClientClosed}, L{QueueFull}, L{MessageTooLarge} or a
+            timeout.  Cancelling it removes a queued call, or abandons an
+            in-flight one and asks the server to cancel it.
+        """
+        if self._closed:
+            return fail(ClientClosed(f"{method}(): the client is closed"))
+        if self._pending >= self.maxPending:
+            return fail(
+                QueueFull(
+                    f"{method}(): {self._pending} calls are already pending "
+                    f"(maxPending={self.maxPending})"
+                )
+            )
+        call = _Call(method, list(args), kwargs, None)
+        d: Deferred[Any] = Deferred(lambda _: self._cancel(call))
+        call.deferred = d
+        self._pending += 1
+        d.addBoth(self._ended)
+        if self.timeout is not None:
+            d.addTimeout(self.timeout, self._reactor)
+        self._submit(call)
+        return d
+
+    def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """
+        Send a notification: C{method} runs on the server and nothing is
+        answered, so nothing reports whether it ran.  It is queued like a call
+        while no connection is ready.
+
+        @raise ClientClosed: if the client is closed.
+        @raise QueueFull: if the queue is full.
+        """
+        if self._closed:
+            raise ClientClosed(f"{method}(): the client is closed")
+        if len(self._queue) >= self.maxPending:
+            raise QueueFull(f"{method}(): {len(self._queue)} calls are queued")
+        self._submit(_Call(method, list(args), kwargs, None))
+
+    def _ended(self, result: Any) -> Any:
+        self._pending -= 1
+        return result
+
+    def _submit(self, call: _Call) -> None:
+        ready = self._ready
+        if ready is not None and not self._queue:
+            ready.sendCall(call)
+        else:
+            # Not connected, or connected and still sending the queue (a
+            # call made from a callback while it drains): keep the order.
+            self._queue[call] = None
+            self._connect()
+
+    def _cancel(self, call: _Call) -> None:
+        if call in self._queue:
+            del self._queue[call]
+        elif call.connection is not None:
+            call.connection.cancelCall(call)
+
+    def connect(self) -> None:
+        """
+        Connect now instead of on the first call (calls still wait for the
+        connection's hello).  Does nothing if connected or connecting.
+        """
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        self._connect()
+
+    @property
+    def queued(self) -> int:
+        """
+        How many calls wait for a connection.
+        """
+        return len(self._queue)
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether a connection is ready to take calls now.
+        """
+        return self._ready is not None
+
+    # -- connecting ---------------------------------------------------------
+
+    def _connect(self, backoff: bool = False) -> None:
+        if self._closed or self._ready is not None or self._connecting:
+            return
+        self._connecting = True
+        if backoff:
+            self.factory.retry(_Redial(self))  # type: ignore[no-untyped-call]
+        else:
+            self._dial()
+
+    def _redial(self) -> None:
+        if self._closed or self._ready is not None:
+            self._connecting = False
+            return
+        self._dial()
+
+    def _dial(self) -> None:
+        if self._tls is not None:
+            self._connector = self._reactor.connectSSL(
+                self.host,
+                self.port,
+                self.factory,
+                self._tls,
+                timeout=self.connectTimeout,
+            )
+        else:
+            self._connector = self._reactor.connectTCP(
+                self.host, self.port, self.factory, timeout=self.connectTimeout
+            )
+
+    def _attemptFailed(self, reason: Failure) -> None:
+        self._connecting = False
+        if self._queue and not self._closed:
+            _log.info(
+                "cannot connect to {host}:{port} ({why}); {count} calls queued, retrying",
+                host=self.host,
+                port=self.port,
+                why=reason.getErrorMessage(),
+                count=len(self._queue),
+            )
+            self._connect(backoff=True)
+
+    # -- what connections tell the client -----------------------------------
+
+    def _connectionMade(self, protocol: RpcClientProtocol) -> None:
+        self._connections.add(protocol)
+
+    def _connectionReady(self, protocol: RpcClientProtocol) -> None:
+        self._connecting = False
+        self.factory.resetDelay()  # type: ignore[no-untyped-call]
+        if self._closed:
+            protocol.transport.loseConnection()
+            return
+        self._ready = protocol
+        queue = self._queue
+        while queue and self._ready is protocol:
+            call, _ = queue.popitem(last=False)
+            protocol.sendCall(call)
+
+    def _connectionGoingAway(
+        self, protocol: RpcClientProtocol, unrun: list[_Call]
+    ) -> None:
+        if self._ready is protocol:
+            self._ready = None
+        if protocol.hello is None:
+            return  # refused before it was ready: connectionLost retries
+        queue = self._queue
+        for call in reversed(unrun):
+            queue[call] = None
+            queue.move_to_end(call, last=False)
+        if queue:
+            self._connect()
+
+    def _connectionLost(self, protocol: RpcClientProtocol) -> None:
+        self._connections.discard(protocol)
+        if self._ready is protocol:
+            self._ready = None
+        if protocol.hello is None:
+            # It never became ready: a failed attempt.
+            self._attemptFailed(Failure(ConnectionDone("closed before the hello")))
+        elif self._queue and not self._closed:
+            self._connect(backoff=not protocol.goaway)
+        if self._closing is not None and not self._connections:
+            self._finishClose()
+
+    # -- closing ------------------------------------------------------------
+
+    def close(self, grace: float = 10.0) -> Deferred[None]:
+        """
+        Stop: fail every queued call with L{ClientClosed}, stop reconnecting,
+        let in-flight calls finish for up to C{grace} seconds, then
+        disconnect.
+
+        @return: fires when every connection is closed.
+        """
+        if self._closing is not None:
+            return self._closing
+        self._closed = True
+        self._closing = Deferred()
+        self.factory.stopTrying()  # type: ignore[no-untyped-call]
+        if self._connecting and self._connector is not None:
+            with suppress(Exception):
+                self._connector.stopConnecting()
+        queued = list(self._queue)
+        self._queue.clear()
+        for call in queued:
+            if call.deferred is not None:
+                call.deferred.errback(
+                    ClientClosed(
+                        f"{call.method}(): the client was closed before it was sent"
+                    )
+                )
+        if not self._connections:
+            self._finishClose()
+            return self._closing
+        for protocol in list(self._connections):
+            protocol._closeIfDone()
+        self._closeDeadline = self._reactor.callLater(grace, self._abortAll)
+        return self._closing
+
+    def _abortAll(self) -> None:
+        self._closeDeadline = None
+        for protocol in list(self._connections):
+            protocol.transport.abortConnection()
+
+    def _finishClose(self) -> None:
+        if self._closeDeadline is not None and self._closeDeadline.active():
+            self._closeDeadline.cancel()
+        self._closeDeadline = None
+        closing = self._closing
+        if closing is not None and not closing.called:
+            closing.callback(None)
+
+    def __repr__(self) -> str:
+        return f"<RpcClient {self.host}:{self.port}>"

@@ -1,0 +1,613 @@
+"""
+Tests for L{agilerpc.RpcClient}, deterministic: in-memory connections
+(L{agilerpc.testing.MemoryServer}) and a fake clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from agilerpc import (
+    ClientClosed,
+    ConnectionLost,
+    MessageTooLarge,
+    MethodNotFound,
+    QueueFull,
+    Registry,
+    RemoteError,
+    RpcClient,
+    _wire,
+)
+from agilerpc.testing import MemoryServer
+
+
+class Handlers:
+    """
+    Handlers that record every execution, so tests can tell that each call
+    ran exactly once.
+    """
+
+    def __init__(self) -> None:
+        self.runs: list[Any] = []
+        self.waiting: dict[Any, Deferred[Any]] = {}
+        self.cancelled: list[Any] = []
+
+    def registry(self) -> Registry:
+        registry = Registry()
+        registry.register(self.run)
+        registry.register(self.wait)
+        registry.register(self.add)
+        return registry
+
+    def run(self, token: Any) -> Any:
+        self.runs.append(token)
+        return token
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    def wait(self, token: Any) -> Deferred[Any]:
+        """
+        Run now, answer when the test says so.
+        """
+        self.runs.append(token)
+
+        def cancel(d: Deferred[Any]) -> None:
+            self.cancelled.append(token)
+
+        d: Deferred[Any] = Deferred(cancel)
+        self.waiting[token] = d
+        return d
+
+    def answer(self, token: Any) -> None:
+        self.waiting.pop(token).callback(token)
+
+
+class ClientTestMixin:
+    """
+    A L{MemoryServer} with L{Handlers}, and a client connected to it.
+    """
+
+    def setUp(self) -> None:
+        self.handlers = Handlers()
+        self.server = MemoryServer(
+            self.handlers.registry(), keepalive=10, lingerTimeout=2
+        )
+        self.client = RpcClient(self.server.reactor, "server", 9988)
+        self.client.factory.jitter = 0
+
+    def results(self, *ds: Deferred[Any]) -> list[Any]:
+        out: list[Any] = []
+        for d in ds:
+            d.addBoth(out.append)
+        return out
+
+
+class CallTests(ClientTestMixin, SynchronousTestCase):
+    def test_callReturnsResult(self) -> None:
+        """
+        callRemote connects on first use and fires with the result.
+        """
+        d = self.client.callRemote("add", 2, 3)
+        self.assertNoResult(d)
+        self.server.flush()
+        self.assertEqual(self.successResultOf(d), 5)
+        self.assertEqual(self.server.attempts, 1)
+        self.assertTrue(self.client.connected)
+
+    def test_keywordArguments(self) -> None:
+        """
+        Keyword arguments travel as the request's kwargs map.
+        """
+        d = self.client.callRemote("add", 2, b=40)
+        self.server.flush()
+        self.assertEqual(self.successResultOf(d), 42)
+
+    def test_remoteError(self) -> None:
+        """
+        An error response fails the Deferred with the matching RemoteError
+        subclass.
+        """
+        d = self.client.callRemote("nope", 1)
+        self.server.flush()
+        f = self.failureResultOf(d, MethodNotFound)
+        self.assertEqual(f.value.type, "MethodNotFound")
+        self.assertIsInstance(f.value, RemoteError)
+
+    def test_queuedUntilHello(self) -> None:
+        """
+        Calls made before the hello are queued and sent in order once it
+        arrives, all on one connection.
+        """
+        ds = [self.client.callRemote("run", i) for i in range(5)]
+        self.assertEqual(self.client.queued, 5)
+        self.server.flush()
+        self.assertEqual([self.successResultOf(d) for d in ds], list(range(5)))
+        self.assertEqual(self.handlers.runs, list(range(5)))
+        self.assertEqual(self.server.attempts, 1)
+        self.assertEqual(self.client.queued, 0)
+
+    def test_outOfOrderResponses(self) -> None:
+        """
+        Many calls are in flight on one connection, and answers are matched
+        by msgid whatever their order.
+        """
+        ds = {t: self.client.callRemote("wait", t) for t in "abc"}
+        self.server.flush()
+        self.assertEqual(sorted(self.handlers.waiting), ["a", "b", "c"])
+        self.handlers.answer("c")
+        self.server.flush()
+        self.assertEqual(self.successResultOf(ds["c"]), "c")
+        self.assertNoResult(ds["a"])
+        self.handlers.answer("a")
+        self.handlers.answer("b")
+        self.server.flush()
+        self.assertEqual(self.successResultOf(ds["a"]), "a")
+        self.assertEqual(self.successResultOf(ds["b"]), "b")
+
+    def test_msgidsIncrease(self) -> None:
+        """
+        Each request on a connection gets the next msgid, from 0.
+        """
+        self.client.connect()
+        self.server.flush()
+        for i in range(3):
+            self.client.callRemote("run", i)
+        protocol = self.server.openConnections()[0].client
+        self.assertEqual(sorted(protocol._inflight), [0, 1, 2])
+
+    def test_notify(self) -> None:
+        """
+        notify() runs the method on the server and answers nothing; queued
+        like calls while not connected.
+        """
+        self.client.notify("run", "n1")
+        d = self.client.callRemote("run", "c1")
+        self.server.flush()
+        self.assertEqual(self.handlers.runs, ["n1", "c1"])
+        self.assertEqual(self.successResultOf(d), "c1")
+
+
+class GoawayTests(ClientTestMixin, SynchronousTestCase):
+    def test_idleCloseThenCall(self) -> None:
+        """
+        After the server's idle goaway the client closes without
+        reconnecting; the next call reconnects and succeeds.
+        """
+        self.successResultOf(self._call("add", 1, 1))
+        self.server.advance(10)
+        self.assertEqual(self.server.openConnections(), [])
+        self.assertFalse(self.client.connected)
+        # Lazy: no reconnect loop while idle.
+        self.server.advance(60)
+        self.assertEqual(self.server.attempts, 1)
+        self.assertEqual(self.successResultOf(self._call("add", 2, 2)), 4)
+        self.assertEqual(self.server.attempts, 2)
+
+    def _call(self, method: str, *args: Any) -> Deferred[Any]:
+        d = self.client.callRemote(method, *args)
+        self.server.flush()
+        return d
+
+    def test_goawaySplitsInflight(self) -> None:
+        """
+        Requests up to the goaway's last msgid are answered on the old
+        connection; those after it were not run and are resent on a new
+        connection: each runs exactly once.
+        """
+        early = [self.client.callRemote("wait", t) for t in ("a", "b")]
+        self.server.flush()
+        old = self.server.openConnections()[0]
+        # "c" is written but not yet delivered when the server goes away.
+        late = self.client.callRemote("run", "c")
+        old.server.goAway("shutdown")
+        self.server.flush()
+        self.assertEqual(self.handlers.runs, ["a", "b", "c"])
+        self.assertEqual(self.successResultOf(late), "c")
+        self.assertEqual(self.server.attempts, 2)
+        self.handlers.answer("a")
+        self.handlers.answer("b")
+        self.server.flush()
+        self.assertEqual([self.successResultOf(d) for d in early], ["a", "b"])
+        self.assertEqual(self.handlers.runs, ["a", "b", "c"])
+        self.assertFalse(old.open)
+
+    def test_goawayWithNothingDispatched(self) -> None:
+        """
+        A goaway with a nil last msgid means nothing was run: every in-flight
+        request is resent.
+        """
+        self.client.connect()
+        self.server.flush()
+        old = self.server.openConnections()[0]
+        ds = [self.client.callRemote("run", t) for t in "xy"]
+        old.server.goAway("shutdown")
+        self.server.flush()
+        self.assertEqual([self.successResultOf(d) for d in ds], ["x", "y"])
+        self.assertEqual(self.handlers.runs, ["x", "y"])
+
+    def test_resentBeforeQueued(self) -> None:
+        """
+        Resent requests go out before calls that were queued after them.
+        """
+        self.client.connect()
+        self.server.flush()
+        old = self.server.openConnections()[0]
+        first = self.client.callRemote("run", 1)
+        old.server.goAway("shutdown")
+        # Deliver the goaway (and 1, which the server discards).
+        old.pump.pump(advanceClock=False)
+        old.pump.pump(advanceClock=False)
+        second = self.client.callRemote("run", 2)
+        self.server.flush()
+        self.assertEqual(self.handlers.runs, [1, 2])
+        self.assertEqual(self.successResultOf(first), 1)
+        self.assertEqual(self.successResultOf(second), 2)
+
+    def test_callsDuringDrainUseNewConnection(self) -> None:
+        """
+        While the old connection waits for its last answers, new calls go to
+        a new connection.
+        """
+        slow = self.client.callRemote("wait", "slow")
+        self.server.flush()
+        self.server.goAway("shutdown")
+        fast = self.client.callRemote("run", "fast")
+        self.server.flush()
+        self.assertEqual(self.successResultOf(fast), "fast")
+        self.assertNoResult(slow)
+        self.handlers.answer("slow")
+        self.server.flush()
+        self.assertEqual(self.successResultOf(slow), "slow")
+        self.assertEqual(len(self.server.openConnections()), 1)
+
+    def test_goawayBeforeHelloRetriesWithBackoff(self) -> None:
+        """
+        A connection refused with a goaway before its hello is a failed
+        attempt: calls stay queued and the client retries after a delay.
+        """
+        self.server.factory.hello = None  # type: ignore[assignment]
+        d = self.client.callRemote("run", 1)
+        busy = self.server.reactor.tcpClients
+        self.assertEqual(len(busy), 1)
+        protocol = self.client.factory.buildProtocol(None)
+        transport = _RecordingTransport()
+        protocol.makeConnection(transport)
+        goaway = _wire.encodeGoaway(None, "ServerBusy")
+        protocol.dataReceived(_wire.frame(goaway))
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionLost("closed")))
+        self.assertNoResult(d)
+        self.assertEqual(self.client.queued, 1)
+        self.assertEqual(len(self.server.reactor.tcpClients), 1)
+        self.server.reactor.advance(self.client.factory.delay)
+        self.assertEqual(len(self.server.reactor.tcpClients), 2)
+
+
+class _RecordingTransport:
+    """
+    Just enough of a transport for a protocol driven by hand.
+    """
+
+    disconnecting = False
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def loseConnection(self) -> None:
+        self.disconnecting = True
+
+    abortConnection = loseConnection
+
+    def getPeer(self) -> None:
+        return None
+
+
+class LossTests(ClientTestMixin, SynchronousTestCase):
+    def test_crashFailsInflightNeverResends(self) -> None:
+        """
+        A connection lost without a goaway fails in-flight calls with
+        ConnectionLost (they may have run) and never resends them.
+        """
+        d = self.client.callRemote("wait", "w")
+        self.server.flush()
+        self.server.drop()
+        f = self.failureResultOf(d, ConnectionLost)
+        self.assertIn("may or may not have run", str(f.value))
+        self.server.advance(100)
+        self.assertEqual(self.handlers.runs, ["w"])
+        self.assertEqual(self.server.attempts, 1)
+
+    def test_queuedCallsSurviveFailedConnects(self) -> None:
+        """
+        While the server refuses connections, calls stay queued and the
+        client retries with growing delays, capped; the first success sends
+        them and resets the delay.
+        """
+        self.server.refusing = True
+        factory = self.client.factory
+        d = self.client.callRemote("run", 1)
+        self.server.flush()
+        delays = []
+        for _ in range(8):
+            self.assertNoResult(d)
+            delays.append(factory.delay)
+            self.server.reactor.advance(factory.delay)
+            self.server.flush()
+        self.assertEqual(self.server.attempts, 9)
+        self.assertEqual(delays, sorted(delays))
+        self.assertGreater(delays[1], delays[0])
+        self.assertEqual(delays[-1], factory.maxDelay)
+        self.server.refusing = False
+        self.server.reactor.advance(factory.delay)
+        self.server.flush()
+        self.assertEqual(self.successResultOf(d), 1)
+        self.assertEqual(factory.delay, factory.initialDelay)
+
+    def test_callFromErrbackReconnects(self) -> None:
+        """
+        A call made from the errback of a call lost with its connection is
+        sent on a new connection.
+        """
+        retried: list[Deferred[Any]] = []
+
+        def retry(f: Failure) -> None:
+            f.trap(ConnectionLost)
+            retried.append(self.client.callRemote("run", "again"))
+
+        d = self.client.callRemote("wait", "w")
+        d.addErrback(retry)
+        self.server.flush()
+        self.server.drop()
+        self.server.flush()
+        self.assertEqual(self.successResultOf(retried[0]), "again")
+        self.assertEqual(self.server.attempts, 2)
+        self.assertEqual(self.handlers.runs, ["w", "again"])
+
+
+class CancelAndTimeoutTests(ClientTestMixin, SynchronousTestCase):
+    def test_cancelQueued(self) -> None:
+        """
+        Cancelling a queued call removes it: it is never sent.
+        """
+        d = self.client.callRemote("run", 1)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.server.flush()
+        self.assertEqual(self.handlers.runs, [])
+        self.assertEqual(self.client.queued, 0)
+
+    def test_cancelInflight(self) -> None:
+        """
+        Cancelling an in-flight call fails it at once, sends a cancel, and
+        the server cancels the handler; its late answer is dropped.
+        """
+        d = self.client.callRemote("wait", "w")
+        self.server.flush()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.server.flush()
+        self.assertEqual(self.handlers.cancelled, ["w"])
+        # The connection is still good.
+        self.assertEqual(self.successResultOf(self._call("add", 1, 2)), 3)
+
+    def _call(self, method: str, *args: Any) -> Deferred[Any]:
+        d = self.client.callRemote(method, *args)
+        self.server.flush()
+        return d
+
+    def test_lateAnswerDropped(self) -> None:
+        """
+        An answer that arrives after its call was cancelled is not delivered
+        to anything.
+        """
+        d = self.client.callRemote("wait", "w")
+        self.server.flush()
+        protocol = self.server.openConnections()[0].client
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        protocol.dataReceived(_wire.frame(_wire.encodeResult(0, "late")))
+        self.assertEqual(protocol.inflight, 0)
+
+    def test_timeoutCountsQueueTime(self) -> None:
+        """
+        The client's timeout runs from the call, including time spent
+        queued; a timed-out queued call is never sent.
+        """
+        client = RpcClient(self.server.reactor, "server", 9988, timeout=5)
+        self.server.refusing = True
+        d = client.callRemote("run", 1)
+        self.server.flush()
+        self.server.reactor.advance(4.9)
+        self.assertNoResult(d)
+        self.server.reactor.advance(0.1)
+        self.failureResultOf(d, TimeoutError)
+        self.assertEqual(client.queued, 0)
+        self.server.refusing = False
+        self.server.advance(60)
+        self.assertEqual(self.handlers.runs, [])
+
+    def test_addTimeoutInflight(self) -> None:
+        """
+        Twisted's own addTimeout works on an in-flight call: it fails with
+        TimeoutError and the server is asked to cancel.
+        """
+        d = self.client.callRemote("wait", "w")
+        d.addTimeout(3, self.server.reactor)
+        self.server.flush()
+        self.server.reactor.advance(3)
+        self.failureResultOf(d, TimeoutError)
+        self.server.flush()
+        self.assertEqual(self.handlers.cancelled, ["w"])
+
+    def test_noTimerWithoutTimeout(self) -> None:
+        """
+        Without a timeout no timer is scheduled per call.
+        """
+        self.client.connect()
+        self.server.flush()
+        before = len(self.server.reactor.getDelayedCalls())
+        for i in range(10):
+            self.client.callRemote("wait", i)
+        self.assertEqual(len(self.server.reactor.getDelayedCalls()), before)
+
+
+class LimitTests(ClientTestMixin, SynchronousTestCase):
+    def test_queueFull(self) -> None:
+        """
+        Beyond maxPending unanswered calls, a new call fails at once with
+        QueueFull; once some finish, calls are accepted again.
+        """
+        client = RpcClient(self.server.reactor, "server", 9988, maxPending=3)
+        ds = [client.callRemote("run", i) for i in range(3)]
+        self.failureResultOf(client.callRemote("run", 3), QueueFull)
+        self.server.flush()
+        self.assertEqual([self.successResultOf(d) for d in ds], [0, 1, 2])
+        d = client.callRemote("run", 4)
+        self.server.flush()
+        self.assertEqual(self.successResultOf(d), 4)
+
+    def test_oversizedRequestFailsLocally(self) -> None:
+        """
+        A request larger than the server's max message size (from its hello)
+        fails with MessageTooLarge and nothing is sent; the connection keeps
+        working.
+        """
+        server = MemoryServer(self.handlers.registry(), maxMessageSize=100)
+        client = RpcClient(server.reactor, "server", 9988)
+        big = client.callRemote("run", "x" * 200)
+        small = client.callRemote("run", "y")
+        server.flush()
+        self.failureResultOf(big, MessageTooLarge)
+        self.assertEqual(self.successResultOf(small), "y")
+        self.assertEqual(self.handlers.runs, ["y"])
+        self.assertEqual(len(server.openConnections()), 1)
+
+    def test_unencodableArguments(self) -> None:
+        """
+        Arguments msgpack cannot encode fail the call locally.
+        """
+        d = self.client.callRemote("run", object())
+        self.server.flush()
+        self.failureResultOf(d, TypeError)
+        self.assertEqual(self.handlers.runs, [])
+
+    def test_tcpNoDelay(self) -> None:
+        """
+        The client sets TCP_NODELAY on its connections.
+        """
+        calls: list[bool] = []
+        protocol = self.client.factory.buildProtocol(None)
+        transport = _RecordingTransport()
+        transport.setTcpNoDelay = calls.append  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
+        self.assertEqual(calls, [True])
+
+
+class CloseTests(ClientTestMixin, SynchronousTestCase):
+    def test_closeFailsQueued(self) -> None:
+        """
+        close() fails queued calls with ClientClosed and later calls too.
+        """
+        self.server.refusing = True
+        d = self.client.callRemote("run", 1)
+        self.server.flush()
+        closed = self.client.close()
+        self.failureResultOf(d, ClientClosed)
+        self.successResultOf(closed)
+        self.failureResultOf(self.client.callRemote("run", 2), ClientClosed)
+        self.server.refusing = False
+        self.server.advance(60)
+        self.assertEqual(self.handlers.runs, [])
+
+    def test_closeWaitsForInflight(self) -> None:
+        """
+        close() lets in-flight calls finish, then disconnects.
+        """
+        d = self.client.callRemote("wait", "w")
+        self.server.flush()
+        closed = self.client.close()
+        self.assertNoResult(closed)
+        self.handlers.answer("w")
+        self.server.flush()
+        self.assertEqual(self.successResultOf(d), "w")
+        self.successResultOf(closed)
+        self.assertEqual(self.server.openConnections(), [])
+
+    def test_closeAbortsAfterGrace(self) -> None:
+        """
+        In-flight calls still unanswered after the grace fail, and the
+        connection is closed.
+        """
+        d = self.client.callRemote("wait", "w")
+        self.server.flush()
+        closed = self.client.close(grace=5)
+        self.server.reactor.advance(5)
+        self.server.flush()
+        self.failureResultOf(d, ConnectionLost)
+        self.successResultOf(closed)
+
+    def test_closeTwice(self) -> None:
+        """
+        close() twice returns the same Deferred.
+        """
+        self.assertIs(self.client.close(), self.client.close())
+
+
+class HelloTests(SynchronousTestCase):
+    def _protocol(self) -> tuple[Any, _RecordingTransport, RpcClient]:
+        client = RpcClient(MemoryReactorClock(), "h", 1)
+        protocol = client.factory.buildProtocol(None)
+        transport = _RecordingTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport, client
+
+    def test_wrongProtocolVersion(self) -> None:
+        """
+        A hello with another protocol version closes the connection.
+        """
+        protocol, transport, _ = self._protocol()
+        protocol.dataReceived(_wire.frame(_wire.encodeHello({"protocol": 2})))
+        self.assertTrue(transport.disconnecting)
+        self.flushLoggedErrors()
+
+    def test_responseBeforeHello(self) -> None:
+        """
+        A response before the hello is a protocol error.
+        """
+        protocol, transport, _ = self._protocol()
+        protocol.dataReceived(_wire.frame(_wire.encodeResult(0, 1)))
+        self.assertTrue(transport.disconnecting)
+
+    def test_garbage(self) -> None:
+        """
+        A frame that is not a valid server message closes the connection.
+        """
+        protocol, transport, _ = self._protocol()
+        protocol.dataReceived(_wire.frame(b"\xc1"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_maxMessageSizeFromHello(self) -> None:
+        """
+        The hello's max_message_size becomes the connection's limit.
+        """
+        protocol, _, _ = self._protocol()
+        hello = {"protocol": 1, "keepalive": 0, "max_message_size": 1234}
+        protocol.dataReceived(_wire.frame(_wire.encodeHello(hello)))
+        self.assertEqual(protocol.MAX_LENGTH, 1234)
+
+    def test_oversizedFrameFromServer(self) -> None:
+        """
+        A frame larger than the limit closes the connection.
+        """
+        protocol, transport, _ = self._protocol()
+        protocol.dataReceived(_wire.HEADER.pack(2**31))
+        self.assertTrue(transport.disconnecting)
