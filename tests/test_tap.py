@@ -9,6 +9,7 @@ they make.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from typing import Any
 
@@ -20,6 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from agilerpc import RpcServerFactory, RpcServerProtocol, RpcService, _wire
 from agilerpc.tap import DEFAULT_MODULE, Options, makeService
+
+from .serverprocess import serverEnvironment, twistdPath
 
 _HELLO_NAMES = [
     "add",
@@ -649,3 +652,31 @@ class ServiceStopTests(SynchronousTestCase):
         stopped = self.service.stopService()
         self.assertEqual(self.reactor.events, ["stopListening"])
         self.assertIsNone(self.successResultOf(stopped))
+
+
+class TwistdCommandLineTests(SynchronousTestCase):
+    """
+    C{twistd agilerpc} with a bad option prints a usage error, not a
+    traceback.
+    """
+
+    def test_usageErrorExitsOne(self) -> None:
+        """
+        A negative C{--keepalive} makes twistd exit 1 with the option named
+        in its error line, and no traceback.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        result = subprocess.run(
+            [twistdPath(), "-n", "agilerpc", "--keepalive", "-1"],
+            cwd=directory,
+            env=serverEnvironment(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn(
+            "--keepalive must be >= 0, not '-1'", result.stdout + result.stderr
+        )
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
