@@ -126,6 +126,8 @@ class ServerProcess:
     @ivar process: the L{subprocess.Popen}.
     @ivar directory: its working directory.
     @ivar args: its command line.
+    @ivar attempts: how many processes were started before this one listened
+        (more than 1 when its port was still in use).
     """
 
     def __init__(
@@ -141,6 +143,7 @@ class ServerProcess:
         self.port = port
         self.directory = directory
         self.args = args
+        self.attempts = 1
         self._drain = drain
 
     @classmethod
@@ -165,11 +168,14 @@ class ServerProcess:
             not listen within C{timeout} seconds.
         """
         retryUntil = time.monotonic() + 5.0
+        attempts = 0
         while True:
+            attempts += 1
             server, failure = cls._tryStart(
                 testCase, extraArgs, module, keepalive, ledger, timeout, port
             )
             if server is not None:
+                server.attempts = attempts
                 return server
             if port and _ADDRESS_IN_USE in failure and time.monotonic() < retryUntil:
                 time.sleep(0.1)

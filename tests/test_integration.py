@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -259,3 +260,38 @@ class ShutdownTests(SynchronousTestCase):
         self.assertEqual(server.stop(timeout=10), -signal.SIGTERM)
         self.assertIn("Server Shut Down.", server.output())
         self.assertNotIn("Traceback", server.output())
+
+
+class HarnessTests(SynchronousTestCase):
+    """
+    L{ServerProcess} itself, as other integration tests rely on it.
+    """
+
+    def test_restartWaitsForPort(self) -> None:
+        """
+        Starting on a port that a stopping server still holds retries until
+        the port is free.
+        """
+        first = ServerProcess.start(self)
+        stopper = threading.Timer(0.5, os.kill, (first.pid, signal.SIGKILL))
+        stopper.start()
+        self.addCleanup(stopper.cancel)
+        second = ServerProcess.start(self, port=first.port)
+        self.assertEqual(second.port, first.port)
+        self.assertIsNotNone(first.process.poll())
+        self.assertGreater(second.attempts, 1)
+        client = second.connect(self)
+        self.assertEqual(client.call("pid"), [1, 1, None, second.pid])
+
+    def test_startFailureReported(self) -> None:
+        """
+        A server that exits before listening is reported with its output.
+        """
+        error = self.assertRaises(
+            AssertionError,
+            ServerProcess.start,
+            self,
+            module="agilerpc_no_such_module",
+        )
+        self.assertIn("exited with code 1", str(error))
+        self.assertIn("--module agilerpc_no_such_module: cannot import it", str(error))
