@@ -74,6 +74,17 @@ class TcpRpcServerTests(SynchronousTestCase):
             [(p, i) for p, _, _, i in self.reactor.tcpServers], [(9988, "0.0.0.0")]
         )
 
+    def test_globalReactorByDefault(self) -> None:
+        """
+        Without a reactor, L{TcpRpcServer} runs on the global one, chosen
+        only when it is needed.
+        """
+        from twisted.internet import reactor
+
+        server = TcpRpcServer()
+        self.assertIsNone(server._reactor)
+        self.assertIs(server._getReactor(), reactor)
+
     def test_startListens(self) -> None:
         """
         L{TcpRpcServer.start} listens on the host and port given, at once.

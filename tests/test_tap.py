@@ -556,6 +556,16 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.factory.maxMessageSize, 8 * 1024 * 1024)
         self.assertFalse(service.factory.debug)
 
+    def test_globalReactorByDefault(self) -> None:
+        """
+        Without a reactor, the service runs on the global one (twistd's).
+        """
+        from twisted.internet import reactor
+
+        service = makeService(parse())
+        assert isinstance(service, RpcService)
+        self.assertIs(service.factory.reactor, reactor)
+
     def test_shutdownGrace(self) -> None:
         """
         The service gets the options' shutdown grace.
