@@ -5,6 +5,7 @@ Public names are re-exported here; import from C{agilerpc}, not from its
 private modules.
 """
 
+from ._blocking import TcpRpcClient
 from ._client import RpcClient
 from ._errors import (
     Cancelled,
@@ -48,6 +49,7 @@ __all__ = [
     "RpcServerProtocol",
     "RpcService",
     "ServerBusy",
+    "TcpRpcClient",
     "TcpRpcServer",
     "Unauthorized",
     "__version__",
