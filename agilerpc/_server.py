@@ -212,8 +212,10 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         except Exception:
             self._callFailed(Failure(), msgid, request.method)
             return
-        if type(d) is not Deferred:
+        if not isinstance(d, Deferred):
             # The common case: a plain function's result, sent at once.
+            # (isinstance, not type(): gatherResults and DeferredList return
+            # Deferred subclasses.)
             self._sendResult(msgid, d, request.method)
             return
         if not self._outstanding:
