@@ -268,13 +268,22 @@ class ServerProcess:
         """
         if self.process.poll() is None:
             os.kill(self.pid, sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        """
+        Wait for the process to exit, without signalling it (say, after the
+        test sent it a signal itself); its exit code.
+
+        @raise AssertionError: if it is still running after C{timeout}
+            seconds (it is then killed).
+        """
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self._kill()
             raise AssertionError(
-                f"server {self.pid} still running {timeout}s after signal {sig}:\n"
-                + self.output()
+                f"server {self.pid} still running after {timeout}s:\n" + self.output()
             ) from None
         # Let the reader see the last of the output.
         self._drain.join(2)
