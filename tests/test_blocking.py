@@ -1,0 +1,1180 @@
+"""
+Tests for L{agilerpc.TcpRpcClient}, the blocking client.
+
+Most tests connect the client to a scripted fake server: each connection the
+client opens is one end of a C{socketpair()}, and a thread plays a script on
+the other end.  Every read on either side is bounded by a socket timeout, and
+every thread is joined in the test's cleanup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import agilerpc
+from agilerpc import _blocking, _wire
+from agilerpc._blocking import TcpRpcClient
+
+# The bound on every wait in these tests.
+WAIT = 5.0
+
+
+class FakeConnection:
+    """
+    The server's end of one connection, for a script to play on.
+
+    @ivar received: every message this end received, in order.
+    """
+
+    def __init__(self, server: FakeServer, sock: socket.socket, index: int) -> None:
+        self.server = server
+        self.sock = sock
+        self.index = index
+        self.received: list[list[Any]] = []
+        self._buffer = b""
+        sock.settimeout(WAIT)
+
+    def sendRaw(self, data: bytes) -> None:
+        """
+        Send C{data} as it is.
+        """
+        self.sock.sendall(data)
+
+    def send(self, message: list[Any]) -> None:
+        """
+        Send one message as a frame.
+        """
+        self.sendRaw(_wire.frame(_wire.pack(message)))
+
+    def hello(self, maxMessageSize: int = _wire.DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        """
+        Send the hello a real server sends.
+        """
+        self.send(
+            [
+                3,
+                "hello",
+                {"protocol": 1, "keepalive": 75, "max_message_size": maxMessageSize},
+            ]
+        )
+
+    def respond(self, msgid: int, result: Any) -> None:
+        """
+        Answer C{msgid} with C{result}.
+        """
+        self.send([1, msgid, None, result])
+
+    def goaway(self, lastMsgid: int | None, reason: str = "idle") -> None:
+        """
+        Send a goaway.
+        """
+        self.send([3, "goaway", lastMsgid, reason])
+
+    def halfClose(self) -> None:
+        """
+        Close the sending side, as a server does after a goaway.
+        """
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def _read(self, n: int) -> bytes | None:
+        while len(self._buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    def receive(self) -> list[Any] | None:
+        """
+        The next message, or L{None} at end-of-stream.
+        """
+        header = self._read(4)
+        if header is None:
+            assert self._buffer == b"", f"EOF inside a header: {self._buffer!r}"
+            return None
+        (length,) = _wire.HEADER.unpack(header)
+        payload = self._read(length)
+        assert payload is not None, "EOF inside a frame"
+        message = _wire.unpack(payload)
+        self.received.append(message)
+        return message
+
+    def receiveRequest(self) -> list[Any]:
+        """
+        The next message, which must be a request.
+        """
+        message = self.receive()
+        assert message is not None and message[0] == 0, message
+        return message
+
+    def run(self, request: list[Any]) -> Any:
+        """
+        "Run" C{request}: record it as executed, and return its first
+        argument.
+        """
+        self.server.executed.append((self.index, request[2], request[3]))
+        return request[3][0] if request[3] else None
+
+    def serve(self, request: list[Any]) -> None:
+        """
+        Run C{request} and answer it.
+        """
+        self.respond(request[1], self.run(request))
+
+    def readToEnd(self) -> list[list[Any]]:
+        """
+        Every message until end-of-stream.
+        """
+        messages = []
+        while (message := self.receive()) is not None:
+            messages.append(message)
+        return messages
+
+
+Script = Callable[[FakeConnection], None]
+
+
+class FakeServer:
+    """
+    Plays one script per connection the client opens, each in a thread.
+
+    @ivar connections: the server ends of the connections opened so far.
+    @ivar executed: C{(connection index, method, args)} of every request a
+        script ran.
+    @ivar refuse: how many connects to refuse before the scripts start.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase, *scripts: Script) -> None:
+        self.scripts = list(scripts)
+        self.connections: list[FakeConnection] = []
+        self.executed: list[tuple[int, str, list[Any]]] = []
+        self.refuse = 0
+        self.attempts = 0
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        testCase.addCleanup(self._cleanup)
+
+    def connect(self) -> socket.socket:
+        """
+        Open the next connection: the client's end of a socketpair, whose
+        other end runs the next script.
+
+        @raise ConnectionRefusedError: when told to refuse, or when no
+            script is left.
+        """
+        self.attempts += 1
+        if self.refuse:
+            self.refuse -= 1
+            raise ConnectionRefusedError(111, "Connection refused")
+        if not self.scripts:
+            raise ConnectionRefusedError(111, "Connection refused (no script left)")
+        script = self.scripts.pop(0)
+        clientEnd, serverEnd = socket.socketpair()
+        connection = FakeConnection(self, serverEnd, len(self.connections))
+        self.connections.append(connection)
+        thread = threading.Thread(target=self._play, args=(script, connection))
+        thread.daemon = True
+        self._threads.append(thread)
+        thread.start()
+        return clientEnd
+
+    def _play(self, script: Script, connection: FakeConnection) -> None:
+        try:
+            script(connection)
+        except BaseException as e:
+            self._errors.append(e)
+        finally:
+            connection.sock.close()
+
+    def join(self) -> None:
+        """
+        Wait for every script to finish, and raise the first error one of
+        them raised.
+        """
+        for thread in self._threads:
+            thread.join(WAIT * 2)
+            assert not thread.is_alive(), "a fake server script did not finish"
+        if self._errors:
+            raise self._errors[0]
+
+    def _cleanup(self) -> None:
+        for connection in self.connections:
+            # Unblock a script still reading, then wait for its thread.
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(WAIT * 2)
+
+
+class FakeClient(TcpRpcClient):
+    """
+    A L{TcpRpcClient} whose connections go to a L{FakeServer}.
+    """
+
+    def __init__(
+        self,
+        server: FakeServer,
+        timeout: float | None = WAIT,
+        connectRetry: float | None = None,
+    ) -> None:
+        super().__init__("fake.invalid", 9988, timeout, connectRetry=connectRetry)
+        self.server = server
+        self.openTimeouts: list[float | None] = []
+
+    def _openSocket(self, timeout: float | None) -> socket.socket:
+        self.openTimeouts.append(timeout)
+        return self.server.connect()
+
+
+def request(msgid: int, method: str, args: list[Any]) -> list[Any]:
+    """
+    A request message as the client sends it.
+    """
+    return [0, msgid, method, args]
+
+
+class Harness:
+    """
+    Mixin: make a fake server and a client connected to it, closed in
+    cleanup.
+    """
+
+    def fake(
+        self: Any,
+        *scripts: Script,
+        timeout: float | None = WAIT,
+        connectRetry: float | None = None,
+    ) -> tuple[FakeServer, FakeClient]:
+        server = FakeServer(self, *scripts)
+        client = FakeClient(server, timeout, connectRetry)
+        self.addCleanup(client.close)
+        return server, client
+
+
+def serveForever(connection: FakeConnection) -> None:
+    """
+    A script: say hello, then run and answer every request until the client
+    closes.
+    """
+    connection.hello()
+    while (message := connection.receive()) is not None:
+        if message[0] == 0:
+            connection.serve(message)
+
+
+class CallTests(Harness, SynchronousTestCase):
+    """
+    L{TcpRpcClient.call} on a connection that stays open.
+    """
+
+    def test_helloThenCall(self) -> None:
+        """
+        The client reads the hello, sends exactly one request frame with
+        msgid 1, and returns the result.
+        """
+        frames: list[bytes] = []
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            header = c._read(4)
+            assert header is not None
+            payload = c._read(_wire.HEADER.unpack(header)[0])
+            assert payload is not None
+            frames.append(header + payload)
+            c.respond(1, "hello zhangsan")
+            frames.append(c._read(1) or b"")
+
+        server, client = self.fake(script)
+        self.assertEqual(
+            client.call(func="sayHello", args=("zhangsan",)), "hello zhangsan"
+        )
+        client.close()
+        server.join()
+        self.assertEqual(
+            frames,
+            [_wire.frame(_wire.pack([0, 1, "sayHello", ["zhangsan"]])), b""],
+        )
+
+    def test_resultTypes(self) -> None:
+        """
+        Results come back as msgpack decodes them: C{None}, C{bytes}, C{str},
+        integers, lists and maps; args may be a tuple or a list.
+        """
+        server, client = self.fake(serveForever)
+        values: list[Any] = [None, b"\x00\xff", "caf\xe9", 2**40, [1, "a"], {"k": 1.5}]
+        for value in values:
+            self.assertEqual(client.call("echo", (value,)), value)
+        self.assertEqual(client.call("echo", [b"list"]), b"list")
+        self.assertEqual(type(client.call("echo", (b"x",))), bytes)
+        client.close()
+        server.join()
+        self.assertEqual(
+            [args for _, _, args in server.executed],
+            [[v] for v in values] + [[b"list"], [b"x"]],
+        )
+        # Strictly increasing msgids on the one connection.
+        self.assertEqual(
+            [m[1] for m in server.connections[0].received], list(range(1, 9))
+        )
+
+    def test_kwargs(self) -> None:
+        """
+        Keyword arguments go on the wire as a map; no map is sent without
+        them.
+        """
+        server, client = self.fake(serveForever)
+        client.call("add", kwargs={"a": 1, "b": 2})
+        client.call("add", (1, 2), {})
+        client.close()
+        server.join()
+        self.assertEqual(
+            server.connections[0].received,
+            [[0, 1, "add", [], {"a": 1, "b": 2}], [0, 2, "add", [1, 2]]],
+        )
+
+    def test_remoteErrors(self) -> None:
+        """
+        An error response raises the standard L{agilerpc.RemoteError}
+        subclass for its type, or L{agilerpc.RemoteError} itself with the
+        type, message and data the server sent.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            r = c.receiveRequest()
+            c.send([1, r[1], {"type": "MethodNotFound", "message": "no method"}, None])
+            r = c.receiveRequest()
+            error = {"type": "ValueError", "message": "bad", "data": {"x": 1}}
+            c.send([1, r[1], error, None])
+            serveRest(c)
+
+        def serveRest(c: FakeConnection) -> None:
+            while (message := c.receive()) is not None:
+                c.serve(message)
+
+        server, client = self.fake(script)
+        e1 = self.assertRaises(agilerpc.MethodNotFound, client.call, "nope")
+        self.assertEqual(
+            (e1.type, e1.message, e1.data), ("MethodNotFound", "no method", None)
+        )
+        e2 = self.assertRaises(agilerpc.RemoteError, client.call, "fail", ("bad",))
+        self.assertIs(type(e2), agilerpc.RemoteError)
+        self.assertEqual(
+            (e2.type, e2.message, e2.data), ("ValueError", "bad", {"x": 1})
+        )
+        self.assertEqual(str(e2), "ValueError: bad")
+        # The connection is still good.
+        self.assertEqual(client.call("echo", ("ok",)), "ok")
+        client.close()
+        server.join()
+        self.assertEqual(len(server.connections), 1)
+
+    def test_badArguments(self) -> None:
+        """
+        A method name that is not a str, args that are not a tuple or list,
+        or arguments msgpack cannot encode raise L{TypeError} before anything
+        is sent.
+        """
+        server, client = self.fake(serveForever)
+        self.assertRaises(TypeError, client.call, b"echo")
+        self.assertRaises(TypeError, client.call, "echo", "zhangsan")
+        self.assertRaises(TypeError, client.call, "echo", (object(),))
+        self.assertEqual(client.call("echo", ("ok",)), "ok")
+        client.close()
+        server.join()
+        self.assertEqual(server.connections[0].received, [[0, 1, "echo", ["ok"]]])
+
+    def test_responseSentByteByByte(self) -> None:
+        """
+        A response that arrives in many small pieces is reassembled.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            r = c.receiveRequest()
+            for byte in _wire.frame(_wire.pack([1, r[1], None, "x" * 300])):
+                c.sendRaw(bytes([byte]))
+            c.readToEnd()
+
+        server, client = self.fake(script)
+        self.assertEqual(client.call("echo", ("x",)), "x" * 300)
+        client.close()
+        server.join()
+
+    def test_largeResponse(self) -> None:
+        """
+        A response much larger than one read is reassembled whole.
+        """
+        big = bytes(range(256)) * 4096  # 1 MiB
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            r = c.receiveRequest()
+            c.respond(r[1], big)
+            c.readToEnd()
+
+        server, client = self.fake(script)
+        self.assertEqual(client.call("echo", ("big",)), big)
+        client.close()
+        server.join()
+
+    def test_unknownControlIgnored(self) -> None:
+        """
+        Control messages of kinds the client does not know, and errors with a
+        nil msgid not followed by a goaway, are ignored.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            r = c.receiveRequest()
+            c.send([3, "future-kind", 1, 2])
+            c.send([1, None, {"type": "InvalidRequest", "message": "?"}, None])
+            c.serve(r)
+            c.readToEnd()
+
+        server, client = self.fake(script)
+        self.assertEqual(client.call("echo", ("x",)), "x")
+        client.close()
+        server.join()
+
+
+class LimitTests(Harness, SynchronousTestCase):
+    """
+    Message sizes and malformed server messages.
+    """
+
+    def test_oversizedRequestFailsLocally(self) -> None:
+        """
+        A request larger than the hello's max_message_size raises
+        L{agilerpc.MessageTooLarge} without sending a byte; the next call
+        uses the same connection and the msgid the refused call did not use.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.hello(maxMessageSize=64)
+            c.serve(c.receiveRequest())
+            c.readToEnd()
+
+        server, client = self.fake(script)
+        e = self.assertRaises(
+            agilerpc.MessageTooLarge, client.call, "echo", ("x" * 64,)
+        )
+        self.assertIn("maximum message size of 64 bytes", str(e))
+        self.assertEqual(client.call("echo", ("y",)), "y")
+        client.close()
+        server.join()
+        self.assertEqual(server.connections[0].received, [[0, 1, "echo", ["y"]]])
+
+    def test_requestOfExactlyMaxSizeIsSent(self) -> None:
+        """
+        A request whose payload is exactly max_message_size bytes is sent.
+        """
+        size = len(_wire.encodeRequest(1, "echo", ["x" * 40]))
+
+        def script(c: FakeConnection) -> None:
+            c.hello(maxMessageSize=size)
+            c.serve(c.receiveRequest())
+            c.readToEnd()
+
+        server, client = self.fake(script)
+        self.assertEqual(client.call("echo", ("x" * 40,)), "x" * 40)
+        client.close()
+        server.join()
+
+    def test_oversizedResponseFrame(self) -> None:
+        """
+        A frame from the server larger than its own max_message_size raises
+        L{agilerpc.InvalidResponse} and closes the connection; its body is
+        not read.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.hello(maxMessageSize=100)
+            c.receiveRequest()
+            c.sendRaw(_wire.HEADER.pack(101))
+            c.readToEnd()
+
+        server, client = self.fake(script)
+        e = self.assertRaises(agilerpc.InvalidResponse, client.call, "echo", ("x",))
+        self.assertIn("frame of 101 bytes", str(e))
+        server.join()
+
+    def test_malformedResponse(self) -> None:
+        """
+        A message that is not a valid server message raises
+        L{agilerpc.InvalidResponse} and closes the connection.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            c.receiveRequest()
+            c.send([7, "what"])
+            c.readToEnd()
+
+        server, client = self.fake(script)
+        self.assertRaises(agilerpc.InvalidResponse, client.call, "echo", ("x",))
+        server.join()
+
+    def test_eofInsideFrame(self) -> None:
+        """
+        The connection closing inside a frame raises
+        L{agilerpc.InvalidResponse}.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            c.receiveRequest()
+            c.sendRaw(_wire.frame(_wire.pack([1, 1, None, "x" * 10]))[:-3])
+
+        server, client = self.fake(script)
+        e = self.assertRaises(agilerpc.InvalidResponse, client.call, "echo", ("x",))
+        self.assertIn("inside a frame", str(e))
+        server.join()
+
+
+class HelloTests(Harness, SynchronousTestCase):
+    """
+    The hello that opens every connection.
+    """
+
+    def test_wrongProtocol(self) -> None:
+        """
+        A hello with a protocol version other than 1 raises
+        L{agilerpc.InvalidResponse}, and the client closes the connection
+        without sending anything.
+        """
+        seen: list[list[list[Any]]] = []
+
+        def script(c: FakeConnection) -> None:
+            c.send([3, "hello", {"protocol": 2, "max_message_size": 100}])
+            seen.append(c.readToEnd())
+
+        server, client = self.fake(script, connectRetry=0)
+        e = self.assertRaises(agilerpc.InvalidResponse, client.call, "echo", ("x",))
+        self.assertIn("protocol version 2", str(e))
+        server.join()
+        self.assertEqual(seen, [[]])
+
+    def test_notHello(self) -> None:
+        """
+        A first message that is not a hello raises
+        L{agilerpc.InvalidResponse}.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.respond(1, "too soon")
+            c.readToEnd()
+
+        server, client = self.fake(script)
+        e = self.assertRaises(agilerpc.InvalidResponse, client.call, "echo", ("x",))
+        self.assertIn("expected a hello", str(e))
+        server.join()
+
+    def test_unknownHelloKeysIgnored(self) -> None:
+        """
+        Keys of the hello the client does not know are ignored.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.send([3, "hello", {"protocol": 1, "new": [1], "max_message_size": 99}])
+            c.serve(c.receiveRequest())
+            c.readToEnd()
+
+        server, client = self.fake(script)
+        self.assertEqual(client.call("echo", ("x",)), "x")
+        self.assertRaises(agilerpc.MessageTooLarge, client.call, "echo", ("x" * 99,))
+        client.close()
+        server.join()
+
+
+class ConnectTests(Harness, SynchronousTestCase):
+    """
+    Opening connections: lazily, retried only while nothing was sent.
+    """
+
+    def test_lazyConnect(self) -> None:
+        """
+        Making a client connects nothing; the first call does, with the
+        call's timeout.
+        """
+        server, client = self.fake(serveForever, timeout=3)
+        self.assertEqual(server.attempts, 0)
+        client.call("echo", (1,))
+        self.assertEqual(server.attempts, 1)
+        self.assertEqual(len(client.openTimeouts), 1)
+        timeout = client.openTimeouts[0]
+        assert timeout is not None
+        self.assertTrue(0 < timeout <= 3)
+
+    def test_refusedRetriedWithinTimeout(self) -> None:
+        """
+        A refused connect is retried while the call's timeout allows: the
+        server starting a little late costs nothing.
+        """
+        server, client = self.fake(serveForever)
+        server.refuse = 2
+        self.assertEqual(client.call("echo", ("x",)), "x")
+        self.assertEqual(server.attempts, 3)
+        self.assertEqual(len(server.executed), 1)
+
+    def test_refusedNoRetry(self) -> None:
+        """
+        With C{connectRetry=0}, or without a timeout, a refused connect
+        raises L{ConnectionRefusedError} at once.
+        """
+        for timeout, retry in [(WAIT, 0.0), (None, None)]:
+            server, client = self.fake(
+                serveForever, timeout=timeout, connectRetry=retry
+            )
+            server.refuse = 1
+            self.assertRaises(ConnectionRefusedError, client.call, "echo", ("x",))
+            self.assertEqual(server.attempts, 1)
+            # The next call connects.
+            self.assertEqual(client.call("echo", ("y",)), "y")
+
+    def test_refusedUntilRetryRunsOut(self) -> None:
+        """
+        A connect refused for longer than C{connectRetry} raises the
+        refusal.
+        """
+        server, client = self.fake(serveForever, connectRetry=0.1)
+        server.refuse = 1000
+        self.assertRaises(ConnectionRefusedError, client.call, "echo", ("x",))
+        self.assertTrue(1 < server.attempts < 10, server.attempts)
+
+    def test_closedBeforeHelloRetried(self) -> None:
+        """
+        A connection closed before its hello is retried like a refused one:
+        nothing was sent on it.
+        """
+
+        def closeAtOnce(c: FakeConnection) -> None:
+            pass
+
+        server, client = self.fake(closeAtOnce, serveForever)
+        self.assertEqual(client.call("echo", ("x",)), "x")
+        self.assertEqual(server.attempts, 2)
+        client.close()
+        server.join()
+        self.assertEqual(server.connections[0].received, [])
+
+    def test_closedBeforeHelloNoRetry(self) -> None:
+        """
+        Without retries, a connection closed before its hello raises
+        L{ConnectionResetError}.
+        """
+
+        def closeAtOnce(c: FakeConnection) -> None:
+            pass
+
+        server, client = self.fake(closeAtOnce, connectRetry=0)
+        e = self.assertRaises(ConnectionResetError, client.call, "echo", ("x",))
+        self.assertIn("before its hello", str(e))
+        self.assertEqual(server.attempts, 1)
+
+    def test_tcpNoDelay(self) -> None:
+        """
+        The client's TCP socket has C{TCP_NODELAY} on.
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(WAIT)
+        port = listener.getsockname()[1]
+        nodelay: list[int] = []
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(WAIT)
+                c = FakeConnection(FakeServer(self), conn, 0)
+                c.hello()
+                c.serve(c.receiveRequest())
+                c.readToEnd()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, WAIT)
+        client = TcpRpcClient("127.0.0.1", port, timeout=WAIT)
+        self.addCleanup(client.close)
+        self.assertEqual(client.call("echo", ("x",)), "x")
+        connection = client._connection
+        assert connection is not None
+        nodelay.append(
+            connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        )
+        client.close()
+        thread.join(WAIT)
+        self.assertNotEqual(nodelay, [0])
+
+
+class GoawayTests(Harness, SynchronousTestCase):
+    """
+    The server's goaway: resend exactly what it proves unrun.
+    """
+
+    def test_goawayBeforeSend(self) -> None:
+        """
+        A goaway that arrived between calls makes the next call open a new
+        connection and send there, once; nothing is sent on the old one.
+        """
+        sent = threading.Event()
+        after: list[list[list[Any]]] = []
+
+        def first(c: FakeConnection) -> None:
+            c.hello()
+            c.serve(c.receiveRequest())
+            c.goaway(1, "idle")
+            c.halfClose()
+            sent.set()
+            after.append(c.readToEnd())
+
+        server, client = self.fake(first, serveForever)
+        self.assertEqual(client.call("incr", ("a",)), "a")
+        self.assertTrue(sent.wait(WAIT))
+        self.assertEqual(client.call("incr", ("b",)), "b")
+        client.close()
+        server.join()
+        self.assertEqual(after, [[]])
+        self.assertEqual(server.executed, [(0, "incr", ["a"]), (1, "incr", ["b"])])
+        self.assertEqual(server.connections[1].received, [[0, 1, "incr", ["b"]]])
+
+    def test_eofBeforeSend(self) -> None:
+        """
+        A connection the server closed between calls, even without a goaway,
+        is replaced before the next call is sent: nothing was in flight.
+        """
+        closed = threading.Event()
+
+        def first(c: FakeConnection) -> None:
+            c.hello()
+            c.serve(c.receiveRequest())
+            c.sock.close()
+            closed.set()
+
+        server, client = self.fake(first, serveForever)
+        self.assertEqual(client.call("incr", ("a",)), "a")
+        self.assertTrue(closed.wait(WAIT))
+        self.assertEqual(client.call("incr", ("b",)), "b")
+        client.close()
+        server.join()
+        self.assertEqual(server.executed, [(0, "incr", ["a"]), (1, "incr", ["b"])])
+
+    def test_goawayBeforeOurMsgid(self) -> None:
+        """
+        A goaway whose last_msgid is before our request proves it was not
+        run: it is sent again on a new connection and runs exactly once.
+        """
+
+        def first(c: FakeConnection) -> None:
+            c.hello()
+            c.serve(c.receiveRequest())
+            c.receiveRequest()  # msgid 2: not run
+            c.goaway(1, "idle")
+            c.halfClose()
+            c.readToEnd()
+
+        server, client = self.fake(first, serveForever)
+        self.assertEqual(client.call("incr", ("a",)), "a")
+        self.assertEqual(client.call("incr", ("b",)), "b")
+        client.close()
+        server.join()
+        self.assertEqual(server.executed, [(0, "incr", ["a"]), (1, "incr", ["b"])])
+        self.assertEqual(
+            server.connections[0].received,
+            [[0, 1, "incr", ["a"]], [0, 2, "incr", ["b"]]],
+        )
+        self.assertEqual(server.connections[1].received, [[0, 1, "incr", ["b"]]])
+
+    def test_goawayNilLastMsgid(self) -> None:
+        """
+        A goaway with a nil last_msgid (nothing dispatched) makes the first
+        call go again on a new connection.
+        """
+
+        def first(c: FakeConnection) -> None:
+            c.hello()
+            c.receiveRequest()
+            c.goaway(None, "shutdown")
+            c.halfClose()
+            c.readToEnd()
+
+        server, client = self.fake(first, serveForever)
+        self.assertEqual(client.call("incr", ("a",)), "a")
+        client.close()
+        server.join()
+        self.assertEqual(server.executed, [(1, "incr", ["a"])])
+        self.assertEqual(server.attempts, 2)
+
+    def test_goawayCoveringOurMsgid(self) -> None:
+        """
+        A goaway whose last_msgid covers our request means its response
+        follows: it is returned, nothing is resent, and the client then
+        closes the connection.
+        """
+        after: list[list[list[Any]]] = []
+
+        def first(c: FakeConnection) -> None:
+            c.hello()
+            r = c.receiveRequest()
+            c.goaway(1, "shutdown")
+            c.serve(r)
+            c.halfClose()
+            after.append(c.readToEnd())
+
+        server, client = self.fake(first, serveForever)
+        self.assertEqual(client.call("incr", ("a",)), "a")
+        server.join()
+        self.assertEqual(after, [[]])
+        self.assertEqual(server.attempts, 1)
+        self.assertEqual(client.call("incr", ("b",)), "b")
+        self.assertEqual(server.executed, [(0, "incr", ["a"]), (1, "incr", ["b"])])
+
+    def test_goawayCoveringOurMsgidThenEOF(self) -> None:
+        """
+        If the connection ends after a goaway that covers our request but
+        before its response, the call raises L{agilerpc.ConnectionLost} and
+        is not resent.
+        """
+
+        def first(c: FakeConnection) -> None:
+            c.hello()
+            c.receiveRequest()
+            c.goaway(1, "shutdown")
+
+        server, client = self.fake(first, serveForever)
+        self.assertRaises(agilerpc.ConnectionLost, client.call, "incr", ("a",))
+        server.join()
+        self.assertEqual(server.attempts, 1)
+
+    def test_refusedFrameNotResent(self) -> None:
+        """
+        An error with a nil msgid followed by a goaway that proves our request
+        unrun (the server refused our frame) raises that error instead of
+        resending a request that would be refused again.
+        """
+
+        def first(c: FakeConnection) -> None:
+            c.hello()
+            c.receiveRequest()
+            c.send([1, None, {"type": "MessageTooLarge", "message": "too big"}, None])
+            c.goaway(None, "MessageTooLarge")
+            c.halfClose()
+            c.readToEnd()
+
+        server, client = self.fake(first, serveForever)
+        e = self.assertRaises(agilerpc.MessageTooLarge, client.call, "incr", ("a",))
+        self.assertEqual(e.message, "too big")
+        self.assertEqual(server.attempts, 1)
+        self.assertEqual(server.executed, [])
+
+    def test_failedSendResent(self) -> None:
+        """
+        A request whose send fails (the server had closed the connection)
+        never reached the server whole: it goes again on a new connection.
+        """
+
+        def first(c: FakeConnection) -> None:
+            c.hello()
+
+        server, client = self.fake(first, serveForever)
+        # Connect, then let the first script close its end.
+        self.assertIsNotNone(client._usableConnection(None))
+        server.join()
+        self.patch(client, "_stillOpen", lambda connection: True)
+        self.assertEqual(client.call("incr", ("a",)), "a")
+        self.assertEqual(server.executed, [(1, "incr", ["a"])])
+
+    def test_endlessGoaways(self) -> None:
+        """
+        A server that goes away before running the request on every
+        connection makes the call fail, saying it was not run, after a
+        bounded number of connections.
+        """
+
+        def goaway(c: FakeConnection) -> None:
+            c.hello()
+            c.receiveRequest()
+            c.goaway(None)
+            c.halfClose()
+            c.readToEnd()
+
+        count = _blocking._MAX_RESENDS
+        server, client = self.fake(*[goaway] * (count + 1))
+        e = self.assertRaises(agilerpc.ConnectionLost, client.call, "incr", ("a",))
+        self.assertIn("it was not run", str(e))
+        self.assertEqual(server.attempts, count)
+
+
+class LostTests(Harness, SynchronousTestCase):
+    """
+    The connection lost while a call is in flight.
+    """
+
+    def test_eofMidCall(self) -> None:
+        """
+        End-of-stream without a goaway while a call is in flight raises
+        L{agilerpc.ConnectionLost} and the call is not resent; the next call
+        opens a new connection.
+        """
+
+        def first(c: FakeConnection) -> None:
+            c.hello()
+            c.run(c.receiveRequest())
+
+        server, client = self.fake(first, serveForever)
+        e = self.assertRaises(agilerpc.ConnectionLost, client.call, "incr", ("a",))
+        self.assertIn("may or may not have run", str(e))
+        self.assertEqual(server.attempts, 1)
+        self.assertEqual(client.call("incr", ("b",)), "b")
+        client.close()
+        server.join()
+        self.assertEqual(server.executed, [(0, "incr", ["a"]), (1, "incr", ["b"])])
+        self.assertEqual(len(server.connections[0].received), 1)
+
+    def test_resetMidCall(self) -> None:
+        """
+        A reset while a call is in flight raises L{agilerpc.ConnectionLost}.
+        """
+
+        def first(c: FakeConnection) -> None:
+            c.hello()
+            c.receiveRequest()
+            # Unread data in the buffer makes close() send a reset.
+            c.sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2
+            )
+
+        server, client = self.fake(first)
+        self.assertRaises(agilerpc.ConnectionLost, client.call, "incr", ("a",))
+        server.join()
+        self.assertEqual(server.attempts, 1)
+
+    def test_closeFromAnotherThread(self) -> None:
+        """
+        L{TcpRpcClient.close} from another thread wakes a call in flight,
+        which raises L{agilerpc.ClientClosed}.
+        """
+        received = threading.Event()
+
+        def first(c: FakeConnection) -> None:
+            c.hello()
+            c.receiveRequest()
+            received.set()
+            c.readToEnd()
+
+        server, client = self.fake(first, timeout=None)
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                client.call("sleep", (10,))
+            except BaseException as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, WAIT)
+        self.assertTrue(received.wait(WAIT))
+        client.close()
+        thread.join(WAIT)
+        self.assertFalse(thread.is_alive())
+        self.assertEqual([type(e) for e in errors], [agilerpc.ClientClosed])
+        server.join()
+
+
+class TimeoutTests(Harness, SynchronousTestCase):
+    """
+    The per-call timeout.
+    """
+
+    def test_lateResponseDropped(self) -> None:
+        """
+        A call that times out raises L{TimeoutError} and sends a cancel; the
+        next call gets its own answer even though the late answer to the first
+        arrives first, on the same connection.
+        """
+        cancels: list[list[Any]] = []
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            first = c.receiveRequest()
+            cancel = c.receive()
+            assert cancel is not None
+            cancels.append(cancel)
+            second = c.receiveRequest()
+            c.respond(first[1], "late")
+            c.serve(second)
+            c.readToEnd()
+
+        server, client = self.fake(script, timeout=0.2)
+        e = self.assertRaises(TimeoutError, client.call, "sleep", ("first",))
+        self.assertEqual(
+            str(e), "sleep() on fake.invalid:9988 did not finish within 0.2 s"
+        )
+        self.assertEqual(client.call("echo", ("second",)), "second")
+        client.close()
+        server.join()
+        self.assertEqual(cancels, [[3, "cancel", 1]])
+        self.assertEqual(server.attempts, 1)
+
+    def test_lateLargeResponseDropped(self) -> None:
+        """
+        A call that times out while a large response is half read keeps what
+        was read; the rest arrives later, is dropped, and the next call gets
+        its own answer.
+        """
+        big = b"x" * 300000
+        halfSent = threading.Event()
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            first = c.receiveRequest()
+            frame = _wire.frame(_wire.pack([1, first[1], None, big]))
+            c.sendRaw(frame[:150000])
+            halfSent.set()
+            c.receive()  # the cancel
+            second = c.receiveRequest()
+            c.sendRaw(frame[150000:])
+            c.serve(second)
+            c.readToEnd()
+
+        server, client = self.fake(script, timeout=0.3)
+        self.assertRaises(TimeoutError, client.call, "echo", ("first",))
+        self.assertTrue(halfSent.is_set())
+        self.assertEqual(client.call("echo", ("second",)), "second")
+        client.close()
+        server.join()
+        self.assertEqual(server.attempts, 1)
+
+    def test_lateResponseBetweenCalls(self) -> None:
+        """
+        A late response that arrives while no call is in flight is dropped
+        before the next call is sent.
+        """
+        lateSent = threading.Event()
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            first = c.receiveRequest()
+            c.receive()  # the cancel
+            c.respond(first[1], "late")
+            lateSent.set()
+            c.serve(c.receiveRequest())
+            c.readToEnd()
+
+        server, client = self.fake(script, timeout=0.2)
+        self.assertRaises(TimeoutError, client.call, "sleep", ("first",))
+        self.assertTrue(lateSent.wait(WAIT))
+        self.assertEqual(client.call("echo", ("second",)), "second")
+        client.close()
+        server.join()
+
+    def test_connectTimeout(self) -> None:
+        """
+        The timeout covers the connect: a server that never says hello makes
+        the call raise L{TimeoutError}, and nothing is sent.
+        """
+        seen: list[list[list[Any]]] = []
+
+        def silent(c: FakeConnection) -> None:
+            seen.append(c.readToEnd())
+
+        server, client = self.fake(silent, timeout=0.2)
+        self.assertRaises(TimeoutError, client.call, "echo", ("x",))
+        server.join()
+        self.assertEqual(seen, [[]])
+
+    def test_invalidTimeout(self) -> None:
+        """
+        A timeout that is not a positive number, or a negative connectRetry,
+        is refused.
+        """
+        self.assertRaises(ValueError, TcpRpcClient, "h", 1, 0)
+        self.assertRaises(ValueError, TcpRpcClient, "h", 1, -1)
+        self.assertRaises(ValueError, TcpRpcClient, "h", 1, None, connectRetry=-1)
+
+
+class ThreadTests(Harness, SynchronousTestCase):
+    """
+    Several threads sharing one client.
+    """
+
+    def test_eightThreads(self) -> None:
+        """
+        8 threads making 50 calls each on one client all get their own
+        answers, and every call runs once.
+        """
+        server, client = self.fake(serveForever)
+        failures: list[str] = []
+
+        def work(n: int) -> None:
+            try:
+                for i in range(50):
+                    value = f"{n}-{i}"
+                    result = client.call("echo", (value,))
+                    if result != value:
+                        failures.append(f"{value} got {result!r}")
+            except BaseException as e:
+                failures.append(repr(e))
+
+        threads = [
+            threading.Thread(target=work, args=(n,), daemon=True) for n in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT * 4)
+        self.assertFalse(any(t.is_alive() for t in threads))
+        self.assertEqual(failures, [])
+        client.close()
+        server.join()
+        self.assertEqual(len(server.executed), 400)
+        self.assertEqual(
+            sorted(args[0] for _, _, args in server.executed),
+            sorted(f"{n}-{i}" for n in range(8) for i in range(50)),
+        )
+
+
+class CloseTests(Harness, SynchronousTestCase):
+    """
+    close() and the context manager.
+    """
+
+    def test_contextManagerCloses(self) -> None:
+        """
+        Leaving a C{with} block closes the connection (the server reads
+        end-of-stream) and later calls raise L{agilerpc.ClientClosed}.
+        """
+        server = FakeServer(self, serveForever)
+        with FakeClient(server) as client:
+            self.assertEqual(client.call("echo", ("x",)), "x")
+        server.join()
+        self.assertEqual(server.connections[0].received, [[0, 1, "echo", ["x"]]])
+        self.assertRaises(agilerpc.ClientClosed, client.call, "echo", ("y",))
+        self.assertEqual(server.attempts, 1)
+
+    def test_closeIdempotent(self) -> None:
+        """
+        close() may be called more than once, and before any call.
+        """
+        server, client = self.fake(serveForever)
+        client.close()
+        client.close()
+        self.assertRaises(agilerpc.ClientClosed, client.call, "echo", ("y",))
+        self.assertEqual(server.attempts, 0)
+
+    def test_exported(self) -> None:
+        """
+        C{TcpRpcClient} is exported from the package root.
+        """
+        self.assertIs(agilerpc.TcpRpcClient, TcpRpcClient)
+        self.assertIn("TcpRpcClient", agilerpc.__all__)
