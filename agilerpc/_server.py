@@ -304,13 +304,16 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._callFinished()
 
     def _callFinished(self) -> None:
-        if not self._outstanding:
-            if self._goawaySent:
-                self._halfClose()
-            elif self._readClosed:
-                self.transport.loseConnection()
-            else:
-                self._idle()
+        if self._outstanding or self._disconnected:
+            # A call that outlives its connection must not restart the
+            # keepalive timer (connectionLost stopped it for good).
+            return
+        if self._goawaySent:
+            self._halfClose()
+        elif self._readClosed:
+            self.transport.loseConnection()
+        else:
+            self._idle()
 
     # -- sending ------------------------------------------------------------
 
