@@ -119,6 +119,9 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         """
         self._readClosed = True
         self.discardInput()
+        # The connection is closing already: an idle goaway now would be
+        # written after (or race with) our own close.
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
         if not self._outstanding:
             self.transport.loseConnection()
 
