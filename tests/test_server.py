@@ -778,18 +778,66 @@ class ErrorTests(ServerTestCase):
 
     def test_errorTooLarge(self) -> None:
         """
-        An error response that would be larger than the maximum message size
-        is replaced by a C{MessageTooLarge} error for that call: the server
-        never writes a frame larger than it announced.
+        An error whose response would be larger than the maximum message size
+        keeps its type and has its message cut to fit: the server never writes
+        a frame larger than it announced.
         """
         connection = self.connect()
         before = len(connection.transport.value())
-        self.assertError(
-            connection.call(1, "fail", "x" * (MAX_SIZE - 20)), 1, "MessageTooLarge"
-        )
-        self.assertLessEqual(len(connection.transport.value()) - before, 4 + MAX_SIZE)
+        message = "x" * (MAX_SIZE - 30) + "\u00e9" * 10
+        error = self.assertError(connection.call(1, "fail", message), 1, "ValueError")
+        written = len(connection.transport.value()) - before
+        self.assertLessEqual(written, 4 + MAX_SIZE)
+        self.assertGreater(written, MAX_SIZE - 30)
+        self.assertTrue(error["message"].endswith(" [truncated]"), error)
+        self.assertTrue(message.startswith(error["message"][: -len(" [truncated]")]))
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         self.assertUsable(connection)
+
+    def test_methodNotFoundHugeName(self) -> None:
+        """
+        A C{MethodNotFound} for a method name nearly as large as the maximum
+        message size is still answered within it.
+        """
+        connection = self.connect()
+        before = len(connection.transport.value())
+        error = self.assertError(
+            connection.call(1, "m" * (MAX_SIZE - 20)), 1, "MethodNotFound"
+        )
+        self.assertLessEqual(len(connection.transport.value()) - before, 4 + MAX_SIZE)
+        self.assertTrue(error["message"].startswith("no method named 'mmm"), error)
+        self.assertUsable(connection)
+
+    def test_unprintableException(self) -> None:
+        """
+        An exception whose C{str()} raises is still answered, with its class
+        name.
+        """
+
+        class Unprintable(Exception):
+            def __str__(self) -> str:
+                raise RuntimeError("no str for you")
+
+        def raiser() -> None:
+            raise Unprintable()
+
+        def raiseLater() -> Deferred[None]:
+            d: Deferred[None] = Deferred()
+            self.pending["u"] = d
+            return d
+
+        self.registry.register(raiser)
+        self.registry.register(raiseLater)
+        connection = self.connect()
+        error = self.assertError(connection.call(1, "raiser"), 1, "Unprintable")
+        self.assertNotIn("data", error)
+        connection.request(2, "raiseLater")
+        self.pending["u"].errback(Unprintable())
+        self.assertError(connection.received(), 2, "Unprintable")
+        self.assertEqual(len(self.flushLoggedErrors(Unprintable)), 2)
+        # The failed call counted as finished: the keepalive runs again.
+        self.reactor.advance(KEEPALIVE)
+        self.assertEqual(connection.received(), [[3, "goaway", 2, "idle"]])
 
     def test_debugTracebackTooLarge(self) -> None:
         """
