@@ -53,10 +53,25 @@ def _errorFromFailure(failure: Failure, debug: bool) -> dict[str, Any]:
         return exc.toWire()
     if isinstance(exc, CancelledError):
         return {"type": "Cancelled", "message": "the call was cancelled"}
-    error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<unprintable {type(exc).__name__} object>"
+    error: dict[str, Any] = {"type": type(exc).__name__, "message": message}
     if debug:
         error["data"] = {"traceback": failure.getTraceback()}
     return error
+
+
+_TRUNCATED = " [truncated]"
+
+
+def _text(value: object) -> str:
+    """
+    C{value} as a str that msgpack can encode (no lone surrogates).
+    """
+    text = str(value) if isinstance(value, str) else repr(value)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @implementer(IHalfCloseableProtocol)
@@ -210,7 +225,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         try:
             d = self._invoke(request.method, request.args, request.kwargs)
         except RpcError as e:
-            self._send(_wire.encodeError(msgid, e.toWire()))
+            self._sendError(msgid, e.toWire(), request.method)
             return
         except Exception:
             self._callFailed(Failure(), msgid, request.method)
@@ -300,9 +315,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 method=method,
                 msgid=msgid,
             )
-        self._send(
-            _wire.encodeError(msgid, _errorFromFailure(failure, self.factory.debug))
-        )
+        self._sendError(msgid, _errorFromFailure(failure, self.factory.debug), method)
         if finished:
             self._callFinished()
 
@@ -336,14 +349,67 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             error: RpcError = InvalidResult(
                 f"{method}() returned a result that cannot be encoded: {e}"
             )
-            payload = _wire.encodeError(msgid, error.toWire())
+            self._sendError(msgid, error.toWire(), method)
+            return
         if len(payload) > self.MAX_LENGTH:
             error = MessageTooLarge(
                 f"the result of {method}() is {len(payload)} bytes, more than the "
                 f"maximum message size of {self.MAX_LENGTH} bytes"
             )
-            payload = _wire.encodeError(msgid, error.toWire())
+            self._sendError(msgid, error.toWire(), method)
+            return
         self._send(payload)
+
+    def _sendError(self, msgid: int | None, error: dict[str, Any], method: str) -> None:
+        """
+        Send an error response for a call, whatever the error holds: one that
+        msgpack cannot encode is sent as its type and message only, and one
+        too large for the maximum message size without its data, then with
+        its message cut.
+        """
+        try:
+            payload = _wire.encodeError(msgid, error)
+        except Exception as e:
+            _log.error(
+                "{peer}: {method} #{msgid}: its error cannot be encoded ({reason}); "
+                "sending its type and message only",
+                peer=self.peer,
+                method=method,
+                msgid=msgid,
+                reason=e,
+            )
+            error = {
+                "type": _text(error.get("type")),
+                "message": _text(error.get("message")),
+            }
+            payload = _wire.encodeError(msgid, error)
+        if len(payload) > self.MAX_LENGTH:
+            payload = self._shrinkError(msgid, error, method)
+        self._send(payload)
+
+    def _shrinkError(
+        self, msgid: int | None, error: dict[str, Any], method: str
+    ) -> bytes:
+        """
+        An error response that fits the maximum message size: C{error}
+        without its data, then with its message cut, or at worst a
+        C{MessageTooLarge} error.
+        """
+        limit = self.MAX_LENGTH
+        shrunk = {"type": _text(error.get("type")), "message": ""}
+        # The message is encoded with at most a 5-byte str header.
+        room = limit - len(_wire.encodeError(msgid, shrunk)) - 5
+        message = _text(error.get("message"))
+        encoded = message.encode("utf-8")
+        if len(encoded) > room:
+            cut = room - len(_TRUNCATED)
+            message = encoded[: max(cut, 0)].decode("utf-8", "ignore") + _TRUNCATED
+        shrunk["message"] = message
+        payload = _wire.encodeError(msgid, shrunk)
+        if len(payload) <= limit:
+            return payload
+        tooLarge = MessageTooLarge(f"the error of {method}() is too large to send")
+        return _wire.encodeError(msgid, tooLarge.toWire())
 
     def _send(self, payload: bytes) -> None:
         if not self._disconnected and not self._writeClosed:
