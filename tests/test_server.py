@@ -852,6 +852,26 @@ class ErrorTests(ServerTestCase):
         self.assertLessEqual(len(connection.transport.value()) - before, 4 + 200)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
+    def test_errorTypeTooLarge(self) -> None:
+        """
+        An error whose type alone does not fit the maximum message size is
+        sent as C{MessageTooLarge}.
+        """
+
+        def longType() -> None:
+            raise RpcError("T" * 120, "m")
+
+        self.registry.register(longType)
+        connection = self.connect(maxMessageSize=100)
+        before = len(connection.transport.value())
+        self.assertError(
+            connection.call(1, "longType"),
+            1,
+            "MessageTooLarge",
+            "the error of longType() is too large to send",
+        )
+        self.assertLessEqual(len(connection.transport.value()) - before, 4 + 100)
+
     def test_unencodableErrorData(self) -> None:
         """
         An L{RpcError} whose data msgpack cannot encode still gets an error
@@ -1499,6 +1519,26 @@ class KeepaliveTests(ServerTestCase):
         self.assertEqual(connection.received(), [])
         self.assertEqual(connection.transport.closes, [])
 
+    def test_callFailingAfterConnectionLost(self) -> None:
+        """
+        A call that fails after the connection was lost writes nothing.
+        """
+        connection = self.connect()
+        connection.request(1, "later", "a")
+        connection.lost()
+        self.pending["a"].errback(RpcError("Late", "too late"))
+        self.assertEqual(connection.received(), [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_abortAfterConnectionLost(self) -> None:
+        """
+        Aborting a connection that is already gone does nothing.
+        """
+        connection = self.connect()
+        connection.lost()
+        connection.protocol.abort()
+        self.assertEqual(connection.transport.closes, [])
+
 
 class ClientCloseTests(ServerTestCase):
     """
@@ -1530,6 +1570,23 @@ class ClientCloseTests(ServerTestCase):
         self.pending["a"].callback("A")
         self.assertEqual(connection.received(), [[1, 2, None, "B"], [1, 1, None, "A"]])
         self.assertEqual(connection.transport.closes, ["loseConnection"])
+
+    def test_shutdownAfterEOF(self) -> None:
+        """
+        A shutdown after the client's end of stream still sends the goaway;
+        once the running call is answered the server closes the connection
+        (the client's side is closed already: no half-close, no linger).
+        """
+        connection = self.connect()
+        connection.request(1, "later", "a")
+        connection.clientCloses()
+        self.factory.shutdown(10)
+        self.assertEqual(connection.received(), [[3, "goaway", 1, "shutdown"]])
+        self.pending["a"].callback("A")
+        self.assertEqual(connection.received(), [[1, 1, None, "A"]])
+        self.assertEqual(connection.transport.closes, ["loseConnection"])
+        connection.lost()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_truncatedFrameThenEOF(self) -> None:
         """
