@@ -188,7 +188,9 @@ class TcpRpcClient:
         @raise ConnectionRefusedError: (or another L{OSError}) if the client
             cannot connect.  Nothing was sent.
         @raise ClientClosed: if the client is, or gets, closed.
-        @raise TypeError: if the arguments cannot be encoded.
+        @raise TypeError: (or L{ValueError} or L{OverflowError}, as msgpack
+            raises them) if the arguments cannot be encoded.  Nothing was
+            sent.
         """
         if type(func) is not str:
             raise TypeError(f"func must be a string, not {type(func).__name__}")

@@ -379,13 +379,15 @@ class CallTests(Harness, SynchronousTestCase):
     def test_badArguments(self) -> None:
         """
         A method name that is not a str, args that are not a tuple or list,
-        or arguments msgpack cannot encode raise L{TypeError} before anything
-        is sent.
+        or arguments msgpack cannot encode raise L{TypeError} (or
+        L{OverflowError}, for an integer beyond 64 bits) before anything is
+        sent.
         """
         server, client = self.fake(serveForever)
         self.assertRaises(TypeError, client.call, b"echo")
         self.assertRaises(TypeError, client.call, "echo", "zhangsan")
         self.assertRaises(TypeError, client.call, "echo", (object(),))
+        self.assertRaises(OverflowError, client.call, "echo", (2**64,))
         self.assertEqual(client.call("echo", ("ok",)), "ok")
         client.close()
         server.join()

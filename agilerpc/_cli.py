@@ -1,0 +1,248 @@
+"""
+The C{agilerpc} command line: call a method, or list what a server serves.
+
+    agilerpc call 127.0.0.1:9988 sayHello zhangsan
+    agilerpc call 127.0.0.1:9988 add 1 2
+    agilerpc call --kwarg b=2 127.0.0.1:9988 add 1
+    agilerpc methods 127.0.0.1:9988
+
+Each ARG (and each --kwarg value) is parsed as JSON when it parses, and
+taken as a string otherwise: C{1} is a number, C{'"1"'} and C{x} are strings,
+C{'[1, 2]'} a list, C{null} is nil.  The result is printed as one line of
+JSON; bytes (msgpack bin) are printed as C{{"$bytes": "<base64>"}}, so they
+cannot be confused with strings.
+
+Exit status (a one-line message on stderr for every failure):
+  - 0: success;
+  - 1: the call failed on the server (C{MethodNotFound: ...}), or the server
+    sent something this client does not understand;
+  - 2: bad usage, such as an address that is not HOST:PORT;
+  - 3: cannot connect (refused, unknown host, unreachable): nothing was sent;
+  - 4: the call timed out: it may or may not have run;
+  - 5: the connection was lost during the call: it may or may not have run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from typing import Any
+
+from ._blocking import TcpRpcClient
+from ._errors import ConnectionLost, RemoteError
+from ._version import __version__
+
+EXIT_OK = 0
+EXIT_REMOTE_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CONNECT = 3
+EXIT_TIMEOUT = 4
+EXIT_LOST = 5
+
+DEFAULT_TIMEOUT = 10.0
+
+_EPILOG = """\
+ARG and --kwarg values are parsed as JSON when they parse, else taken as
+strings.  The result is printed as JSON; bytes as {"$bytes": "<base64>"}.
+
+exit status: 0 success, 1 remote error, 2 usage error, 3 cannot connect,
+4 timeout, 5 connection lost during the call.
+"""
+
+
+def parseAddress(text: str) -> tuple[str, int]:
+    """
+    Parse C{HOST:PORT} (C{[ADDRESS]:PORT} for IPv6).
+
+    @raise argparse.ArgumentTypeError: if C{text} is not one.
+    """
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT, e.g. 127.0.0.1:9988, not {text!r}"
+        )
+    return host, int(port)
+
+
+def parseValue(text: str) -> Any:
+    """
+    C{text} parsed as JSON if it parses, else C{text} itself.
+    """
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _parseKwarg(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {text!r}")
+    return name, parseValue(value)
+
+
+def _parseTimeout(text: str) -> float | None:
+    try:
+        timeout = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds, not {text!r}"
+        ) from None
+    if not timeout >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text!r}")
+    return timeout or None
+
+
+def toJSON(value: Any) -> str:
+    """
+    C{value}, as msgpack decoded it, as one line of JSON: bytes become
+    C{{"$bytes": "<base64>"}} (map keys: C{"$bytes:<base64>"}), and anything
+    else JSON has no form for (msgpack extension types) its C{str()}.
+    """
+    return json.dumps(_jsonable(value), ensure_ascii=False, default=str)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {
+            ("$bytes:" + base64.b64encode(k).decode("ascii"))
+            if isinstance(k, bytes)
+            else k: _jsonable(v)
+            for k, v in value.items()
+        }
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--timeout",
+        type=_parseTimeout,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up after this long, connect included (default "
+        f"{DEFAULT_TIMEOUT:g}; 0: never)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="agilerpc",
+        description="Call methods on an agilerpc server.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"agilerpc {__version__}"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    call = commands.add_parser(
+        "call",
+        parents=[common],
+        help="call METHOD with ARGs and print its result as JSON",
+        description="Call METHOD with ARGs and print its result as JSON.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    call.add_argument(
+        "--kwarg",
+        type=_parseKwarg,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a keyword argument (repeatable)",
+    )
+    call.add_argument("address", type=parseAddress, metavar="HOST:PORT")
+    call.add_argument("method", metavar="METHOD")
+    call.add_argument("args", type=parseValue, nargs="*", metavar="ARG")
+
+    methods = commands.add_parser(
+        "methods",
+        parents=[common],
+        help="list the methods a server serves, with signatures and docs",
+        description="List the methods a server serves, with signatures and docs.",
+    )
+    methods.add_argument("address", type=parseAddress, metavar="HOST:PORT")
+    methods.add_argument(
+        "--json", action="store_true", help="print system.describe's result as JSON"
+    )
+    return parser
+
+
+def _describe(description: Any) -> str:
+    """
+    The text C{agilerpc methods} prints for C{system.describe}'s result.
+    """
+    if not isinstance(description, dict):
+        raise ValueError(f"system.describe returned {description!r}")
+    lines = []
+    for name in sorted(description):
+        entry = description[name]
+        if not isinstance(entry, dict):
+            entry = {}
+        lines.append(f"{name}{entry.get('signature', '(...)')}")
+        doc = entry.get("doc") or ""
+        lines.extend("    " + line if line else "" for line in str(doc).splitlines())
+    return "\n".join(lines)
+
+
+def _oneLine(text: str) -> str:
+    return " ".join(text.split("\n"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Run the command line C{argv} (default: C{sys.argv[1:]}); the exit status.
+    """
+    try:
+        options = _parser().parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    host, port = options.address
+    where = f"{host}:{port}"
+    try:
+        with TcpRpcClient(host, port, options.timeout, connectRetry=0) as client:
+            if options.command == "call":
+                try:
+                    result = client.call(
+                        options.method, options.args, dict(options.kwarg)
+                    )
+                except (TypeError, ValueError, OverflowError) as e:
+                    # msgpack cannot encode them (an integer beyond 64 bits).
+                    return _fail(EXIT_USAGE, f"cannot encode the arguments: {e}")
+                output = toJSON(result)
+            else:
+                result = client.call("system.describe")
+                try:
+                    output = toJSON(result) if options.json else _describe(result)
+                except ValueError as e:
+                    return _fail(EXIT_REMOTE_ERROR, str(e))
+    except RemoteError as e:
+        return _fail(EXIT_REMOTE_ERROR, str(e))
+    except ConnectionLost as e:
+        return _fail(EXIT_LOST, str(e))
+    except TimeoutError as e:
+        if e.errno is None:
+            return _fail(EXIT_TIMEOUT, f"timed out: {e}")
+        return _fail(EXIT_CONNECT, f"cannot connect to {where}: {e.strerror}")
+    except OSError as e:
+        return _fail(EXIT_CONNECT, f"cannot connect to {where}: {e.strerror or e}")
+    except KeyboardInterrupt:
+        return 130
+    sys.stdout.write(output + "\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _fail(status: int, message: str) -> int:
+    sys.stderr.write(f"agilerpc: {_oneLine(message)}\n")
+    return status
