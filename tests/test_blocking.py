@@ -10,8 +10,13 @@ every thread is joined in the test's cleanup.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import agilerpc
 from agilerpc import _blocking, _wire
 from agilerpc._blocking import TcpRpcClient
+from tests.serverprocess import ServerProcess
 
 # The bound on every wait in these tests.
 WAIT = 5.0
@@ -1180,3 +1186,209 @@ class CloseTests(Harness, SynchronousTestCase):
         """
         self.assertIs(agilerpc.TcpRpcClient, TcpRpcClient)
         self.assertIn("TcpRpcClient", agilerpc.__all__)
+
+
+SEED_CLIENT = """\
+from agilerpc import TcpRpcClient
+import time
+cli = TcpRpcClient('127.0.0.1', {port}, timeout = 2)
+resp = cli.call(func = 'sayHello', args=('zhangsan',))
+print('resp', resp)
+time.sleep(1.5)
+resp = cli.call(func = 'sayHello', args=('zhangsan',))
+print('resp', resp)
+time.sleep(1.5)
+resp = cli.call(func = 'sayHello', args=('zhangsan',))
+print('resp', resp)
+time.sleep(1.5)
+resp = cli.call(func = 'sayHello', args=('zhangsan',))
+print('resp', resp)
+"""
+
+
+def packageEnvironment() -> dict[str, str]:
+    """
+    The environment for a Python subprocess that must import the same
+    C{agilerpc} as the tests.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(agilerpc.__file__))
+    return env
+
+
+class IntegrationTests(SynchronousTestCase):
+    """
+    L{TcpRpcClient} against a real C{twistd -n agilerpc} subprocess.
+    """
+
+    def client(self, port: int, timeout: float = WAIT) -> TcpRpcClient:
+        client = TcpRpcClient("127.0.0.1", port, timeout=timeout)
+        self.addCleanup(client.close)
+        return client
+
+    def test_seedScript(self) -> None:
+        """
+        The seed article's client script, unchanged but for its import line,
+        with the sleep-then-call repeated three times past a keepalive of 1
+        s: every call is answered.
+        """
+        server = ServerProcess.start(self, keepalive=1)
+        script = self.mktemp() + ".py"
+        with open(script, "w", encoding="utf-8") as f:
+            f.write(SEED_CLIENT.format(port=server.port))
+        done = subprocess.run(
+            [sys.executable, script],
+            capture_output=True,
+            env=packageEnvironment(),
+            timeout=30,
+        )
+        self.assertEqual(
+            (done.returncode, done.stdout, done.stderr),
+            (0, b"resp hello zhangsan\n" * 4, b""),
+        )
+
+    def test_reconnectAfterIdleClose(self) -> None:
+        """
+        After the server closed an idle connection with a goaway, the next
+        call runs once on a new connection.
+        """
+        server = ServerProcess.start(self, keepalive=1)
+        client = self.client(server.port)
+        self.assertEqual(client.call("sayHello", ("a",)), "hello a")
+        first = client._connection
+        time.sleep(1.5)
+        self.assertEqual(client.call("sayHello", ("b",)), "hello b")
+        self.assertIsNot(client._connection, first)
+        assert first is not None
+        self.assertEqual(first.sock.fileno(), -1)
+
+    def test_threads(self) -> None:
+        """
+        4 threads sharing one client against a real server (keepalive 1 s,
+        with pauses past it) all get their own answers.
+        """
+        server = ServerProcess.start(self, keepalive=1)
+        client = self.client(server.port)
+        failures: list[str] = []
+
+        def work(n: int) -> None:
+            try:
+                for i in range(100):
+                    value = [n, i, b"\x00" * i]
+                    result = client.call("echo", (value,))
+                    if result != value:
+                        failures.append(f"{value} got {result!r}")
+                    if i == 50 and n == 0:
+                        time.sleep(1.3)
+            except BaseException as e:
+                failures.append(repr(e))
+
+        threads = [
+            threading.Thread(target=work, args=(n,), daemon=True) for n in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        self.assertFalse(any(t.is_alive() for t in threads))
+        self.assertEqual(failures, [])
+
+    def test_timeoutThenCall(self) -> None:
+        """
+        A call that times out raises L{TimeoutError}; the next call on the
+        same connection gets its own answer, not the late one (here the
+        server's C{Cancelled}).
+        """
+        server = ServerProcess.start(self)
+        client = self.client(server.port, timeout=0.5)
+        self.assertRaises(TimeoutError, client.call, "sleep", (1,))
+        connection = client._connection
+        self.assertEqual(client.call("echo", ("mine",)), "mine")
+        self.assertIs(client._connection, connection)
+
+    def test_killedMidCall(self) -> None:
+        """
+        A server killed while a call is in flight makes it raise
+        L{agilerpc.ConnectionLost}; it is not resent, and the next call
+        reaches the server that replaced it.
+        """
+        ledger = os.path.abspath(self.mktemp())
+        server = ServerProcess.start(self, ledger=ledger)
+        client = self.client(server.port, timeout=10)
+        self.assertEqual(client.call("incr", ("before",)), 1)
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                client.call("sleep", (30,))
+            except BaseException as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, WAIT)
+        time.sleep(0.3)
+        server.stop(signal.SIGKILL)
+        thread.join(WAIT)
+        self.assertEqual([type(e) for e in errors], [agilerpc.ConnectionLost])
+        replacement = ServerProcess.start(self, port=server.port, ledger=ledger)
+        self.assertEqual(client.call("incr", ("after",)), 1)
+        self.assertNotEqual(client.call("pid"), server.pid)
+        self.assertEqual(client.call("pid"), replacement.pid)
+        with open(ledger, encoding="utf-8") as f:
+            self.assertEqual(f.read(), "before\nafter\n")
+
+    def test_restartWhileCalling(self) -> None:
+        """
+        A client calling C{incr} with unique tokens without pause while the
+        server is stopped with SIGTERM and started again on the same port,
+        twice: no call fails, and every token is in the ledger exactly once.
+        """
+        ledger = os.path.abspath(self.mktemp())
+        server = ServerProcess.start(self, ledger=ledger)
+        port = server.port
+        client = self.client(port, timeout=20)
+        outcomes: list[tuple[str, str]] = []
+        stop = threading.Event()
+        progress = threading.Semaphore(0)
+
+        def work() -> None:
+            n = 0
+            while not stop.is_set():
+                token = f"t{n}"
+                n += 1
+                try:
+                    client.call("incr", (token,))
+                except BaseException as e:
+                    outcomes.append((token, repr(e)))
+                else:
+                    outcomes.append((token, "ok"))
+                progress.release()
+
+        def waitForCalls(count: int) -> None:
+            for _ in range(count):
+                self.assertTrue(progress.acquire(timeout=30), "calls stopped")
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 30)
+        self.addCleanup(stop.set)
+        waitForCalls(100)
+        pids = {server.pid}
+        for _ in range(2):
+            # twistd re-raises the signal once it has stopped cleanly.
+            self.assertEqual(server.stop(signal.SIGTERM), -signal.SIGTERM)
+            self.assertNotIn("Traceback", server.output())
+            server = ServerProcess.start(self, port=port, ledger=ledger)
+            pids.add(server.pid)
+            waitForCalls(100)
+        stop.set()
+        thread.join(30)
+        self.assertFalse(thread.is_alive())
+        failed = [o for o in outcomes if o[1] != "ok"]
+        self.assertEqual((len(failed), failed[:3]), (0, []))
+        with open(ledger, encoding="utf-8") as f:
+            ran = f.read().splitlines()
+        self.assertEqual(sorted(ran), sorted(token for token, _ in outcomes))
+        self.assertEqual(len(ran), len(set(ran)))
+        self.assertEqual(len(pids), 3)
