@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -147,6 +148,19 @@ class FakeConnection:
 Script = Callable[[FakeConnection], None]
 
 
+def tcpPair() -> tuple[socket.socket, socket.socket]:
+    """
+    Two TCP sockets connected to each other on 127.0.0.1.
+    """
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(WAIT)
+        client = socket.create_connection(listener.getsockname(), WAIT)
+        server, _ = listener.accept()
+    return client, server
+
+
 class FakeServer:
     """
     Plays one script per connection the client opens, each in a thread.
@@ -155,6 +169,8 @@ class FakeServer:
     @ivar executed: C{(connection index, method, args)} of every request a
         script ran.
     @ivar refuse: how many connects to refuse before the scripts start.
+    @ivar tcp: connect over TCP on 127.0.0.1 rather than a Unix socketpair
+        (a reset needs TCP).
     """
 
     def __init__(self, testCase: SynchronousTestCase, *scripts: Script) -> None:
@@ -162,6 +178,7 @@ class FakeServer:
         self.connections: list[FakeConnection] = []
         self.executed: list[tuple[int, str, list[Any]]] = []
         self.refuse = 0
+        self.tcp = False
         self.attempts = 0
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
@@ -182,7 +199,7 @@ class FakeServer:
         if not self.scripts:
             raise ConnectionRefusedError(111, "Connection refused (no script left)")
         script = self.scripts.pop(0)
-        clientEnd, serverEnd = socket.socketpair()
+        clientEnd, serverEnd = tcpPair() if self.tcp else socket.socketpair()
         connection = FakeConnection(self, serverEnd, len(self.connections))
         self.connections.append(connection)
         thread = threading.Thread(target=self._play, args=(script, connection))
@@ -453,6 +470,59 @@ class CallTests(Harness, SynchronousTestCase):
         server.join()
 
 
+class SendTests(Harness, SynchronousTestCase):
+    """
+    Requests too large to be sent in one go.
+    """
+
+    def test_largeRequest(self) -> None:
+        """
+        A request much larger than the socket's buffer is sent whole.
+        """
+        big = bytes(range(256)) * 16384  # 4 MiB
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            r = c.receiveRequest()
+            c.respond(r[1], len(r[3][0]) if r[3][0] == big else -1)
+            c.readToEnd()
+
+        server, client = self.fake(script)
+        self.assertEqual(client.call("echo", (big,)), len(big))
+        client.close()
+        server.join()
+
+    def test_sendTimeout(self) -> None:
+        """
+        A request that cannot be sent whole before the timeout raises
+        L{TimeoutError} and closes the connection (half a frame is never
+        dispatched); the next call uses a new connection.
+        """
+        big = b"x" * (8 * 1024 * 1024 - 100)
+        received: list[int] = []
+        gaveUp = threading.Event()
+
+        def stuck(c: FakeConnection) -> None:
+            c.hello()
+            # Read nothing until the client gives up, then count the bytes.
+            gaveUp.wait(WAIT)
+            total = 0
+            while chunk := c.sock.recv(65536):
+                total += len(chunk)
+            received.append(total)
+
+        server, client = self.fake(stuck, serveForever, timeout=0.3)
+        self.assertRaises(TimeoutError, client.call, "echo", (big,))
+        gaveUp.set()
+        self.assertIsNone(client._connection)
+        self.assertEqual(client.call("echo", ("small",)), "small")
+        client.close()
+        server.join()
+        self.assertEqual(len(received), 1)
+        self.assertTrue(0 < received[0] < len(big), received)
+        self.assertEqual(server.executed, [(1, "echo", ["small"])])
+
+
 class LimitTests(Harness, SynchronousTestCase):
     """
     Message sizes and malformed server messages.
@@ -583,6 +653,20 @@ class HelloTests(Harness, SynchronousTestCase):
         server, client = self.fake(script)
         e = self.assertRaises(agilerpc.InvalidResponse, client.call, "echo", ("x",))
         self.assertIn("expected a hello", str(e))
+        server.join()
+
+    def test_helloInfoNotMap(self) -> None:
+        """
+        A hello whose info is not a map raises L{agilerpc.InvalidResponse}.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.send([3, "hello", [1]])
+            c.readToEnd()
+
+        server, client = self.fake(script)
+        e = self.assertRaises(agilerpc.InvalidResponse, client.call, "echo", ("x",))
+        self.assertIn("not a map", str(e))
         server.join()
 
     def test_unknownHelloKeysIgnored(self) -> None:
@@ -922,6 +1006,46 @@ class GoawayTests(Harness, SynchronousTestCase):
         self.assertEqual(server.attempts, count)
 
 
+class BetweenCallsTests(Harness, SynchronousTestCase):
+    """
+    What the server sends while no call is in flight.
+    """
+
+    def test_garbageBetweenCalls(self) -> None:
+        """
+        A malformed message received between calls makes the client drop that
+        connection; the next call goes on a new one.
+        """
+        sent = threading.Event()
+
+        def first(c: FakeConnection) -> None:
+            c.hello()
+            c.serve(c.receiveRequest())
+            c.send(["garbage"])
+            sent.set()
+            c.readToEnd()
+
+        server, client = self.fake(first, serveForever)
+        self.assertEqual(client.call("incr", ("a",)), "a")
+        self.assertTrue(sent.wait(WAIT))
+        self.assertEqual(client.call("incr", ("b",)), "b")
+        client.close()
+        server.join()
+        self.assertEqual(server.executed, [(0, "incr", ["a"]), (1, "incr", ["b"])])
+
+    def test_kwargsMapping(self) -> None:
+        """
+        kwargs may be any mapping.
+        """
+        from types import MappingProxyType
+
+        server, client = self.fake(serveForever)
+        client.call("add", (), MappingProxyType({"a": 1}))
+        client.close()
+        server.join()
+        self.assertEqual(server.connections[0].received, [[0, 1, "add", [], {"a": 1}]])
+
+
 class LostTests(Harness, SynchronousTestCase):
     """
     The connection lost while a call is in flight.
@@ -956,13 +1080,16 @@ class LostTests(Harness, SynchronousTestCase):
         def first(c: FakeConnection) -> None:
             c.hello()
             c.receiveRequest()
-            # Unread data in the buffer makes close() send a reset.
+            # A zero linger time makes close() send a reset.
             c.sock.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
             )
 
         server, client = self.fake(first)
-        self.assertRaises(agilerpc.ConnectionLost, client.call, "incr", ("a",))
+        server.tcp = True
+        e = self.assertRaises(agilerpc.ConnectionLost, client.call, "incr", ("a",))
+        self.assertIn("Connection reset by peer", str(e))
+        self.assertIn("may or may not have run", str(e))
         server.join()
         self.assertEqual(server.attempts, 1)
 
