@@ -263,6 +263,11 @@ class ServerProcess:
         Send C{sig} and wait for the process to exit; its exit code (negative:
         the signal that killed it).
 
+        Note that twistd, once it has shut down cleanly after SIGTERM or
+        SIGINT, kills itself with that same signal: a clean stop returns
+        C{-signal.SIGTERM}, not 0 (look for "Server Shut Down." in
+        L{output}).
+
         @raise AssertionError: if it is still running after C{timeout}
             seconds (it is then killed).
         """
