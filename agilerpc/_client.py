@@ -249,10 +249,13 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
     def _goaway(self, body: list[Any]) -> None:
         if self.goaway:
             return
-        self.goaway = True
         last = body[0] if body else None
-        if not _wire.isMsgid(last):
-            last = None
+        if last is not None and not _wire.isMsgid(last):
+            # Without a valid last msgid nothing can be proved unrun: resending
+            # could run calls twice, so treat it as a lost connection.
+            self._protocolError(f"goaway with an invalid last msgid {last!r}")
+            return
+        self.goaway = True
         unrun = [
             call
             for msgid, call in self._inflight.items()

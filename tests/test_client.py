@@ -595,6 +595,23 @@ class HelloTests(SynchronousTestCase):
         protocol.dataReceived(_wire.frame(b"\xc1"))
         self.assertTrue(transport.disconnecting)
 
+    def test_goawayWithInvalidLastMsgid(self) -> None:
+        """
+        A goaway whose last msgid is not a msgid proves nothing: the
+        connection is treated as lost and in-flight calls fail rather than
+        being resent.
+        """
+        protocol, transport, client = self._protocol()
+        protocol.dataReceived(_wire.frame(_wire.encodeHello({"protocol": 1})))
+        d = client.callRemote("x")
+        protocol.dataReceived(_wire.frame(_wire.pack([3, "goaway", "7", "idle"])))
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(protocol.goaway)
+        protocol.connectionLost(Failure(ConnectionLost("aborted")))
+        self.failureResultOf(d, ConnectionLost)
+        self.assertEqual(client.queued, 0)
+        self.flushLoggedErrors()
+
     def test_maxMessageSizeFromHello(self) -> None:
         """
         The hello's max_message_size becomes the connection's limit.
