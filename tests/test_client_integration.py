@@ -23,7 +23,7 @@ from .serverprocess import ServerProcess
 
 
 def _pause(seconds: float) -> Deferred[None]:
-    return deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+    return deferLater(reactor, seconds, lambda: None)
 
 
 class RpcClientIntegrationTests(TestCase):
