@@ -106,7 +106,8 @@ class Options(usage.Options):
         self["shutdown-grace"] = _number(
             float, "shutdown-grace", self["shutdown-grace"], 0
         )
-        modules = self["module"] or [DEFAULT_MODULE]
+        # The same module named twice is served once.
+        modules = list(dict.fromkeys(self["module"])) or [DEFAULT_MODULE]
         registry = Registry()
         for name in modules:
             try:

@@ -402,6 +402,15 @@ class OptionsErrorTests(SynchronousTestCase):
             "'sayHello' is already registered",
         )
 
+    def test_sameModuleTwice(self) -> None:
+        """
+        A module named twice is served once, not refused as a clash with
+        itself.
+        """
+        options = Options()
+        options.parseOptions(["--module", DEFAULT_MODULE, "--module", DEFAULT_MODULE])
+        self.assertIn("sayHello", options["registry"].names())
+
     def test_badListen(self) -> None:
         """
         A C{--listen} description that names no known endpoint is refused.
