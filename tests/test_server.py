@@ -872,6 +872,26 @@ class ErrorTests(ServerTestCase):
         )
         self.assertLessEqual(len(connection.transport.value()) - before, 4 + 100)
 
+    def test_resultNestedTooDeep(self) -> None:
+        """
+        A result that would make its response nest deeper than 1024 arrays
+        (the decoders' limit, PROTOCOL.md section 3) is an C{InvalidResult},
+        not a response the client has to refuse.
+        """
+        nested: list[Any] = []
+        for _ in range(1023):
+            nested = [nested]
+        self.registry.register(lambda: nested, name="deep")
+        connection = self.connect(maxMessageSize=4096)
+        self.assertError(connection.call(1, "deep"), 1, "InvalidResult")
+        self.assertUsable(connection)
+
+    test_resultNestedTooDeep.todo = (  # type: ignore[attr-defined]
+        "agilerpc._wire.pack (msgpack.packb) encodes one level deeper than "
+        "_wire.unpack decodes: a 1025-deep response is sent and refused by the "
+        "client"
+    )
+
     def test_unencodableErrorData(self) -> None:
         """
         An L{RpcError} whose data msgpack cannot encode still gets an error
@@ -1690,6 +1710,24 @@ class ShutdownTests(ServerTestCase):
         self.assertNoResult(d)
         self.assertTrue([e for e in events if e.get("peer") == busy.protocol.peer])
         busy.lost()
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_connectionDuringShutdown(self) -> None:
+        """
+        A connection made while the factory shuts down gets its hello, then a
+        C{"shutdown"} goaway at once; the shutdown waits for it too.
+        """
+        first = self.connect()
+        d = self.factory.shutdown(10)
+        late = self.connect()
+        self.assertEqual(late.hello[0][:2], [3, "hello"])
+        self.assertEqual(late.hello[1:], [[3, "goaway", None, "shutdown"]])
+        self.assertEqual(late.transport.closes, ["loseWriteConnection"])
+        first.clientCloses()
+        first.lost()
+        self.assertNoResult(d)
+        late.clientCloses()
+        late.lost()
         self.assertIsNone(self.successResultOf(d))
 
     def test_idleConnectionsDuringShutdown(self) -> None:
