@@ -116,6 +116,10 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 setNoDelay(True)
         self.factory.connections.add(self)
         self._send(_wire.encodeHello(self.factory.hello))
+        if self.factory._stopping:
+            # Accepted while the server shuts down: nothing will be served.
+            self.goAway("shutdown")
+            return
         self._idle()
 
     def connectionLost(self, reason: _Failure | None = None) -> None:
