@@ -48,7 +48,8 @@ def pack(message: list[Any]) -> bytes:
     Encode one message.
 
     @raise TypeError: if something in C{message} cannot be encoded.
-    @raise ValueError: if it nests too deeply or an integer is out of range.
+    @raise ValueError: if it nests too deeply.
+    @raise OverflowError: if an integer is out of msgpack's range.
     """
     return _packb(message, use_bin_type=True)  # type: ignore[no-any-return]
 
@@ -59,17 +60,19 @@ def unpack(payload: bytes) -> list[Any]:
 
     msgpack's own limits bound memory and recursion: no string, array or map
     can claim more elements than the payload has bytes, and nesting deeper
-    than msgpack's stack is refused.
+    than msgpack's stack is refused.  Map keys may be any hashable scalar
+    (str, bin, integer, float, boolean, nil): Python data often has integer
+    keys, and refusing them would make a whole message undecodable.
 
     @raise ValueError: if C{payload} is not exactly one msgpack array.
     """
     try:
-        message = _unpackb(payload, raw=False, use_list=True, strict_map_key=True)
+        message = _unpackb(payload, raw=False, use_list=True, strict_map_key=False)
     except Exception as e:
         # msgpack raises ValueError subclasses (ExtraData, FormatError,
         # StackError), but also TypeError (unhashable map key) and
         # UnicodeDecodeError: all mean the same thing to us.
-        raise ValueError(f"not a msgpack message: {e}") from None
+        raise ValueError(f"not a msgpack message: {type(e).__name__}: {e}") from None
     if type(message) is not list:
         raise ValueError(f"message is a {type(message).__name__}, not an array")
     return message

@@ -67,7 +67,7 @@ def parseFrames(data: bytes) -> list[Any]:
         payload = data[offset + 4 : offset + 4 + length]
         if len(payload) != length:
             raise AssertionError(f"a partial frame: {data[offset:]!r}")
-        messages.append(msgpack.unpackb(payload, raw=False))
+        messages.append(msgpack.unpackb(payload, raw=False, strict_map_key=False))
         offset += 4 + length
     return messages
 
@@ -965,7 +965,7 @@ MALFORMED: list[tuple[str, bytes, int | None]] = [
     ("args nil", msgpack.packb([0, 7, "echo", None]), 7),
     ("kwargs not a map", msgpack.packb([0, 7, "echo", [], [1]]), 7),
     ("kwargs key not a str", b"\x95\x00\x07\xa4echo\x90\x81\xc4\x01x\x01", 7),
-    ("non-str map key", b"\x94\x00\x07\xa4echo\x91\x81\x01\x02", None),
+    ("array as a map key", b"\x94\x00\x07\xa4echo\x91\x81\x90\x02", None),
     ("invalid utf-8", b"\x94\x00\x07\xa4ech\xff\x90", None),
     ("notification too short", msgpack.packb([2, "echo"]), None),
     ("notification method not a str", msgpack.packb([2, 5, [1]]), None),
@@ -1020,6 +1020,15 @@ class MalformedTests(ServerTestCase):
             [result] = result
             depth += 1
         self.assertEqual(depth, 1021)
+
+    def test_intMapKeysAccepted(self) -> None:
+        """
+        An integer map key inside an argument is accepted, and a result with
+        one is sent as it is.
+        """
+        connection = self.connect()
+        connection.sendBytes(rawFrame(b"\x94\x00\x07\xa4echo\x91\x81\x01\x02"))
+        self.assertEqual(connection.received(), [[1, 7, None, {1: 2}]])
 
     def test_binMapKeysAccepted(self) -> None:
         """

@@ -662,8 +662,9 @@ class UnpackTests(SynchronousTestCase):
 
     def test_mapKeys(self) -> None:
         """
-        Map keys may be str or bin; any other key type, however deep, makes the
-        whole message invalid.
+        Map keys may be any scalar (str, bin, integer, float, boolean, nil);
+        an array or map as a key, however deep, makes the whole message
+        invalid.
         """
         self.assertTrue(
             sameValue(
@@ -671,10 +672,12 @@ class UnpackTests(SynchronousTestCase):
                 [{"k": 1}, {b"k": 2}],
             )
         )
-        for key in [1, None, True, 1.5]:
-            self.assertRaises(ValueError, wire.unpack, msgpack.packb([[{key: 1}]]))
+        for key in [1, None, True, 1.5, -7]:
+            self.assertEqual(wire.unpack(msgpack.packb([[{key: 1}]])), [[{key: 1}]])
         # An array as a key: unhashable once decoded.
         self.assertRaises(ValueError, wire.unpack, b"\x91\x81\x90\x01")
+        # A map as a key.
+        self.assertRaises(ValueError, wire.unpack, b"\x91\x81\x80\x01")
 
 
 class EncoderTests(SynchronousTestCase):
@@ -926,13 +929,22 @@ class ParseClientMessageTests(SynchronousTestCase):
         """
         self.assertInvalid([0, 0, "m", 1], {"msgid": 0})
 
-    def test_nonStrKeyAnywhere(self) -> None:
+    def test_nonStrKwargsKey(self) -> None:
         """
-        A non-str map key makes the whole message undecodable: refused without
-        a msgid even though the msgid was valid.
+        A kwargs key that is not a str is refused, naming the msgid; integer
+        keys deeper inside arguments are fine.
         """
-        self.assertInvalid([0, 5, "m", [], {1: 1}])
-        self.assertInvalid([0, 5, "m", [{1: 1}]])
+        self.assertInvalid([0, 5, "m", [], {1: 1}], {"msgid": 5})
+        request = wire.parseClientMessage(wire.pack([0, 5, "m", [{1: 1}]]))
+        assert isinstance(request, wire.Request)
+        self.assertEqual(request.args, [{1: 1}])
+
+    def test_unhashableKeyAnywhere(self) -> None:
+        """
+        An array used as a map key makes the whole message undecodable:
+        refused without a msgid even though the msgid was valid.
+        """
+        self.assertInvalid(b"\x94\x00\x05\xa1m\x91\x81\x90\x01")
 
     def test_kwargsNotMapMessage(self) -> None:
         """
