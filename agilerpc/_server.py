@@ -4,6 +4,7 @@ The server side of a connection: framing, dispatch, keepalive and goaway.
 
 from __future__ import annotations
 
+import hmac
 import inspect
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from ._errors import (
     MessageTooLarge,
     MethodNotFound,
     RpcError,
+    Unauthorized,
 )
 from ._framing import FrameReceiver
 from ._version import __version__
@@ -100,6 +102,10 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         self._writeClosed = False
         self._disconnected = False
         self._lingerCall: IDelayedCall | None = None
+        self._authenticated = factory.authToken is None
+        # Reading stops while the transport's send buffer is full (it pauses
+        # us as its producer) or while maxInFlight calls are outstanding.
+        self._writePaused = False
         self.peer: IAddress | None = None
 
     # TimeoutMixin takes its clock from here, so tests can use task.Clock.
@@ -114,16 +120,40 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         if setNoDelay is not None:
             with suppress(OSError):  # e.g. a UNIX socket
                 setNoDelay(True)
-        self.factory.connections.add(self)
-        self._send(_wire.encodeHello(self.factory.hello))
-        if self.factory._stopping:
+        factory = self.factory
+        if (
+            factory.maxConnections is not None
+            and factory.accepted >= factory.maxConnections
+        ):
+            # Refused instead of a hello: a client that never got a hello
+            # treats this as a failed attempt and backs off.
+            _log.warn(
+                "{peer}: refused, {count} connections are open (--max-connections)",
+                peer=self.peer,
+                count=factory.accepted,
+            )
+            factory.connections.add(self)
+            self.goAway("ServerBusy")
+            return
+        factory.connections.add(self)
+        factory.accepted += 1
+        self._accepted = True
+        # Responses go out through the transport's buffer; when it is full,
+        # the transport pauses us and we stop reading requests.
+        self.transport.registerProducer(self, True)
+        self._send(_wire.encodeHello(factory.hello))
+        if factory._stopping:
             # Accepted while the server shuts down: nothing will be served.
             self.goAway("shutdown")
             return
         self._idle()
 
+    _accepted = False
+
     def connectionLost(self, reason: _Failure | None = None) -> None:
         self._disconnected = True
+        if self._accepted:
+            self.factory.accepted -= 1
         self.setTimeout(None)  # type: ignore[no-untyped-call]
         if self._lingerCall is not None and self._lingerCall.active():
             self._lingerCall.cancel()
@@ -150,6 +180,44 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         closes too.
         """
 
+    # -- flow control -------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's send buffer is full (a client that does not read):
+        stop reading its requests until it drains.
+        """
+        self._writePaused = True
+        self._updateReading()
+
+    def resumeProducing(self) -> None:
+        """
+        The transport's send buffer drained: read again.
+        """
+        self._writePaused = False
+        self._updateReading()
+
+    def stopProducing(self) -> None:
+        self._writePaused = True
+        self.paused = True
+
+    def _updateReading(self) -> None:
+        """
+        Pause or resume reading from the transport as the send buffer and the
+        number of outstanding calls require.
+        """
+        if self._disconnected:
+            return
+        pause = self._writePaused or len(self._outstanding) >= self.factory.maxInFlight
+        if pause and not self.paused:
+            self.paused = True
+            self.transport.pauseProducing()
+        elif not pause and self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+            # Frames that arrived before the pause are still buffered.
+            self.dataReceived(b"")
+
     # -- receiving ----------------------------------------------------------
 
     def stringReceived(self, payload: bytes) -> None:
@@ -166,6 +234,9 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             # running are still honoured.
             if type(message) is _wire.Control:
                 self._control(message)
+            return
+        if not self._authenticated:
+            self._authenticate(message)
             return
         if type(message) is _wire.Request:
             self._request(message)
@@ -196,6 +267,34 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         )
         self._send(_wire.encodeError(None, error.toWire()))
         self.goAway("MessageTooLarge")
+
+    def _authenticate(
+        self, message: _wire.Request | _wire.Notification | _wire.Control
+    ) -> None:
+        """
+        The first frame of a connection to a server with a token must be
+        C{[3, "auth", token]}; anything else, or a wrong token, is refused
+        with C{Unauthorized} and the connection closes.
+        """
+        token = self.factory.authToken
+        assert token is not None
+        if type(message) is _wire.Control and message.kind == "auth":
+            offered = message.body[0] if message.body else None
+            if isinstance(offered, str):
+                offered = offered.encode("utf-8")
+            if isinstance(offered, bytes) and hmac.compare_digest(offered, token):
+                self._authenticated = True
+                self._idle()
+                return
+            why = "wrong token"
+        else:
+            why = "no auth before the first message"
+        # Never log the token offered: it may be a real one, mistyped.
+        _log.warn("{peer}: refused: {why}", peer=self.peer, why=why)
+        msgid = message.msgid if type(message) is _wire.Request else None
+        error = Unauthorized(f"authentication failed: {why}")
+        self._send(_wire.encodeError(msgid, error.toWire()))
+        self.goAway("Unauthorized")
 
     def _refuse(self, error: InvalidRequest) -> None:
         data = error.data
@@ -243,6 +342,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         if not self._outstanding:
             self.setTimeout(None)  # type: ignore[no-untyped-call]
         self._outstanding[msgid] = d
+        if len(self._outstanding) >= self.factory.maxInFlight:
+            self._updateReading()
         d.addCallbacks(
             self._callSucceeded,
             self._callFailed,
@@ -324,9 +425,13 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._callFinished()
 
     def _callFinished(self) -> None:
-        if self._outstanding or self._disconnected:
+        if self._disconnected:
             # A call that outlives its connection must not restart the
             # keepalive timer (connectionLost stopped it for good).
+            return
+        if self.paused and not self._writePaused:
+            self._updateReading()
+        if self._outstanding:
             return
         if self._goawaySent:
             self._halfClose()
@@ -471,11 +576,17 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self.transport.loseConnection()
             return
         self._writeClosed = True
-        loseWrite = getattr(self.transport, "loseWriteConnection", None)
-        if loseWrite is None:  # pragma: no cover - transports without half-close
-            self.transport.loseConnection()
-            return
-        loseWrite()
+        transport = self.transport
+        loseWrite = getattr(transport, "loseWriteConnection", None)
+        if loseWrite is None or callable(
+            getattr(transport, "getPeerCertificate", None)
+        ):
+            # Over TLS, loseWriteConnection would reach past TLS to the TCP
+            # socket; loseConnection sends TLS's close_notify and waits for
+            # the client's, which is the same half-close one layer up.
+            transport.loseConnection()
+        else:
+            loseWrite()
         self._lingerCall = self.factory.reactor.callLater(
             self.factory.lingerTimeout, self.transport.abortConnection
         )
@@ -499,7 +610,14 @@ class RpcServerFactory(Factory):
     @ivar lingerTimeout: how long a closing connection waits for the client to
         close before it is aborted.
     @ivar debug: send tracebacks to callers (for development only).
+    @ivar maxInFlight: outstanding calls per connection before the server
+        stops reading that connection until some finish.
+    @ivar maxConnections: accepted connections at once; further ones get a
+        C{ServerBusy} goaway instead of a hello.  L{None}: no limit.
+    @ivar authToken: when set, each connection must first send
+        C{[3, "auth", token]} with this token.
     @ivar connections: the open connections.
+    @ivar accepted: how many of them were accepted (not refused as busy).
     """
 
     protocol = RpcServerProtocol  # type: ignore[assignment]
@@ -513,11 +631,24 @@ class RpcServerFactory(Factory):
         maxMessageSize: int = _wire.DEFAULT_MAX_MESSAGE_SIZE,
         lingerTimeout: float = 5.0,
         debug: bool = False,
+        maxInFlight: int = 1000,
+        maxConnections: int | None = None,
+        authToken: bytes | None = None,
     ) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
         if maxMessageSize < 1:
             raise ValueError("maxMessageSize must be >= 1")
+        if maxInFlight < 1:
+            raise ValueError("maxInFlight must be >= 1")
+        if maxConnections is not None and maxConnections < 1:
+            raise ValueError("maxConnections must be >= 1 or None")
+        if authToken is not None and not authToken:
+            raise ValueError("authToken cannot be empty")
+        self.maxInFlight = maxInFlight
+        self.maxConnections = maxConnections
+        self.authToken = authToken
+        self.accepted = 0
         self.registry = registry
         self.reactor = reactor
         self.keepalive = keepalive
@@ -533,6 +664,8 @@ class RpcServerFactory(Factory):
             "max_message_size": maxMessageSize,
             "server": f"agilerpc/{__version__}",
         }
+        if authToken is not None:
+            self.hello["auth"] = "token"
 
     def buildProtocol(self, addr: IAddress | None) -> RpcServerProtocol:  # type: ignore[override]
         return RpcServerProtocol(self)

@@ -1,0 +1,253 @@
+"""
+Tests for the server's limits and gates: backpressure on the send buffer,
+C{maxInFlight}, C{maxConnections} and token auth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import globalLogPublisher
+
+from .test_server import Connection, LogCollector, ServerTestCase, encode
+
+
+class BackpressureTests(ServerTestCase):
+    def test_registeredAsStreamingProducer(self) -> None:
+        """
+        The protocol registers with its transport as a streaming producer, so
+        a full send buffer pauses it.
+        """
+        connection = self.connect()
+        self.assertIs(connection.transport.producer, connection.protocol)
+        self.assertTrue(connection.transport.streaming)
+
+    def test_fullSendBufferStopsReading(self) -> None:
+        """
+        While the transport's send buffer is full, the server stops reading
+        (it pauses the transport) and dispatches nothing; when it drains, the
+        buffered requests are dispatched.
+        """
+        connection = self.connect()
+        protocol = connection.protocol
+        protocol.pauseProducing()
+        self.assertEqual(connection.transport.producerState, "paused")
+        connection.request(1, "echo", "a")
+        connection.request(2, "echo", "b")
+        self.assertEqual(self.calls, [])
+        self.assertEqual(connection.received(), [])
+        protocol.resumeProducing()
+        self.assertEqual(connection.transport.producerState, "producing")
+        self.assertEqual(self.calls, ["a", "b"])
+        self.assertEqual(connection.received(), [[1, 1, None, "a"], [1, 2, None, "b"]])
+
+    def test_pauseMidChunk(self) -> None:
+        """
+        A full buffer reached while a chunk of several frames is parsed stops
+        dispatch at that frame; the rest waits for the resume.
+        """
+        connection = self.connect()
+        protocol = connection.protocol
+        original = connection.transport.write
+
+        def write(data: bytes) -> None:
+            original(data)
+            if len(self.calls) == 1:
+                protocol.pauseProducing()
+
+        connection.transport.write = write  # type: ignore[method-assign]
+        connection.sendBytes(b"".join(encode([0, i, "echo", [i]]) for i in range(5)))
+        self.assertEqual(self.calls, [0])
+        protocol.resumeProducing()
+        self.assertEqual(self.calls, [0, 1, 2, 3, 4])
+
+
+class MaxInFlightTests(ServerTestCase):
+    def test_stopsReadingAtLimit(self) -> None:
+        """
+        With maxInFlight calls outstanding the server stops reading; when one
+        finishes it reads and dispatches what waited.
+        """
+        connection = self.connect(maxInFlight=2)
+        connection.request(1, "later", "a")
+        self.assertEqual(connection.transport.producerState, "producing")
+        connection.request(2, "later", "b")
+        self.assertEqual(connection.transport.producerState, "paused")
+        connection.request(3, "later", "c")
+        self.assertEqual(self.calls, ["a", "b"])
+        self.pending["a"].callback("A")
+        self.assertEqual(self.calls, ["a", "b", "c"])
+        self.assertEqual(connection.received(), [[1, 1, None, "A"]])
+        # Two outstanding again: paused again.
+        self.assertEqual(connection.transport.producerState, "paused")
+        self.pending["b"].callback("B")
+        self.pending["c"].callback("C")
+        self.assertEqual(connection.transport.producerState, "producing")
+        self.assertEqual(connection.received(), [[1, 2, None, "B"], [1, 3, None, "C"]])
+
+    def test_noErrorBeyondLimit(self) -> None:
+        """
+        Requests beyond the limit get no error: they simply wait.
+        """
+        connection = self.connect(maxInFlight=1)
+        connection.request(1, "later", "a")
+        for i in range(2, 6):
+            connection.request(i, "echo", i)
+        self.assertEqual(connection.received(), [])
+        self.pending["a"].callback("A")
+        self.assertEqual([m[1] for m in connection.received()], [1, 2, 3, 4, 5])
+
+    def test_writePauseAndLimitTogether(self) -> None:
+        """
+        Reading resumes only when neither the send buffer nor the in-flight
+        limit holds it back.
+        """
+        connection = self.connect(maxInFlight=1)
+        connection.request(1, "later", "a")
+        connection.protocol.pauseProducing()
+        self.pending["a"].callback("A")
+        self.assertEqual(connection.transport.producerState, "paused")
+        connection.protocol.resumeProducing()
+        self.assertEqual(connection.transport.producerState, "producing")
+
+    def test_invalidLimit(self) -> None:
+        """
+        maxInFlight must be at least 1.
+        """
+        self.assertRaises(ValueError, self.makeFactory, maxInFlight=0)
+
+
+class MaxConnectionsTests(ServerTestCase):
+    def test_busyGoawayInsteadOfHello(self) -> None:
+        """
+        Beyond maxConnections a new connection gets a ServerBusy goaway, no
+        hello, and is closed; existing ones are unaffected.
+        """
+        factory = self.makeFactory(maxConnections=2)
+        first = Connection(factory)
+        second = Connection(factory)
+        with self.capture() as events:
+            third = Connection(factory)
+        self.assertEqual(third.hello, [[3, "goaway", None, "ServerBusy"]])
+        self.assertEqual(third.transport.closes, ["loseWriteConnection"])
+        self.assertEqual(len(events), 1)
+        third.request(1, "echo", "x")
+        self.assertEqual(third.received(), [])
+        self.assertEqual(first.call(1, "echo", "ok"), [[1, 1, None, "ok"]])
+        self.assertEqual(second.hello[0][1], "hello")
+
+    def capture(self) -> Any:
+        collector = LogCollector()
+        test = self
+
+        class Capture:
+            def __enter__(self) -> list[Any]:
+                globalLogPublisher.addObserver(collector)
+                return collector.events
+
+            def __exit__(self, *exc: object) -> None:
+                globalLogPublisher.removeObserver(collector)
+                test.assertTrue(collector.events)
+
+        return Capture()
+
+    def test_closedConnectionsFreeSlots(self) -> None:
+        """
+        Once an accepted connection closes, a new one is accepted; refused
+        ones never count.
+        """
+        factory = self.makeFactory(maxConnections=1)
+        first = Connection(factory)
+        busy = Connection(factory)
+        busy.lost()
+        self.assertEqual(factory.accepted, 1)
+        first.lost()
+        self.assertEqual(factory.accepted, 0)
+        again = Connection(factory)
+        self.assertEqual(again.hello[0][1], "hello")
+
+
+class AuthTests(ServerTestCase):
+    TOKEN = b"s3cret-token"
+
+    def authConnection(self) -> Connection:
+        return self.connect(authToken=self.TOKEN)
+
+    def test_helloSaysAuth(self) -> None:
+        """
+        A server with a token says so in its hello.
+        """
+        connection = self.authConnection()
+        self.assertEqual(connection.hello[0][2]["auth"], "token")
+        self.assertNotIn("auth", Connection(self.makeFactory()).hello[0][2])
+
+    def test_rightToken(self) -> None:
+        """
+        After [3, "auth", token] with the right token (str or bin), requests
+        are served.
+        """
+        for token in (self.TOKEN, self.TOKEN.decode()):
+            connection = self.authConnection()
+            connection.send([3, "auth", token])
+            self.assertEqual(connection.received(), [])
+            self.assertEqual(connection.call(1, "echo", "x"), [[1, 1, None, "x"]])
+
+    def test_wrongToken(self) -> None:
+        """
+        A wrong token is refused with Unauthorized and a goaway, the
+        connection closes, nothing is dispatched, and the token offered is
+        not logged.
+        """
+        connection = self.authConnection()
+        collector = LogCollector()
+        globalLogPublisher.addObserver(collector)
+        try:
+            connection.send([3, "auth", "guess-123"])
+        finally:
+            globalLogPublisher.removeObserver(collector)
+        received = connection.received()
+        self.assertEqual(received[0][0:2], [1, None])
+        self.assertEqual(received[0][2]["type"], "Unauthorized")
+        self.assertEqual(received[1], [3, "goaway", None, "Unauthorized"])
+        self.assertEqual(connection.transport.closes, ["loseWriteConnection"])
+        connection.request(1, "echo", "x")
+        self.assertEqual(self.calls, [])
+        self.assertTrue(collector.events)
+        for event in collector.events:
+            self.assertNotIn("guess-123", repr(event))
+
+    def test_requestBeforeAuth(self) -> None:
+        """
+        A request before auth is refused with Unauthorized (for its msgid)
+        and not dispatched.
+        """
+        connection = self.authConnection()
+        connection.request(4, "echo", "x")
+        received = connection.received()
+        self.assertEqual(received[0][0:2], [1, 4])
+        self.assertEqual(received[0][2]["type"], "Unauthorized")
+        self.assertEqual(received[1], [3, "goaway", None, "Unauthorized"])
+        self.assertEqual(self.calls, [])
+
+    def test_notificationBeforeAuth(self) -> None:
+        """
+        A notification before auth is refused and not run.
+        """
+        connection = self.authConnection()
+        connection.send([2, "echo", ["x"]])
+        self.assertEqual(connection.received()[1], [3, "goaway", None, "Unauthorized"])
+        self.assertEqual(self.calls, [])
+
+    def test_nonStringToken(self) -> None:
+        """
+        A token that is neither str nor bin is refused.
+        """
+        connection = self.authConnection()
+        connection.send([3, "auth", 12345])
+        self.assertEqual(connection.received()[1][3], "Unauthorized")
+
+    def test_emptyTokenRefused(self) -> None:
+        """
+        An empty server token is a configuration error.
+        """
+        self.assertRaises(ValueError, self.makeFactory, authToken=b"")
