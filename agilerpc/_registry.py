@@ -140,6 +140,8 @@ class Registry:
             name = getattr(func, "__name__", None)
             if not isinstance(name, str):
                 raise ValueError(f"{func!r} has no __name__: give it a name")
+        if not isinstance(name, str):
+            raise TypeError(f"a method name must be a str, not {name!r}")
         if not name:
             raise ValueError("a method name cannot be empty")
         if name.startswith("system."):
@@ -160,7 +162,13 @@ class Registry:
             mark = _markOf(value)
             if mark is None or not callable(value):
                 continue
-            self.register(value, prefix + (mark.name or attr), mark.thread)
+            name = prefix + (mark.name or attr)
+            existing = self._methods.get(name)
+            if existing is not None and existing.func is value:
+                # The same function seen twice (a module that re-exports
+                # another's handlers, both added): serve it once.
+                continue
+            self.register(value, name, mark.thread)
             count += 1
         return count
 

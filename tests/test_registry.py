@@ -460,3 +460,48 @@ class CheckArgumentsTests(SynchronousTestCase):
                 caught.exception.message.startswith("plain(): "),
                 caught.exception.message,
             )
+
+
+class RegistryEdgeTests(SynchronousTestCase):
+    def test_nameMustBeStr(self) -> None:
+        """
+        A name that is not a str is a TypeError.
+        """
+        self.assertRaises(TypeError, Registry().register, len, 5)
+
+    def test_reexportedHandlersServedOnce(self) -> None:
+        """
+        Adding a module and another that re-exports its marked functions
+        serves each function once instead of refusing the duplicate name.
+        """
+
+        @rpc
+        def shared() -> int:
+            return 1
+
+        first = types.ModuleType("first")
+        first.shared = shared  # type: ignore[attr-defined]
+        second = types.ModuleType("second")
+        second.shared = shared  # type: ignore[attr-defined]
+        registry = Registry()
+        self.assertEqual(registry.addModule(first), 1)
+        self.assertEqual(registry.addModule(second), 0)
+        self.assertIn("shared", registry)
+
+    def test_differentFunctionSameNameRefused(self) -> None:
+        """
+        Two different functions under one name are still refused.
+        """
+
+        @rpc(name="x")
+        def one() -> int:
+            return 1
+
+        @rpc(name="x")
+        def two() -> int:
+            return 2
+
+        module = types.ModuleType("m")
+        module.one = one  # type: ignore[attr-defined]
+        module.two = two  # type: ignore[attr-defined]
+        self.assertRaises(ValueError, Registry().addModule, module)
