@@ -62,6 +62,30 @@ def _markOf(obj: object) -> _Mark | None:
     return mark if isinstance(mark, _Mark) else None
 
 
+def _positionalArity(signature: inspect.Signature | None) -> tuple[float, float]:
+    """
+    The range of positional argument counts that certainly bind to
+    C{signature} when no keyword arguments are given, or an empty range when
+    that cannot be told without binding (a required keyword-only parameter).
+    """
+    if signature is None:
+        return 0, -1
+    minimum = 0
+    maximum: float = 0
+    for parameter in signature.parameters.values():
+        kind = parameter.kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            maximum = float("inf")
+        elif kind is inspect.Parameter.KEYWORD_ONLY:
+            if parameter.default is inspect.Parameter.empty:
+                return 0, -1
+        elif kind is not inspect.Parameter.VAR_KEYWORD:
+            maximum += 1
+            if parameter.default is inspect.Parameter.empty:
+                minimum += 1
+    return minimum, maximum
+
+
 class Method:
     """
     A registered handler.
@@ -71,7 +95,7 @@ class Method:
     @ivar thread: run C{func} in the reactor's thread pool.
     """
 
-    __slots__ = ("func", "name", "signature", "thread")
+    __slots__ = ("_maxArgs", "_minArgs", "func", "name", "signature", "thread")
 
     def __init__(self, name: str, func: Callable[..., Any], thread: bool) -> None:
         self.name = name
@@ -83,6 +107,7 @@ class Method:
             # Some builtins have no introspectable signature: let the call
             # itself say whether the arguments fit.
             self.signature = None
+        self._minArgs, self._maxArgs = _positionalArity(self.signature)
 
     def checkArguments(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         """
@@ -90,6 +115,10 @@ class Method:
 
         @raise InvalidParams: if they do not.
         """
+        # The common case, positional arguments only, without the cost of
+        # Signature.bind (a quarter of the server's time per call).
+        if not kwargs and self._minArgs <= len(args) <= self._maxArgs:
+            return
         if self.signature is not None:
             try:
                 self.signature.bind(*args, **kwargs)

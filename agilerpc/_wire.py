@@ -146,7 +146,7 @@ def isMsgid(value: object) -> bool:
     return type(value) is int and 0 <= value <= MAX_MSGID
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     """
     A call that wants an answer.
@@ -158,7 +158,7 @@ class Request:
     kwargs: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Notification:
     """
     A call that is never answered.
@@ -169,7 +169,7 @@ class Notification:
     kwargs: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Response:
     """
     The answer to a request: C{error} is L{None} on success.
@@ -180,7 +180,7 @@ class Response:
     result: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Control:
     """
     A control message: C{kind} and the elements that follow it.

@@ -8,6 +8,7 @@ registration, lookup, the C{system.*} built-ins and argument checking.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 from typing import Any
@@ -505,3 +506,49 @@ class RegistryEdgeTests(SynchronousTestCase):
         module.one = one  # type: ignore[attr-defined]
         module.two = two  # type: ignore[attr-defined]
         self.assertRaises(ValueError, Registry().addModule, module)
+
+
+class ArityTests(SynchronousTestCase):
+    """
+    L{Method.checkArguments} agrees with L{inspect.Signature.bind} for every
+    kind of signature, whether or not it takes its positional fast path.
+    """
+
+    def assertAgrees(self, func: Any, args: list[Any], kwargs: dict[str, Any]) -> None:
+        method = Method("f", func, False)
+        try:
+            inspect.signature(func).bind(*args, **kwargs)
+        except TypeError:
+            self.assertRaises(InvalidParams, method.checkArguments, args, kwargs)
+        else:
+            method.checkArguments(args, kwargs)
+
+    def test_signatures(self) -> None:
+        """
+        Positional, defaulted, *args, keyword-only (required or not) and
+        **kwargs parameters, with 0 to 4 positional arguments and with and
+        without a keyword argument.
+        """
+
+        def plain(a: Any, b: Any) -> None: ...
+        def defaults(a: Any, b: Any = 1) -> None: ...
+        def star(a: Any, *rest: Any) -> None: ...
+        def kwonly(a: Any, *, k: Any) -> None: ...
+        def kwonlyDefault(a: Any, *, k: Any = 1) -> None: ...
+        def starstar(a: Any, **kw: Any) -> None: ...
+        def posonly(a: Any, /, b: Any = 2) -> None: ...
+        def nothing() -> None: ...
+
+        for func in [
+            plain,
+            defaults,
+            star,
+            kwonly,
+            kwonlyDefault,
+            starstar,
+            posonly,
+            nothing,
+        ]:
+            for n in range(5):
+                for kwargs in ({}, {"k": 1}, {"b": 1}, {"a": 1}):
+                    self.assertAgrees(func, list(range(n)), kwargs)
