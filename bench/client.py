@@ -1,0 +1,605 @@
+"""
+The client side of one benchmark measurement, run in its own process:
+
+    python -m bench.client '{"scenario": "seq", "impl": "bare", "port": 1234, ...}'
+
+It prints one line, C{RESULT} followed by the figures as JSON.  Scenarios:
+
+ - C{seq}: sequential calls of C{add(1, 2)} with the Deferred client.
+ - C{blocking}: the same with a blocking client (agilerpc's C{TcpRpcClient},
+   or the bare one); in C{threads} threads, each with its own client.
+ - C{pipe}: C{add(1, 2)} with C{inflight} calls in flight on one connection.
+ - C{echo}: sequential echoes of C{size} bytes with the Deferred client.
+ - C{idle}: C{conns} connections that each made one call, then stay idle:
+   the server's RSS before and after.
+ - C{reap}: agilerpc only: C{conns} raw connections that receive their hello
+   and stay idle until the server's keepalive closes them, while a blocking
+   client calls the server every C{probeInterval} seconds.
+
+Where the spec names C{serverPid}, the server's CPU time (from C{/proc}) over
+the timed part is reported too.  Every loop is bounded by C{n} and by the
+spec's C{timeout}.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import errno
+import json
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import react
+
+from .amp import Add, BenchAMP, Echo
+from .bare import BareBlockingClient, BareClientProtocol
+from .procs import cpuNanoseconds, cpuSeconds, raiseFileLimit, rssKiB
+from .stats import latencySummary
+
+_perf = time.perf_counter_ns
+_HEADER = struct.Struct(">I")
+MiB = 1024 * 1024
+
+
+class Conn:
+    """
+    One Deferred-client connection of any implementation, seen the same way:
+    C{add()} and C{echo(payload)} return the implementation's raw Deferred
+    (nothing is added to it in the timed loops); C{addResult} and
+    C{echoResult} turn what fired into the plain result, to check it.
+    """
+
+    def __init__(
+        self,
+        add: Callable[[], Deferred[Any]],
+        echo: Callable[[bytes], Deferred[Any]],
+        addResult: Callable[[Any], Any],
+        echoResult: Callable[[Any], Any],
+        close: Callable[[], object],
+    ) -> None:
+        self.add = add
+        self.echo = echo
+        self.addResult = addResult
+        self.echoResult = echoResult
+        self.close = close
+
+
+async def connect(reactor: Any, impl: str, host: str, port: int) -> Conn:
+    """
+    Connect a Deferred client of C{impl} to C{host:port}, and check that it
+    answers C{add(1, 2)} with 3.
+    """
+    if impl == "agilerpc":
+        from agilerpc import RpcClient
+
+        client = RpcClient(reactor, host, port)
+        conn = Conn(
+            lambda: client.callRemote("add", 1, 2),
+            lambda payload: client.callRemote("echo", payload),
+            lambda r: r,
+            lambda r: r,
+            client.close,
+        )
+    else:
+        endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=30)
+        if impl == "bare":
+            bare = await connectProtocol(endpoint, BareClientProtocol())
+            conn = Conn(
+                lambda: bare.callRemote("add", 1, 2),
+                lambda payload: bare.callRemote("echo", payload),
+                lambda r: r,
+                lambda r: r,
+                bare.transport.loseConnection,
+            )
+        elif impl == "amp":
+            amp = await connectProtocol(endpoint, BenchAMP())  # type: ignore[no-untyped-call]
+            conn = Conn(
+                lambda: amp.callRemote(Add, a=1, b=2),
+                lambda payload: amp.callRemote(Echo, value=payload),
+                lambda r: r["total"],
+                lambda r: r["value"],
+                amp.transport.loseConnection,
+            )
+        else:
+            raise ValueError(f"unknown implementation {impl!r}")
+    answer = conn.addResult(await conn.add())
+    if answer != 3:
+        raise AssertionError(f"{impl}: add(1, 2) returned {answer!r}")
+    return conn
+
+
+def sequential(call: Callable[[], Deferred[Any]], n: int) -> Deferred[list[int]]:
+    """
+    Make C{n} calls one after the other; fires with each call's latency in
+    nanoseconds.
+    """
+    done: Deferred[list[int]] = Deferred()
+    latencies: list[int] = []
+    started = 0
+
+    def issue() -> None:
+        nonlocal started
+        started = _perf()
+        call().addCallbacks(answered, fail)
+
+    def answered(_: object) -> None:
+        latencies.append(_perf() - started)
+        if len(latencies) < n:
+            issue()
+        else:
+            done.callback(latencies)
+
+    def fail(reason: Any) -> None:
+        if not done.called:
+            done.errback(reason)
+
+    issue()
+    return done
+
+
+def pipelined(
+    call: Callable[[], Deferred[Any]], n: int, inflight: int
+) -> Deferred[int]:
+    """
+    Make C{n} calls keeping C{inflight} in flight; fires with C{n}.
+    """
+    done: Deferred[int] = Deferred()
+    issued = 0
+    completed = 0
+
+    def issue() -> None:
+        nonlocal issued
+        issued += 1
+        call().addCallbacks(answered, fail)
+
+    def answered(_: object) -> None:
+        nonlocal completed
+        completed += 1
+        if issued < n:
+            issue()
+        elif completed == n:
+            done.callback(n)
+
+    def fail(reason: Any) -> None:
+        if not done.called:
+            done.errback(reason)
+
+    for _ in range(min(inflight, n)):
+        issue()
+    return done
+
+
+def _deadline(reactor: Any, d: Deferred[Any], timeout: float) -> None:
+    """
+    Fail C{d} if it has not fired within C{timeout} seconds.
+    """
+    d.addTimeout(timeout, reactor)
+
+
+class _CpuMeter:
+    """
+    The server's CPU time over the timed part, when its pid is known: from
+    C{/proc/PID/task/*/schedstat} (nanoseconds) where the kernel has it, else
+    from the utime and stime of C{/proc/PID/stat} (10 ms ticks).
+
+    Creating it also starts the profiler, if the spec asked for one: only the
+    timed part is profiled.
+    """
+
+    def __init__(self, pid: int | None) -> None:
+        self._pid = pid
+        self._startNs = cpuNanoseconds(pid) if pid else None
+        self._start = cpuSeconds(pid) if pid else 0.0
+        if _profiler is not None:
+            _profiler.enable()
+
+    def perCallMicroseconds(self, calls: int) -> float | None:
+        if _profiler is not None:
+            _profiler.disable()
+        if not self._pid:
+            return None
+        if self._startNs is not None:
+            end = cpuNanoseconds(self._pid)
+            if end is not None:
+                return (end - self._startNs) / calls / 1e3
+        return (cpuSeconds(self._pid) - self._start) / calls * 1e6
+
+
+_profiler: cProfile.Profile | None = None
+
+
+async def twistedScenario(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """
+    Run a C{seq}, C{pipe}, C{echo} or C{idle} scenario.
+    """
+    scenario = spec["scenario"]
+    impl = spec["impl"]
+    host = spec["host"]
+    port = spec["port"]
+    timeout = spec["timeout"]
+    if scenario == "idle":
+        return await idleScenario(reactor, spec)
+    conn = await connect(reactor, impl, host, port)
+    try:
+        n = spec["n"]
+        if scenario == "seq":
+            warm = sequential(conn.add, spec["warmup"])
+            _deadline(reactor, warm, timeout)
+            await warm
+            meter = _CpuMeter(spec.get("serverPid"))
+            start = _perf()
+            d = sequential(conn.add, n)
+            _deadline(reactor, d, timeout)
+            latencies = await d
+            elapsed = (_perf() - start) / 1e9
+            return {
+                "calls_per_s": n / elapsed,
+                "n": n,
+                "server_cpu_us_per_call": meter.perCallMicroseconds(n),
+                **latencySummary(latencies),
+            }
+        if scenario == "pipe":
+            warmPipe = pipelined(conn.add, spec["warmup"], spec["inflight"])
+            _deadline(reactor, warmPipe, timeout)
+            await warmPipe
+            meter = _CpuMeter(spec.get("serverPid"))
+            start = _perf()
+            piped = pipelined(conn.add, n, spec["inflight"])
+            _deadline(reactor, piped, timeout)
+            await piped
+            elapsed = (_perf() - start) / 1e9
+            return {
+                "calls_per_s": n / elapsed,
+                "n": n,
+                "inflight": spec["inflight"],
+                "server_cpu_us_per_call": meter.perCallMicroseconds(n),
+            }
+        if scenario == "echo":
+            size = spec["size"]
+            payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+            answer = conn.echoResult(await conn.echo(payload))
+            if answer != payload:
+                raise AssertionError(f"{impl}: echo of {size} bytes came back changed")
+            meter = _CpuMeter(spec.get("serverPid"))
+            start = _perf()
+            d3 = sequential(lambda: conn.echo(payload), n)
+            _deadline(reactor, d3, timeout)
+            latencies = await d3
+            elapsed = (_perf() - start) / 1e9
+            return {
+                "calls_per_s": n / elapsed,
+                "n": n,
+                "size": size,
+                "s_per_MiB": elapsed / (n * size / MiB),
+                "server_cpu_us_per_call": meter.perCallMicroseconds(n),
+                **latencySummary(latencies),
+            }
+        raise ValueError(f"unknown scenario {scenario!r}")
+    finally:
+        closed = conn.close()
+        if isinstance(closed, Deferred):
+            await closed
+
+
+async def idleScenario(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """
+    Open C{conns} connections in batches of C{batch}, each making one call,
+    and report the server's RSS growth per connection.
+    """
+    impl = spec["impl"]
+    pid = spec["serverPid"]
+    raiseFileLimit(spec["conns"] + 1024)
+    first = await connect(reactor, impl, spec["host"], spec["port"])
+    conns = [first]
+    try:
+        before = rssKiB(pid)
+        remaining = spec["conns"]
+        while remaining:
+            count = min(spec["batch"], remaining)
+            batch: list[Deferred[Conn]] = [
+                Deferred.fromCoroutine(
+                    connect(reactor, impl, spec["host"], spec["port"])
+                )
+                for _ in range(count)
+            ]
+            for d in batch:
+                conns.append(await d)
+            remaining -= count
+        after = rssKiB(pid)
+        opened = len(conns) - 1
+        return {
+            "conns": opened,
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+            "kib_per_conn": (after - before) / opened,
+        }
+    finally:
+        for conn in conns:
+            closed = conn.close()
+            if isinstance(closed, Deferred):
+                await closed
+
+
+def blockingScenario(spec: dict[str, Any]) -> dict[str, Any]:
+    """
+    C{threads} threads, each with its own blocking client, each making C{n}
+    sequential calls of C{add(1, 2)}.
+    """
+    impl = spec["impl"]
+    host = spec["host"]
+    port = spec["port"]
+    n = spec["n"]
+    threads = spec.get("threads", 1)
+    timeout = spec["timeout"]
+
+    def makeClient() -> tuple[Callable[[], Any], Callable[[], None]]:
+        if impl == "agilerpc":
+            from agilerpc import TcpRpcClient
+
+            client = TcpRpcClient(host, port, timeout=timeout)
+            return (lambda: client.call("add", args=(1, 2))), client.close
+        if impl == "bare":
+            bare = BareBlockingClient(host, port, timeout)
+            return (lambda: bare.call("add", (1, 2))), bare.close
+        raise ValueError(f"no blocking client for {impl!r}")
+
+    clients = [makeClient() for _ in range(threads)]
+    try:
+        for call, _ in clients:
+            for _ in range(spec["warmup"]):
+                if call() != 3:
+                    raise AssertionError(f"{impl}: add(1, 2) did not return 3")
+        latencies: list[list[int]] = [[] for _ in clients]
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(threads + 1, timeout=timeout)
+
+        def work(index: int) -> None:
+            call = clients[index][0]
+            mine = latencies[index]
+            try:
+                barrier.wait()
+                for _ in range(n):
+                    started = _perf()
+                    call()
+                    mine.append(_perf() - started)
+            except BaseException as e:
+                errors.append(e)
+
+        workers = [
+            threading.Thread(target=work, args=(i,), daemon=True)
+            for i in range(threads)
+        ]
+        for worker in workers:
+            worker.start()
+        meter = _CpuMeter(spec.get("serverPid"))
+        barrier.wait()
+        start = _perf()
+        for worker in workers:
+            worker.join(timeout)
+        elapsed = (_perf() - start) / 1e9
+        if errors:
+            raise errors[0]
+        if any(worker.is_alive() for worker in workers):
+            raise TimeoutError(f"the blocking threads did not finish in {timeout}s")
+        total = n * threads
+        return {
+            "calls_per_s": total / elapsed,
+            "n": total,
+            "threads": threads,
+            "server_cpu_us_per_call": meter.perCallMicroseconds(total),
+            **latencySummary([x for mine in latencies for x in mine]),
+        }
+    finally:
+        for _, close in clients:
+            close()
+
+
+class _Probe(threading.Thread):
+    """
+    Call C{add(1, 2)} every C{interval} seconds with a blocking client until
+    stopped, counting answers, failures and the slowest answer.
+    """
+
+    def __init__(self, host: str, port: int, interval: float) -> None:
+        super().__init__(daemon=True)
+        from agilerpc import TcpRpcClient
+
+        self._client = TcpRpcClient(host, port, timeout=10)
+        self._interval = interval
+        self.stopping = threading.Event()
+        self.calls = 0
+        self.failures: list[str] = []
+        self.maxLatency = 0.0
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                started = time.perf_counter()
+                try:
+                    if self._client.call("add", args=(1, 2)) != 3:
+                        self.failures.append("add(1, 2) did not return 3")
+                except Exception as e:
+                    self.failures.append(f"{type(e).__name__}: {e}")
+                self.maxLatency = max(self.maxLatency, time.perf_counter() - started)
+                self.calls += 1
+                self.stopping.wait(self._interval)
+        finally:
+            self._client.close()
+
+
+def _frames(buffer: bytearray) -> list[list[Any]]:
+    """
+    Remove the complete frames from C{buffer}, decoded.
+    """
+    messages = []
+    while len(buffer) >= 4:
+        (length,) = _HEADER.unpack_from(buffer)
+        if len(buffer) < 4 + length:
+            break
+        messages.append(msgpack.unpackb(bytes(buffer[4 : 4 + length])))
+        del buffer[: 4 + length]
+    return messages
+
+
+def reapScenario(spec: dict[str, Any]) -> dict[str, Any]:
+    """
+    Open C{conns} raw connections to an agilerpc server in batches of
+    C{batch} (each waits for its hello before the next batch opens), hold
+    them idle, and close each as the server ends it (goaway, then end of
+    stream), until all are gone or C{timeout} passes.
+    """
+    host = spec["host"]
+    port = spec["port"]
+    pid = spec["serverPid"]
+    wanted = spec["conns"]
+    soft, hard = raiseFileLimit(wanted + 1024)
+    conns = min(wanted, soft - 256)
+    probe = _Probe(host, port, spec["probeInterval"])
+    probe.start()
+    poller = select.epoll()
+    sockets: dict[int, socket.socket] = {}
+    buffers: dict[int, bytearray] = {}
+    helloed: set[int] = set()
+    opened = helloCount = goaways = reaped = peak = 0
+    rssBefore = rssKiB(pid)
+    rssPeak = rssBefore
+    start = time.monotonic()
+    deadline = start + spec["timeout"]
+    allOpenAt: float | None = None
+    lastClosedAt: float | None = None
+    waitingForHello = 0
+    try:
+        while (opened < conns or sockets) and time.monotonic() < deadline:
+            if opened < conns and waitingForHello == 0:
+                for _ in range(min(spec["batch"], conns - opened)):
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    sock.setblocking(False)
+                    code = sock.connect_ex((host, port))
+                    if code not in (0, errno.EINPROGRESS):
+                        sock.close()
+                        raise OSError(code, f"connect: {errno.errorcode[code]}")
+                    fd = sock.fileno()
+                    sockets[fd] = sock
+                    buffers[fd] = bytearray()
+                    poller.register(fd, select.EPOLLIN)
+                    opened += 1
+                    waitingForHello += 1
+            for fd, _ in poller.poll(0.5):
+                sock = sockets[fd]
+                try:
+                    data = sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    buffers[fd] += data
+                    for message in _frames(buffers[fd]):
+                        if message[:2] == [3, "hello"] and fd not in helloed:
+                            helloed.add(fd)
+                            helloCount += 1
+                            waitingForHello -= 1
+                            held = len(helloed)
+                            if held > peak:
+                                peak = held
+                            if helloCount == conns:
+                                allOpenAt = time.monotonic()
+                                rssPeak = rssKiB(pid)
+                        elif message[:2] == [3, "goaway"]:
+                            goaways += 1
+                    continue
+                # The server's end of stream: close our side, as a client does.
+                poller.unregister(fd)
+                del sockets[fd]
+                del buffers[fd]
+                if fd in helloed:
+                    helloed.discard(fd)
+                else:
+                    waitingForHello -= 1
+                sock.close()
+                reaped += 1
+                lastClosedAt = time.monotonic()
+        time.sleep(0.2)
+        rssAfter = rssKiB(pid)
+    finally:
+        for sock in sockets.values():
+            sock.close()
+        poller.close()
+        probe.stopping.set()
+        probe.join(15)
+    return {
+        "conns_wanted": wanted,
+        "conns": conns,
+        "fd_limit": [soft, hard],
+        "peak_held": peak,
+        "hellos": helloCount,
+        "goaways": goaways,
+        "reaped": reaped,
+        "left_open": len(sockets),
+        "open_s": None if allOpenAt is None else allOpenAt - start,
+        "reap_s": (
+            None
+            if allOpenAt is None or lastClosedAt is None or sockets
+            else lastClosedAt - allOpenAt
+        ),
+        "total_s": time.monotonic() - start,
+        "rss_before_kib": rssBefore,
+        "rss_peak_kib": rssPeak,
+        "rss_after_kib": rssAfter,
+        "kib_per_conn_at_peak": (rssPeak - rssBefore) / conns if conns else None,
+        "probe_calls": probe.calls,
+        "probe_failures": probe.failures[:5],
+        "probe_failure_count": len(probe.failures),
+        "probe_max_ms": probe.maxLatency * 1000,
+    }
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """
+    Run the scenario C{spec} describes, under cProfile when it names a
+    C{profile} file; its figures.
+    """
+    global _profiler
+    if spec.get("profile"):
+        _profiler = cProfile.Profile()
+    try:
+        scenario = spec["scenario"]
+        if scenario == "blocking":
+            return blockingScenario(spec)
+        if scenario == "reap":
+            return reapScenario(spec)
+        result: dict[str, Any] = {}
+
+        async def main(reactor: Any) -> None:
+            result.update(await twistedScenario(reactor, spec))
+
+        try:
+            react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
+        except SystemExit as e:
+            if e.code:
+                raise RuntimeError(f"the {scenario} scenario failed") from None
+        return result
+    finally:
+        if _profiler is not None:
+            _profiler.disable()
+            _profiler.dump_stats(spec["profile"])
+            _profiler = None
+
+
+def main(argv: list[str]) -> None:
+    spec = json.loads(argv[0])
+    result = run(spec)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,633 @@
+"""
+Tests for the benchmark suite in C{bench/}: its statistics helpers, the bare
+and AMP baselines, the client loops, the report it builds, and a C{--quick}
+run end to end.  Timings are never asserted; only that the bench code
+computes and reports what it says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import msgpack
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import StringTransport
+from twisted.protocols import amp as twistedAmp
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from bench import client as benchClient
+from bench import procs, run
+from bench.amp import Add, BenchAMP, Echo
+from bench.bare import (
+    BareBlockingClient,
+    BareClientProtocol,
+    BareError,
+    BareServerProtocol,
+)
+from bench.stats import latencySummary, median, medianOrNone, percentile, ratio
+
+
+def frame(message: Any) -> bytes:
+    """
+    C{message} packed with msgpack, with a 4-byte big-endian length prefix.
+    """
+    payload: bytes = msgpack.packb(message)
+    return struct.pack(">I", len(payload)) + payload
+
+
+class StatsTests(SynchronousTestCase):
+    """
+    Tests for L{bench.stats}.
+    """
+
+    def test_medianOdd(self) -> None:
+        """
+        The median of an odd count is the middle value, whatever the order.
+        """
+        self.assertEqual(median([5, 1, 3]), 3.0)
+
+    def test_medianEven(self) -> None:
+        """
+        The median of an even count is the mean of the two middle values.
+        """
+        self.assertEqual(median([4, 1, 3, 10]), 3.5)
+
+    def test_medianEmpty(self) -> None:
+        """
+        The median of nothing is an error, not a number.
+        """
+        self.assertRaises(ValueError, median, [])
+
+    def test_percentileNearestRank(self) -> None:
+        """
+        Percentiles use the nearest rank: p50 of 1..100 is 50, p99 is 99,
+        p100 is the maximum and p0 the minimum.
+        """
+        values = list(range(100, 0, -1))
+        self.assertEqual(percentile(values, 0.5), 50.0)
+        self.assertEqual(percentile(values, 0.99), 99.0)
+        self.assertEqual(percentile(values, 1.0), 100.0)
+        self.assertEqual(percentile(values, 0.0), 1.0)
+
+    def test_percentileSmallSample(self) -> None:
+        """
+        With fewer than 100 values, p99 is the maximum.
+        """
+        self.assertEqual(percentile([3, 1, 2], 0.99), 3.0)
+
+    def test_percentileBadInput(self) -> None:
+        """
+        An empty sample or a fraction outside [0, 1] is refused.
+        """
+        self.assertRaises(ValueError, percentile, [], 0.5)
+        self.assertRaises(ValueError, percentile, [1], 1.5)
+
+    def test_ratio(self) -> None:
+        """
+        A ratio is a quotient, or None when a side is missing or the
+        denominator is zero.
+        """
+        self.assertEqual(ratio(3, 4), 0.75)
+        self.assertIsNone(ratio(None, 4))
+        self.assertIsNone(ratio(3, None))
+        self.assertIsNone(ratio(3, 0))
+
+    def test_medianOrNone(self) -> None:
+        """
+        Missing values are left out of the median; none at all gives None.
+        """
+        self.assertEqual(medianOrNone([None, 2.0, 4.0, None, 9.0]), 4.0)
+        self.assertIsNone(medianOrNone([None, None]))
+
+    def test_latencySummary(self) -> None:
+        """
+        Latencies in nanoseconds are summarized in microseconds.
+        """
+        self.assertEqual(
+            latencySummary([1000 * i for i in range(1, 101)]),
+            {"p50_us": 50.0, "p99_us": 99.0, "max_us": 100.0},
+        )
+
+
+class BareServerTests(SynchronousTestCase):
+    """
+    Tests for L{BareServerProtocol} over an in-memory transport.
+    """
+
+    def setUp(self) -> None:
+        self.transport = StringTransport()
+        self.protocol = BareServerProtocol()
+        self.protocol.makeConnection(self.transport)
+
+    def test_add(self) -> None:
+        """
+        A request is answered with C{[1, msgid, None, result]}.
+        """
+        self.protocol.dataReceived(frame([0, 7, "add", [1, 2]]))
+        self.assertEqual(self.transport.value(), frame([1, 7, None, 3]))
+
+    def test_echoPipelinedInPieces(self) -> None:
+        """
+        Requests that arrive together, split anywhere, are each answered in
+        order.
+        """
+        data = frame([0, 1, "echo", [b"x" * 300]]) + frame([0, 2, "add", [2, 3]])
+        for i in range(0, len(data), 7):
+            self.protocol.dataReceived(data[i : i + 7])
+        self.assertEqual(
+            self.transport.value(),
+            frame([1, 1, None, b"x" * 300]) + frame([1, 2, None, 5]),
+        )
+
+    def test_unknownMethod(self) -> None:
+        """
+        An unknown method is answered with an error map naming the exception.
+        """
+        self.protocol.dataReceived(frame([0, 3, "nope", []]))
+        self.assertEqual(
+            self.transport.value(),
+            frame([1, 3, {"type": "KeyError", "message": "'nope'"}, None]),
+        )
+
+    def test_largeFrameAccepted(self) -> None:
+        """
+        The raised C{MAX_LENGTH} lets a 1 MiB echo through (the default
+        limit of 99,999 bytes would close the connection).
+        """
+        payload = b"y" * (1024 * 1024)
+        self.protocol.dataReceived(frame([0, 4, "echo", [payload]]))
+        self.assertEqual(self.transport.value(), frame([1, 4, None, payload]))
+        self.assertFalse(self.transport.disconnecting)
+
+
+class BareClientTests(SynchronousTestCase):
+    """
+    Tests for L{BareClientProtocol}.
+    """
+
+    def setUp(self) -> None:
+        self.transport = StringTransport()
+        self.protocol = BareClientProtocol()
+        self.protocol.makeConnection(self.transport)
+
+    def test_callRemoteSendsRequests(self) -> None:
+        """
+        Each call is sent at once with the next msgid.
+        """
+        self.protocol.callRemote("add", 1, 2)
+        self.protocol.callRemote("echo", b"z")
+        self.assertEqual(
+            self.transport.value(),
+            frame([0, 0, "add", [1, 2]]) + frame([0, 1, "echo", [b"z"]]),
+        )
+
+    def test_responsesInAnyOrder(self) -> None:
+        """
+        Responses are matched to their calls by msgid, in any order.
+        """
+        first = self.protocol.callRemote("add", 1, 2)
+        second = self.protocol.callRemote("add", 3, 4)
+        self.protocol.dataReceived(frame([1, 1, None, 7]) + frame([1, 0, None, 3]))
+        self.assertEqual(self.successResultOf(first), 3)
+        self.assertEqual(self.successResultOf(second), 7)
+
+    def test_errorResponse(self) -> None:
+        """
+        An error response fails the call with L{BareError}.
+        """
+        d = self.protocol.callRemote("nope")
+        self.protocol.dataReceived(frame([1, 0, {"type": "KeyError"}, None]))
+        failure = self.failureResultOf(d, BareError)
+        self.assertEqual(failure.value.args, ({"type": "KeyError"},))
+
+    def test_againstServer(self) -> None:
+        """
+        The bare client and server answer each other over an in-memory
+        connection.
+        """
+        # connectedServerAndClient returns the client first.
+        client, _server, pump = iosim.connectedServerAndClient(
+            BareServerProtocol, BareClientProtocol
+        )
+        d = client.callRemote("echo", b"q" * 100000)
+        pump.flush()
+        self.assertEqual(self.successResultOf(d), b"q" * 100000)
+
+
+class AmpTests(SynchronousTestCase):
+    """
+    Tests for the AMP baseline's commands.
+    """
+
+    def setUp(self) -> None:
+        self.client, self.server, self.pump = iosim.connectedServerAndClient(
+            BenchAMP, BenchAMP
+        )
+
+    def test_add(self) -> None:
+        """
+        C{Add} answers the sum as C{total}.
+        """
+        d = self.client.callRemote(Add, a=40, b=2)
+        self.pump.flush()
+        self.assertEqual(self.successResultOf(d), {"total": 42})
+
+    def test_echoLargestValue(self) -> None:
+        """
+        C{Echo} returns the largest value AMP can carry, 65,535 bytes.
+        """
+        d = self.client.callRemote(Echo, value=b"v" * 65535)
+        self.pump.flush()
+        self.assertEqual(self.successResultOf(d), {"value": b"v" * 65535})
+
+    def test_echo64KiBRefused(self) -> None:
+        """
+        AMP cannot carry 64 KiB in one value, which is why the benchmark
+        echoes 65,535 bytes through it.
+        """
+        self.assertRaises(
+            twistedAmp.TooLong,
+            self.client.callRemote,
+            Echo,
+            value=b"v" * 65536,
+        )
+
+    def test_specCapsAmpEcho(self) -> None:
+        """
+        The C scenario's spec asks AMP for 65,535 bytes and the others for
+        64 KiB.
+        """
+        scenario = next(s for s in run.SCENARIOS if s.key == "echo64k")
+        sizes = {}
+        for kind in procs.KINDS:
+            server = _FakeServer(kind)
+            sizes[kind] = run.clientSpec(run.FULL, scenario, server)["size"]  # type: ignore[arg-type]
+        self.assertEqual(sizes, {"agilerpc": 65536, "bare": 65536, "amp": 65535})
+
+
+class _FakeServer:
+    """
+    What L{run.clientSpec} reads from a server.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.port = 1234
+        self.pid = 4321
+
+
+class LoopTests(SynchronousTestCase):
+    """
+    Tests for the client loops L{benchClient.sequential} and
+    L{benchClient.pipelined}, with calls answered by hand.
+    """
+
+    def setUp(self) -> None:
+        self.outstanding: list[Deferred[Any]] = []
+        self.made = 0
+        self.mostAtOnce = 0
+
+    def call(self) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.outstanding.append(d)
+        self.made += 1
+        self.mostAtOnce = max(self.mostAtOnce, len(self.outstanding))
+        return d
+
+    def answerOldest(self) -> None:
+        self.outstanding.pop(0).callback(3)
+
+    def test_sequentialOneAtATime(self) -> None:
+        """
+        The sequential loop makes exactly C{n} calls, one at a time, and
+        fires with one latency per call.
+        """
+        d = benchClient.sequential(self.call, 5)
+        for _ in range(5):
+            self.assertEqual(len(self.outstanding), 1)
+            self.answerOldest()
+        latencies = self.successResultOf(d)
+        self.assertEqual(len(latencies), 5)
+        self.assertEqual((self.made, self.mostAtOnce), (5, 1))
+        self.assertTrue(all(x >= 0 for x in latencies))
+
+    def test_pipelinedKeepsInflight(self) -> None:
+        """
+        The pipelined loop keeps C{inflight} calls outstanding until C{n}
+        were made, and fires when all are answered.
+        """
+        d = benchClient.pipelined(self.call, 10, 4)
+        self.assertEqual(len(self.outstanding), 4)
+        while self.outstanding:
+            self.assertNoResult(d)
+            self.answerOldest()
+        self.assertEqual(self.successResultOf(d), 10)
+        self.assertEqual((self.made, self.mostAtOnce), (10, 4))
+
+    def test_failureStopsLoop(self) -> None:
+        """
+        A failed call fails the loop.
+        """
+        d = benchClient.pipelined(self.call, 10, 2)
+        self.outstanding.pop(0).errback(ValueError("boom"))
+        self.failureResultOf(d, ValueError)
+
+
+def _runs(agilerpc: float, bare: float, amp: float | None) -> dict[str, Any]:
+    """
+    Results of one fake repeat where every figure of each implementation is
+    the given number.
+    """
+    metrics = [
+        "calls_per_s",
+        "p50_us",
+        "p99_us",
+        "s_per_MiB",
+        "kib_per_conn",
+        "server_cpu_us_per_call",
+    ]
+    runs: dict[str, Any] = {}
+    for scenario in run.SCENARIOS:
+        runs[scenario.key] = {}
+        for impl, value in (("agilerpc", agilerpc), ("bare", bare), ("amp", amp)):
+            if impl in scenario.impls:
+                runs[scenario.key][impl] = [
+                    None if value is None else dict.fromkeys(metrics, value)
+                ]
+    return runs
+
+
+class ReportTests(SynchronousTestCase):
+    """
+    Tests for how L{bench.run} summarizes repeats and judges the targets.
+    """
+
+    def test_rotated(self) -> None:
+        """
+        Each repeat starts with the next implementation.
+        """
+        kinds = ("a", "b", "c")
+        self.assertEqual(
+            [run.rotated(kinds, r) for r in range(4)],
+            [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]],
+        )
+
+    def test_ratiosPairedWithinRepeat(self) -> None:
+        """
+        The ratio column is the median of the ratios within each repeat, not
+        the ratio of the medians.
+        """
+        runs = {
+            "seq": {
+                "agilerpc": [
+                    {"calls_per_s": 10},
+                    {"calls_per_s": 100},
+                    {"calls_per_s": 30},
+                ],
+                "bare": [
+                    {"calls_per_s": 10},
+                    {"calls_per_s": 200},
+                    {"calls_per_s": 40},
+                ],
+                "amp": [None, {"calls_per_s": 50}, {"calls_per_s": 10}],
+            }
+        }
+        row = next(r for r in run.summarize(runs) if r["figure"].startswith("A seq"))
+        self.assertEqual(row["agilerpc"], 30.0)
+        self.assertEqual(row["bare"], 40.0)
+        self.assertEqual(row["amp"], 30.0)
+        # Same-repeat ratios to bare 1.0, 0.5, 0.75: median 0.75.  To AMP:
+        # (none), 2.0, 3.0: median 2.5, where the ratio of the medians
+        # would be 30 / 30 = 1.0.
+        self.assertEqual(row["agilerpc/bare"], 0.75)
+        self.assertEqual(row["agilerpc/amp"], 2.5)
+
+    def test_targetsMet(self) -> None:
+        """
+        With agilerpc far ahead on every figure where higher is better and
+        ahead on memory and CPU too, the speed targets are met.
+        """
+        runs = _runs(agilerpc=10.0, bare=5.0, amp=1.0)
+        reap = {
+            "conns_wanted": 10,
+            "peak_held": 10,
+            "reaped": 10,
+            "left_open": 0,
+            "probe_failure_count": 0,
+            "probe_calls": 3,
+            "probe_max_ms": 1.0,
+            "reap_s": 2.0,
+        }
+        verdicts = {t["figure"]: t["met"] for t in run.targets(runs, reap)}
+        self.assertEqual(
+            verdicts,
+            {
+                "A calls/s": True,
+                # Latency is "lower is better": 10 vs 5 is 2x, a miss.
+                "A p99 latency": False,
+                "A' blocking sequential calls/s": True,
+                "B calls/s (100 in flight)": True,
+                "C 64 KiB calls/s": True,
+                "C-large": True,
+                "D": False,
+                "E": False,
+                "F": True,
+            },
+        )
+
+    def test_targetMissReportsHowMuch(self) -> None:
+        """
+        A missed target says by how much.
+        """
+        runs = _runs(agilerpc=1.0, bare=2.0, amp=1.0)
+        target = next(t for t in run.targets(runs, {}) if t["figure"] == "A calls/s")
+        self.assertFalse(target["met"])
+        self.assertEqual(
+            target["measured"],
+            "0.50\N{MULTIPLICATION SIGN} (target ≥ 0.95\N{MULTIPLICATION SIGN}):"
+            " missed by 47%; 1.00\N{MULTIPLICATION SIGN} (target ≥"
+            " 1.3\N{MULTIPLICATION SIGN}): missed by 23%",
+        )
+
+    def test_missingFiguresNotJudged(self) -> None:
+        """
+        A target whose figures are missing is neither met nor missed.
+        """
+        runs = _runs(agilerpc=1.0, bare=2.0, amp=None)
+        verdicts = {t["figure"]: t["met"] for t in run.targets(runs, {})}
+        self.assertIsNone(verdicts["A calls/s"])
+        self.assertIsNone(verdicts["F"])
+
+    def test_reapVerdictCountsEverything(self) -> None:
+        """
+        F is missed when not every connection was held at once, or a probe
+        call failed.
+        """
+        reap = {
+            "conns_wanted": 10,
+            "peak_held": 9,
+            "reaped": 10,
+            "left_open": 0,
+            "probe_failure_count": 0,
+            "probe_calls": 3,
+            "probe_max_ms": 1.0,
+            "reap_s": 2.0,
+        }
+        self.assertFalse(run.reapVerdict(reap)[0])
+        reap["peak_held"] = 10
+        self.assertTrue(run.reapVerdict(reap)[0])
+        reap["probe_failure_count"] = 1
+        self.assertFalse(run.reapVerdict(reap)[0])
+
+
+class ProcTests(SynchronousTestCase):
+    """
+    Tests for the C{/proc} readers of L{bench.procs}.
+    """
+
+    def test_cpuAndMemoryOfThisProcess(self) -> None:
+        """
+        This process has used some CPU time, its schedstat total grows with
+        work, and it has a resident set.
+        """
+        before = procs.cpuNanoseconds(os.getpid())
+        deadline = time.process_time() + 0.05
+        while time.process_time() < deadline:
+            pass
+        after = procs.cpuNanoseconds(os.getpid())
+        assert before is not None and after is not None
+        self.assertGreater(after, before)
+        self.assertGreater(procs.cpuSeconds(os.getpid()), 0)
+        self.assertGreater(procs.rssKiB(os.getpid()), 1000)
+
+    def test_topEntriesLeavesOutPoll(self) -> None:
+        """
+        The profile summary lists the busiest functions and leaves the
+        reactor's waiting out of the busy time.
+        """
+        import cProfile
+        import select
+
+        def busyWork() -> int:
+            return sum(i * i for i in range(200000))
+
+        poller = select.epoll()
+        self.addCleanup(poller.close)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        busyWork()
+        poller.poll(0.05)
+        profiler.disable()
+        path = self.mktemp()
+        profiler.dump_stats(path)
+        text = run.topEntries(path, calls=10)
+        self.assertIn("busyWork", text)
+        self.assertNotIn("epoll", text.split("\n", 1)[1])
+        self.assertIn("waiting in poll left out", text.split("\n", 1)[0])
+
+
+def _stopServer(server: procs.Server) -> None:
+    server.stop(timeout=5)
+
+
+class ServerProcessTests(SynchronousTestCase):
+    """
+    The three benchmark servers, started as the benchmark starts them, answer
+    a real client on 127.0.0.1.
+    """
+
+    def start(self, kind: str) -> procs.Server:
+        server = procs.startServer(kind, timeout=30)
+        self.addCleanup(_stopServer, server)
+        return server
+
+    def test_bareServerProcess(self) -> None:
+        """
+        The bare server process answers the blocking bare client, and exits
+        when stopped.
+        """
+        server = self.start("bare")
+        client = BareBlockingClient("127.0.0.1", server.port, timeout=10)
+        self.addCleanup(client.close)
+        self.assertEqual(client.call("add", (1, 2)), 3)
+        self.assertEqual(client.call("echo", (b"b" * 200000,)), b"b" * 200000)
+        self.assertRaises(BareError, client.call, "nope")
+        server.stop(timeout=5)
+        self.assertIsNotNone(server.process.returncode)
+
+    def test_clientScenariosAgainstEachServer(self) -> None:
+        """
+        A small sequential run of the client process against each server
+        reports its figures (its check of C{add(1, 2)} passed).
+        """
+        for kind in procs.KINDS:
+            server = self.start(kind)
+            spec = {
+                "scenario": "seq",
+                "impl": kind,
+                "host": "127.0.0.1",
+                "port": server.port,
+                "serverPid": server.pid,
+                "n": 20,
+                "warmup": 2,
+                "timeout": 30,
+            }
+            result = run.runClient(spec, 60)
+            self.assertEqual(result["n"], 20, kind)
+            self.assertGreater(result["calls_per_s"], 0, kind)
+            self.assertGreaterEqual(result["server_cpu_us_per_call"], 0, kind)
+
+
+class QuickRunTests(SynchronousTestCase):
+    """
+    C{python -m bench --quick} runs end to end.
+    """
+
+    def test_quickRun(self) -> None:
+        """
+        A quick run finishes within its bound, writes RESULTS.md and
+        results.json, has every agilerpc figure, judges every target, and
+        saw every F connection reaped.
+        """
+        output = tempfile.mkdtemp()
+        started = time.monotonic()
+        completed = subprocess.run(
+            [sys.executable, "-m", "bench", "--quick", "--output", output],
+            cwd=procs.ROOT_DIR,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        elapsed = time.monotonic() - started
+        self.assertEqual(completed.returncode, 0, completed.stderr[-3000:])
+        with open(os.path.join(output, "results.json"), encoding="utf-8") as f:
+            report = json.load(f)
+        with open(os.path.join(output, "RESULTS.md"), encoding="utf-8") as f:
+            markdown = f.read()
+        self.assertEqual(report["errors"], [])
+        self.assertTrue(report["quick"])
+        for row in report["table"]:
+            self.assertIsNotNone(row["agilerpc"], row["figure"])
+            self.assertIn(row["figure"], markdown)
+        self.assertEqual(len(report["targets"]), 9)
+        for target in report["targets"]:
+            self.assertIn(target["met"], (True, False), target)
+        reap = report["reap"]
+        self.assertEqual(reap["reaped"], reap["conns_wanted"])
+        self.assertEqual(reap["goaways"], reap["conns_wanted"])
+        self.assertEqual(set(report["profiles"]), {"seq", "pipe", "echo64k"})
+        self.assertIn("_server.py", report["profiles"]["pipe"]["server"])
+        for key in ("cores", "python", "twisted", "msgpack"):
+            self.assertIn(key, report["machine"])
+        # "Under a minute" on an idle machine; the bound leaves room for a
+        # busy one.
+        self.assertLess(elapsed, 120)
