@@ -17,6 +17,11 @@ The rules (docs/PROTOCOL.md has the wire side):
  - After a goaway with nothing queued, the client reconnects lazily, on the
    next call: reconnecting at once would keep every idle client connected
    forever and defeat the server's keepalive.
+ - With a token, each connection sends C{[3, "auth", token]} first.  A server
+   that refuses it (an C{Unauthorized} error, or a goaway whose reason is
+   C{"Unauthorized"}) fails every call in flight on that connection and every
+   queued call with L{Unauthorized}, and the client does not reconnect until
+   the next call: a wrong token stays wrong.
 """
 
 from __future__ import annotations
@@ -41,10 +46,15 @@ from ._errors import (
     MessageTooLarge,
     QueueFull,
     RemoteError,
+    Unauthorized,
 )
 from ._framing import FrameReceiver
 
 _log = Logger(namespace="agilerpc.client")
+
+# The goaway reason (and error type) of a server refusing a connection that
+# did not authenticate.
+_UNAUTHORIZED = "Unauthorized"
 
 _HALF = 2**31
 _WRAP = 2**32
@@ -98,12 +108,19 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
         self._inflight: dict[int, _Call] = {}
         self._nextMsgid = 0
         self._disconnected = False
+        self.unauthorized = False
 
     def connectionMade(self) -> None:
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             with suppress(OSError):
                 setNoDelay(True)
+        token = self.client._token
+        if token is not None:
+            # First, before any request: the server reads frames in order,
+            # and answers a right token with nothing.
+            auth = _wire.pack([_wire.CONTROL, "auth", token])
+            self.transport.write(_wire.HEADER.pack(len(auth)) + auth)
         self.client._connectionMade(self)
 
     @property
@@ -224,6 +241,13 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
             self._protocolError("a response before the hello")
             return
         msgid = response.msgid
+        if (
+            isinstance(response.error, dict)
+            and response.error.get("type") == _UNAUTHORIZED
+            and (msgid is None or msgid in self._inflight)
+        ):
+            self._refused(RemoteError.fromWire(response.error))
+            return
         if msgid is None:
             # An error the server could not attribute to a call (e.g. a frame
             # it refused): nothing to answer, but worth knowing.
@@ -246,7 +270,35 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
             deferred.errback(RemoteError.fromWire(response.error))
         self._closeIfDone()
 
+    def _refused(self, error: RemoteError) -> None:
+        """
+        The server refused this connection's token (or its lack of one):
+        fail everything in flight here, and everything queued, with C{error}.
+        """
+        if self.unauthorized:
+            return
+        self.unauthorized = True
+        self.goaway = True
+        _log.error(
+            "{peer}: the server refused the connection: {error}",
+            peer=self.transport.getPeer(),
+            error=error,
+        )
+        inflight = list(self._inflight.values())
+        self._inflight.clear()
+        for call in inflight:
+            call.connection = None
+        self.client._connectionRefused(self, inflight, error)
+        self._closeIfDone()
+
     def _goaway(self, body: list[Any]) -> None:
+        if len(body) > 1 and body[1] == _UNAUTHORIZED:
+            self._refused(
+                Unauthorized(
+                    "the server refused the connection: wrong or missing token"
+                )
+            )
+            return
         if self.goaway:
             return
         last = body[0] if body else None
@@ -355,6 +407,11 @@ class RpcClient:
     @param maxPending: how many calls may be unanswered (queued or in flight)
         at once; a call beyond that fails at once with L{QueueFull}.
     @param connectTimeout: seconds to wait for a TCP connection.
+    @param token: the server's auth token (C{twistd agilerpc
+        --auth-token-file}), sent first on every connection.  Calls refused
+        for a wrong or missing token fail with L{Unauthorized} and are not
+        sent again.  Without C{tls} the token crosses the network in the
+        clear.
     """
 
     def __init__(
@@ -366,6 +423,7 @@ class RpcClient:
         tls: Any = None,
         maxPending: int = 10000,
         connectTimeout: float = 30,
+        token: str | bytes | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -374,6 +432,9 @@ class RpcClient:
         self.connectTimeout = connectTimeout
         self._reactor = reactor
         self._tls = tls
+        if isinstance(token, str):
+            token = token.encode("utf-8")
+        self._token = token
         self.factory = RpcClientFactory(self, reactor)
         self._queue: OrderedDict[_Call, None] = OrderedDict()
         self._ready: RpcClientProtocol | None = None
@@ -547,6 +608,24 @@ class RpcClient:
             queue.move_to_end(call, last=False)
         if queue:
             self._connect()
+
+    def _connectionRefused(
+        self, protocol: RpcClientProtocol, inflight: list[_Call], error: RemoteError
+    ) -> None:
+        """
+        The server refused C{protocol} (see L{RpcClientProtocol._refused}):
+        fail C{inflight} and every queued call with C{error}.  Nothing
+        reconnects until the next call.
+        """
+        if self._ready is protocol:
+            self._ready = None
+        queued = list(self._queue)
+        self._queue.clear()
+        for call in inflight + queued:
+            if call.deferred is not None:
+                call.deferred.errback(
+                    Unauthorized(f"{call.method}(): {error.message}", error.data)
+                )
 
     def _connectionLost(self, protocol: RpcClientProtocol) -> None:
         self._connections.discard(protocol)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -21,6 +21,7 @@ from agilerpc import (
     Registry,
     RemoteError,
     RpcClient,
+    Unauthorized,
     _wire,
 )
 from agilerpc.testing import MemoryServer
@@ -628,3 +629,110 @@ class HelloTests(SynchronousTestCase):
         protocol, transport, _ = self._protocol()
         protocol.dataReceived(_wire.HEADER.pack(2**31))
         self.assertTrue(transport.disconnecting)
+
+
+class TokenTests(SynchronousTestCase):
+    """
+    L{RpcClient} with C{token} against a server that requires one.
+    """
+
+    def setUp(self) -> None:
+        self.handlers = Handlers()
+        self.server = MemoryServer(
+            self.handlers.registry(), authToken=b"s3cret", keepalive=10
+        )
+
+    def client(self, token: str | bytes | None) -> RpcClient:
+        client = RpcClient(self.server.reactor, "server", 9988, token=token)
+        client.factory.jitter = 0
+        return client
+
+    def test_rightToken(self) -> None:
+        """
+        With the right token (as str or bytes) calls run; the auth frame is
+        the first thing the client sends.
+        """
+        for token in ("s3cret", b"s3cret"):
+            client = self.client(token)
+            ds = [client.callRemote("run", i) for i in range(3)]
+            self.server.flush()
+            self.assertEqual([self.successResultOf(d) for d in ds], [0, 1, 2])
+        self.assertEqual(self.handlers.runs, [0, 1, 2, 0, 1, 2])
+        self.assertEqual(self.server.attempts, 2)
+
+    def test_authFrameFirst(self) -> None:
+        """
+        The first frame on the wire is C{[3, "auth", token]}, written when
+        the connection is made, before the hello arrives.
+        """
+        client = self.client("s3cret")
+        protocol = client.factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        auth = _wire.pack([3, "auth", b"s3cret"])
+        self.assertEqual(transport.value(), _wire.frame(auth))
+
+    def test_wrongTokenFailsEveryCallOnce(self) -> None:
+        """
+        A wrong token fails every call in flight and every queued call once,
+        with L{Unauthorized}; nothing runs, and the client does not
+        reconnect until the next call.
+        """
+        client = self.client("wrong")
+        ds = [client.callRemote("run", i) for i in range(3)]
+        results = [self._collect(d) for d in ds]
+        self.server.flush()
+        for result in results:
+            self.assertEqual(len(result), 1)
+            self.assertIsInstance(result[0].value, Unauthorized)
+        self.assertEqual(self.handlers.runs, [])
+        self.assertEqual(self.server.openConnections(), [])
+        self.assertFalse(client.connected)
+        self.assertEqual(client.queued, 0)
+        self.server.advance(60)
+        self.server.advance(600)
+        self.assertEqual(self.server.attempts, 1)
+        # The next call tries again (and is refused again).
+        d = client.callRemote("run", "x")
+        self.server.flush()
+        self.failureResultOf(d, Unauthorized)
+        self.assertEqual(self.server.attempts, 2)
+        self.assertEqual(self.handlers.runs, [])
+
+    def test_noToken(self) -> None:
+        """
+        Without a token, a server that requires one refuses the first
+        request with L{Unauthorized}, and nothing runs.
+        """
+        client = self.client(None)
+        d1 = client.callRemote("run", 1)
+        d2 = client.callRemote("run", 2)
+        self.server.flush()
+        f = self.failureResultOf(d1, Unauthorized)
+        self.assertIn("run()", str(f.value))
+        self.failureResultOf(d2, Unauthorized)
+        self.assertEqual(self.handlers.runs, [])
+        self.server.advance(60)
+        self.assertEqual(self.server.attempts, 1)
+
+    def test_unauthorizedGoawayAlone(self) -> None:
+        """
+        A goaway whose reason is C{"Unauthorized"}, with no error before it,
+        fails the calls in flight with L{Unauthorized} instead of resending
+        them.
+        """
+        client = self.client(None)
+        client.connect()
+        self.server.flush()
+        protocol = self.server.openConnections()[0].client
+        protocol.transport = StringTransport()
+        d = client.callRemote("run", 1)
+        protocol.stringReceived(_wire.encodeGoaway(None, "Unauthorized"))
+        self.failureResultOf(d, Unauthorized)
+        self.assertTrue(protocol.transport.disconnecting)
+        self.assertEqual(client.queued, 0)
+
+    def _collect(self, d: Deferred[Any]) -> list[Any]:
+        out: list[Any] = []
+        d.addBoth(out.append)
+        return out
