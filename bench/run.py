@@ -45,7 +45,7 @@ KiB = 1024
 MiB = 1024 * 1024
 
 FULL: dict[str, Any] = {
-    "repeats": 3,
+    "repeats": 5,
     "seq": {"n": 3000, "warmup": 300},
     "blocking": {"n": 3000, "warmup": 100},
     "threads": {"n": 500, "warmup": 20, "threads": 8},
@@ -55,7 +55,7 @@ FULL: dict[str, Any] = {
     "echo8m": {"n": 6, "size": 8 * MiB},
     "idle": {"conns": 1000, "batch": 100},
     "reap": {"conns": 10000, "batch": 250, "keepalive": 2, "probeInterval": 0.05},
-    "profile": {"seq": 2000, "pipe": 20000, "echo64k": 500},
+    "profile": {"seq": 2000, "pipe": 20000, "echo64k": 500, "echo8m": 4},
     "timeout": 120,
 }
 
@@ -70,7 +70,7 @@ QUICK: dict[str, Any] = {
     "echo8m": {"n": 2, "size": 8 * MiB},
     "idle": {"conns": 100, "batch": 50},
     "reap": {"conns": 300, "batch": 100, "keepalive": 2, "probeInterval": 0.05},
-    "profile": {"seq": 200, "pipe": 1000, "echo64k": 20},
+    "profile": {"seq": 200, "pipe": 1000, "echo64k": 20, "echo8m": 1},
     "timeout": 40,
 }
 
@@ -256,13 +256,15 @@ def profileAgilerpc(
 ) -> dict[str, dict[str, str]]:
     """
     Profile the agilerpc server (twistd's cProfile) and client under
-    scenarios A, B and C; the top entries of each, by own time.
+    scenarios A, B, C (64 KiB) and C-large (8 MiB); the top entries of each,
+    by own time.
     """
     profiles: dict[str, dict[str, str]] = {}
     plans = [
         ("seq", Scenario("seq", "seq", ("agilerpc",))),
         ("pipe", Scenario("pipe", "pipe", ("agilerpc",))),
         ("echo64k", Scenario("echo64k", "echo", ("agilerpc",))),
+        ("echo8m", Scenario("echo8m", "echo", ("agilerpc",))),
     ]
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as directory:
         for name, scenario in plans:
@@ -282,7 +284,9 @@ def profileAgilerpc(
             finally:
                 server.stop()
             # The server also answered the warm-up calls and the check call(s).
-            serverCalls = spec["n"] + spec.get("warmup", 0) + 1 + (name == "echo64k")
+            serverCalls = (
+                spec["n"] + spec.get("warmup", 0) + 1 + (spec["scenario"] == "echo")
+            )
             profiles[name] = {
                 "server": topEntries(serverStats, serverCalls),
                 "client": topEntries(clientStats, spec["n"]),
@@ -807,7 +811,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the profiles")
     parser.add_argument("--no-reap", action="store_true", help="skip scenario F")
+    parser.add_argument(
+        "--render",
+        metavar="JSON",
+        help="measure nothing: write RESULTS.md again from a results.json"
+        " (after editing bench/NOTES.md, say)",
+    )
     options = parser.parse_args(argv)
+    if options.render is not None:
+        with open(options.render, encoding="utf-8") as f:
+            report = json.load(f)
+        text = markdown(report)
+        target = os.path.join(
+            options.output or os.path.dirname(os.path.abspath(options.render)),
+            "RESULTS.md",
+        )
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(text)
+        return 0
     config = json.loads(json.dumps(QUICK if options.quick else FULL))
     if options.repeats is not None:
         if options.repeats < 1:

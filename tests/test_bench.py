@@ -624,7 +624,7 @@ class QuickRunTests(SynchronousTestCase):
         reap = report["reap"]
         self.assertEqual(reap["reaped"], reap["conns_wanted"])
         self.assertEqual(reap["goaways"], reap["conns_wanted"])
-        self.assertEqual(set(report["profiles"]), {"seq", "pipe", "echo64k"})
+        self.assertEqual(set(report["profiles"]), {"seq", "pipe", "echo64k", "echo8m"})
         self.assertIn("_server.py", report["profiles"]["pipe"]["server"])
         for key in ("cores", "python", "twisted", "msgpack"):
             self.assertIn(key, report["machine"])
