@@ -9,6 +9,14 @@ agileutil's TCP RPC client.
 It needs no reactor, so it works in scripts, threads and web applications
 that do not run Twisted.  It keeps the promise of the Twisted client: the
 server's idle close is invisible, and no call is ever run twice.
+
+TLS (C{ssl_context}) wraps the socket with the standard library's L{ssl}.
+The socket stays non-blocking, which changes three things: decrypted bytes
+can wait inside the TLS object where C{poll()} cannot see them (so
+C{pending()} is checked first), and a read or write that needs the other
+direction first raises L{ssl.SSLWantReadError} or L{ssl.SSLWantWriteError}
+(L{OSError}s, not L{BlockingIOError}s), after which it is retried once the
+socket is ready that way.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import contextlib
 import math
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,6 +38,7 @@ from ._errors import (
     InvalidResponse,
     MessageTooLarge,
     RemoteError,
+    Unauthorized,
 )
 
 # How many goaways, at most, one call follows that prove it was not run
@@ -53,6 +63,15 @@ _RETRIED_CONNECT_ERRORS = (
 _unpackHeader = _wire.HEADER.unpack_from
 _packHeader = _wire.HEADER.pack
 _HAS_POLL = hasattr(select, "poll")
+
+# What a non-blocking read or write raises when it cannot go on yet: plain
+# sockets raise BlockingIOError, TLS sockets one of the SSLWant errors (a
+# TLS read may need a write first, and a write a read).
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+# The goaway reason (and error type) of a server refusing a connection that
+# did not authenticate.
+_UNAUTHORIZED = "Unauthorized"
 
 
 class _DeadlinePassed(TimeoutError):
@@ -99,6 +118,10 @@ class _Connection:
         Wait up to C{timeout} seconds (L{None}: for ever) until there is
         something to read, or the connection ended.
         """
+        # Bytes already decrypted by TLS are invisible to poll().
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending():
+            return True
         if self.poller is not None:
             ms = -1 if timeout is None else math.ceil(timeout * 1000)
             return bool(self.poller.poll(ms))
@@ -111,6 +134,17 @@ class _Connection:
         """
         _, writable, _ = select.select([], [self.sock], [], timeout)
         return bool(writable)
+
+    def wait(self, blocked: BaseException, timeout: float | None) -> None:
+        """
+        Wait up to C{timeout} seconds until the socket is ready for the
+        operation that raised C{blocked} to go on: a TLS read that must write
+        first waits to write, a TLS write that must read first waits to read.
+        """
+        if isinstance(blocked, ssl.SSLWantWriteError):
+            self.writable(timeout)
+        elif isinstance(blocked, ssl.SSLWantReadError):
+            self.readable(timeout)
 
 
 class TcpRpcClient:
@@ -140,6 +174,18 @@ class TcpRpcClient:
         or reset (the server is restarting, say), within the call's timeout.
         L{None} (the default) retries for as long as the timeout allows, and
         not at all without a timeout; 0 never retries.
+    @param ssl_context: connect with TLS using this L{ssl.SSLContext}, e.g.
+        C{ssl.create_default_context(cafile="ca.pem")} (which verifies the
+        server's certificate and host name; add
+        C{load_cert_chain("client.pem", "client.key")} for mutual TLS).
+        L{None}: plain TCP.
+    @param server_hostname: the name the server's certificate must match
+        (and the SNI sent); defaults to C{host}.
+    @param token: the server's auth token (C{twistd agilerpc
+        --auth-token-file}), sent as the first frame of every connection.  A
+        server that refuses it (or wants one and got none) makes calls raise
+        L{Unauthorized}; they are never sent again.  Without TLS the token
+        crosses the network in the clear.
     """
 
     def __init__(
@@ -149,6 +195,9 @@ class TcpRpcClient:
         timeout: float | None = None,
         *,
         connectRetry: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        token: str | bytes | None = None,
     ) -> None:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be > 0 or None, not {timeout!r}")
@@ -158,6 +207,11 @@ class TcpRpcClient:
         self.port = port
         self.timeout = timeout
         self.connectRetry = connectRetry
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname
+        if isinstance(token, str):
+            token = token.encode("utf-8")
+        self._token = token
         self._lock = threading.Lock()
         self._connection: _Connection | None = None
         self._closed = False
@@ -229,8 +283,11 @@ class TcpRpcClient:
         if connection is not None:
             # Wake a thread waiting in poll() before taking the lock: closing
             # the descriptor under it would not.
+            # (socket.socket's own shutdown: SSLSocket.shutdown would drop
+            # the TLS object under the reading thread, which would then read
+            # raw TLS records as frames.)
             with contextlib.suppress(OSError):
-                connection.sock.shutdown(socket.SHUT_RDWR)
+                socket.socket.shutdown(connection.sock, socket.SHUT_RDWR)
         with self._lock:
             self._disconnect()
 
@@ -281,25 +338,8 @@ class TcpRpcClient:
             then closed, as part of a frame may be sent.  (The server never
             dispatches a frame cut off by a close.)
         """
-        sock = connection.sock
-        sent = 0
-        total = len(data)
-        view: memoryview | None = None
         try:
-            while True:
-                try:
-                    if view is None:
-                        sent = sock.send(data)
-                    else:
-                        sent += sock.send(view[sent:])
-                except BlockingIOError:
-                    pass
-                if sent == total:
-                    return
-                if view is None:
-                    view = memoryview(data)
-                remaining = _remaining(deadline)
-                connection.writable(remaining)
+            _sendAll(connection, data, deadline)
         except _DeadlinePassed:
             self._disconnect()
             raise
@@ -341,11 +381,16 @@ class TcpRpcClient:
                 raise
             if type(message) is _wire.Response:
                 if message.msgid == msgid:
-                    if connection.goingAway:
-                        # The server waits for us to close (PROTOCOL.md 8.3).
-                        self._disconnect()
                     if message.error is not None:
-                        raise RemoteError.fromWire(message.error)
+                        error = RemoteError.fromWire(message.error)
+                        if connection.goingAway or isinstance(error, Unauthorized):
+                            # The server waits for us to close (PROTOCOL.md
+                            # 8.3), or is closing: it dispatches nothing
+                            # unauthenticated.
+                            self._disconnect()
+                        raise error
+                    if connection.goingAway:
+                        self._disconnect()
                     return message.result
                 if message.msgid is None and message.error is not None:
                     # An error the server could not tie to a request (a frame
@@ -362,6 +407,14 @@ class TcpRpcClient:
                         # be refused again.
                         self._disconnect()
                         raise refusal
+                    if len(message.body) > 1 and message.body[1] == _UNAUTHORIZED:
+                        # Refused for want of a (right) token: so would the
+                        # next connection be.
+                        self._disconnect()
+                        raise Unauthorized(
+                            f"{self.host}:{self.port} refused the connection: "
+                            "wrong or missing token; the call was not run"
+                        )
                     raise _NotRun()
                 # Otherwise our request was dispatched: its response follows.
 
@@ -417,7 +470,7 @@ class TcpRpcClient:
                 return True
             try:
                 chunk = connection.sock.recv(_RECV_SIZE)
-            except BlockingIOError:
+            except _WOULD_BLOCK:
                 return True
             except OSError:
                 return False
@@ -456,6 +509,14 @@ class TcpRpcClient:
     def _connectOnce(self, deadline: float | None) -> _Connection:
         sock = self._openSocket(_remaining(deadline))
         try:
+            if self.ssl_context is not None:
+                sock.settimeout(_remaining(deadline))
+                # The handshake happens here, within the call's deadline; a
+                # certificate that does not verify raises
+                # ssl.SSLCertVerificationError.
+                sock = self.ssl_context.wrap_socket(
+                    sock, server_hostname=self.server_hostname or self.host
+                )
             connection = _Connection(sock)
             payload = self._readFrame(connection, deadline)
             if payload is None:
@@ -479,6 +540,11 @@ class TcpRpcClient:
             size = info.get("max_message_size")
             if type(size) is int and size > 0:
                 connection.maxMessageSize = size
+            if self._token is not None:
+                # Nothing answers a right token: the first request follows at
+                # once, and the server reads them in order.
+                auth = _wire.pack([_wire.CONTROL, "auth", self._token])
+                _sendAll(connection, _packHeader(len(auth)) + auth, deadline)
         except BaseException:
             sock.close()
             raise
@@ -530,7 +596,8 @@ class TcpRpcClient:
                 continue
             try:
                 chunk = sock.recv(_RECV_SIZE)
-            except BlockingIOError:
+            except _WOULD_BLOCK as e:
+                connection.wait(e, _remaining(deadline))
                 continue
             if not chunk:
                 if buffer:
@@ -564,7 +631,8 @@ class TcpRpcClient:
                     continue
                 try:
                     chunk = sock.recv(min(missing, _LARGE_RECV_SIZE))
-                except BlockingIOError:
+                except _WOULD_BLOCK as e:
+                    connection.wait(e, _remaining(deadline))
                     continue
                 if not chunk:
                     raise InvalidResponse(
@@ -579,6 +647,38 @@ class TcpRpcClient:
                 buffer += chunk
             raise
         return b"".join(chunks)
+
+
+def _sendAll(connection: _Connection, data: bytes, deadline: float | None) -> None:
+    """
+    Send all of C{data} on the non-blocking socket of C{connection}.
+
+    @raise TimeoutError: (L{_DeadlinePassed}) if the deadline passes first.
+    @raise OSError: if the connection fails.
+    """
+    sock = connection.sock
+    sent = 0
+    total = len(data)
+    view: memoryview | None = None
+    while True:
+        blocked: BaseException | None = None
+        try:
+            if view is None:
+                sent = sock.send(data)
+            else:
+                # After an SSLWantWriteError, TLS needs the same bytes again.
+                sent += sock.send(view[sent:])
+        except _WOULD_BLOCK as e:
+            blocked = e
+        if sent == total:
+            return
+        if view is None:
+            view = memoryview(data)
+        remaining = _remaining(deadline)
+        if isinstance(blocked, ssl.SSLWantReadError):
+            connection.readable(remaining)
+        else:
+            connection.writable(remaining)
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -5,6 +5,7 @@ The C{agilerpc} command line: call a method, or list what a server serves.
     agilerpc call 127.0.0.1:9988 add 1 2
     agilerpc call --kwarg b=2 127.0.0.1:9988 add 1
     agilerpc methods 127.0.0.1:9988
+    agilerpc call --tls-ca ca.pem --token-file token.txt host:9988 sayHello x
 
 Each ARG (and each --kwarg value) is parsed as JSON when it parses, and
 taken as a string otherwise: C{1} is a number, C{'"1"'} and C{x} are strings,
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import ssl
 import sys
 from typing import Any
 
@@ -47,8 +49,13 @@ _EPILOG = """\
 ARG and --kwarg values are parsed as JSON when they parse, else taken as
 strings.  The result is printed as JSON; bytes as {"$bytes": "<base64>"}.
 
-exit status: 0 success, 1 remote error, 2 usage error, 3 cannot connect,
-4 timeout, 5 connection lost during the call.
+TLS: --tls verifies the server against the system's CA store; --tls-ca
+FILE trusts only the CAs in FILE; --tls-cert and --tls-key present a client
+certificate (mutual TLS).  Each --tls-* option implies --tls.
+
+exit status: 0 success, 1 remote error (Unauthorized included), 2 usage
+error, 3 cannot connect (TLS verification failures included), 4 timeout,
+5 connection lost during the call.
 """
 
 
@@ -133,6 +140,31 @@ def _parser() -> argparse.ArgumentParser:
         help=f"give up after this long, connect included (default "
         f"{DEFAULT_TIMEOUT:g}; 0: never)",
     )
+    common.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="send the token in this file (trailing newline stripped) to the "
+        "server first",
+    )
+    common.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with TLS, verifying the server with the system CA store",
+    )
+    common.add_argument(
+        "--tls-ca", metavar="FILE", help="trust only the CA certificates in FILE"
+    )
+    common.add_argument(
+        "--tls-cert", metavar="FILE", help="client certificate (PEM), for mutual TLS"
+    )
+    common.add_argument(
+        "--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)"
+    )
+    common.add_argument(
+        "--tls-hostname",
+        metavar="NAME",
+        help="the name the server's certificate must match (default: HOST)",
+    )
     parser = argparse.ArgumentParser(
         prog="agilerpc",
         description="Call methods on an agilerpc server.",
@@ -210,7 +242,19 @@ def main(argv: list[str] | None = None) -> int:
     host, port = options.address
     where = f"{host}:{port}"
     try:
-        with TcpRpcClient(host, port, options.timeout, connectRetry=0) as client:
+        token = _readTokenFile(options.token_file)
+        context = _tlsContext(options)
+    except _UsageError as e:
+        return _fail(EXIT_USAGE, str(e))
+    security: dict[str, Any] = {}
+    if context is not None:
+        security.update(ssl_context=context, server_hostname=options.tls_hostname)
+    if token is not None:
+        security["token"] = token
+    try:
+        with TcpRpcClient(
+            host, port, options.timeout, connectRetry=0, **security
+        ) as client:
             if options.command == "call":
                 try:
                     result = client.call(
@@ -234,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         if e.errno is None:
             return _fail(EXIT_TIMEOUT, f"timed out: {e}")
         return _fail(EXIT_CONNECT, f"cannot connect to {where}: {e.strerror}")
+    except ssl.SSLError as e:
+        return _fail(EXIT_CONNECT, f"cannot connect to {where}: TLS: {e}")
     except OSError as e:
         return _fail(EXIT_CONNECT, f"cannot connect to {where}: {e.strerror or e}")
     except KeyboardInterrupt:
@@ -241,6 +287,55 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(output + "\n")
     sys.stdout.flush()
     return EXIT_OK
+
+
+class _UsageError(Exception):
+    """
+    A bad option value found after parsing (an unreadable file, say).
+    """
+
+
+def _readTokenFile(path: str | None) -> bytes | None:
+    """
+    The token in the file at C{path} without its trailing newline, or
+    L{None} without C{path}.
+    """
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            token = f.read().rstrip(b"\r\n")
+    except OSError as e:
+        raise _UsageError(f"--token-file {path}: {e.strerror or e}") from None
+    if not token:
+        raise _UsageError(f"--token-file {path}: the file is empty")
+    return token
+
+
+def _tlsContext(options: argparse.Namespace) -> ssl.SSLContext | None:
+    """
+    The TLS context the options ask for, or L{None} for plain TCP.
+    """
+    if (options.tls_cert is None) != (options.tls_key is None):
+        raise _UsageError("--tls-cert and --tls-key go together")
+    if not (options.tls or options.tls_ca or options.tls_cert or options.tls_hostname):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=options.tls_ca)
+    except (OSError, ssl.SSLError) as e:
+        raise _UsageError(f"--tls-ca {options.tls_ca}: {_why(e)}") from None
+    if options.tls_cert is not None:
+        try:
+            context.load_cert_chain(options.tls_cert, options.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise _UsageError(
+                f"--tls-cert {options.tls_cert} --tls-key {options.tls_key}: {_why(e)}"
+            ) from None
+    return context
+
+
+def _why(e: OSError) -> str:
+    return str(e.strerror or e) if not isinstance(e, ssl.SSLError) else str(e)
 
 
 def _fail(status: int, message: str) -> int:

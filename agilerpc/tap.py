@@ -3,11 +3,17 @@ The C{twistd agilerpc} plugin: command-line options and the service they
 make.
 
     twistd -n agilerpc --port 9988 --keepalive 75 --module yourpkg.handlers
+
+TLS comes two ways: an C{ssl:} strports description per listener
+(C{--listen ssl:9988:privateKey=key.pem:certKey=cert.pem}), or
+C{--tls-cert}/C{--tls-key}, which serve TLS on every listener and are the
+only way to require client certificates (C{--tls-client-ca}: mutual TLS).
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any, ClassVar
 
 from twisted.application.service import IService
@@ -68,6 +74,42 @@ class Options(usage.Options):
             10.0,
             "Seconds dispatched calls get to finish when the server stops.",
         ],
+        [
+            "max-in-flight",
+            None,
+            1000,
+            "Calls one connection may have outstanding; past it the server "
+            "stops reading that connection until some finish.",
+        ],
+        [
+            "max-connections",
+            None,
+            0,
+            "Open connections allowed; more get a ServerBusy goaway (0: no limit).",
+        ],
+        [
+            "auth-token-file",
+            None,
+            None,
+            "Require clients to send the token in this file (surrounding "
+            "whitespace stripped) before anything else.  Without TLS it crosses "
+            "the network in the clear.",
+        ],
+        [
+            "tls-cert",
+            None,
+            None,
+            "Serve TLS on every listener with this PEM certificate (followed by "
+            "any intermediate certificates); needs --tls-key.",
+        ],
+        ["tls-key", None, None, "The PEM private key of --tls-cert."],
+        [
+            "tls-client-ca",
+            None,
+            None,
+            "Mutual TLS: require every client to present a certificate signed "
+            "by a CA in this PEM file; needs --tls-cert.",
+        ],
     ]
     optFlags: ClassVar[list[list[Any]]] = [
         [
@@ -106,6 +148,15 @@ class Options(usage.Options):
         self["shutdown-grace"] = _number(
             float, "shutdown-grace", self["shutdown-grace"], 0
         )
+        self["max-in-flight"] = _number(int, "max-in-flight", self["max-in-flight"], 1)
+        self["max-connections"] = _number(
+            int, "max-connections", self["max-connections"], 0
+        )
+        self["auth-token"] = (
+            None
+            if self["auth-token-file"] is None
+            else _readToken(self["auth-token-file"])
+        )
         # The same module named twice is served once.
         modules = list(dict.fromkeys(self["module"])) or [DEFAULT_MODULE]
         registry = Registry()
@@ -135,6 +186,130 @@ class Options(usage.Options):
             # a bad description is a usage error now rather than a traceback
             # once twistd is running.
             _endpoint(None, description)
+        self["tls"] = self._tls()
+
+    def _tls(self) -> Any:
+        """
+        The TLS options of --tls-cert, --tls-key and --tls-client-ca, or
+        L{None} without them.
+        """
+        cert, key, clientCA = (
+            self["tls-cert"],
+            self["tls-key"],
+            self["tls-client-ca"],
+        )
+        if cert is None and key is None:
+            if clientCA is not None:
+                raise usage.UsageError(
+                    "--tls-client-ca needs --tls-cert and --tls-key (an ssl: "
+                    "--listen cannot require client certificates)"
+                )
+            return None
+        if cert is None or key is None:
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        for description in self["listen"]:
+            if description.split(":", 1)[0].lower() == "ssl":
+                raise usage.UsageError(
+                    f"--listen {description}: with --tls-cert every listener "
+                    "serves TLS already; use tcp: (or unix:) descriptions"
+                )
+        return serverTLSOptions(cert, key, clientCA)
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def _read(option: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise usage.UsageError(
+            f"--{option} {path}: cannot read it: {e.strerror or e}"
+        ) from None
+
+
+def _readToken(path: str) -> bytes:
+    """
+    The token in the file at C{path}, without surrounding whitespace.
+
+    @raise usage.UsageError: if it cannot be read or is empty.
+    """
+    token = _read("auth-token-file", path).strip()
+    if not token:
+        raise usage.UsageError(f"--auth-token-file {path}: the file is empty")
+    return token
+
+
+def _certificates(option: str, path: str) -> list[Any]:
+    """
+    Every PEM certificate in the file at C{path}, in order.
+
+    @raise usage.UsageError: if there is none, or one does not load.
+    """
+    from twisted.internet.ssl import Certificate
+
+    blocks = _PEM_CERTIFICATE.findall(_read(option, path))
+    if not blocks:
+        raise usage.UsageError(f"--{option} {path}: no PEM certificate in it")
+    try:
+        return [Certificate.loadPEM(block) for block in blocks]
+    except Exception as e:
+        raise usage.UsageError(f"--{option} {path}: {e}") from None
+
+
+def serverTLSOptions(certPath: str, keyPath: str, clientCAPath: str | None) -> Any:
+    """
+    Twisted's server TLS options for a certificate (with its chain) and key
+    in PEM files; with C{clientCAPath}, clients must present a certificate
+    signed by one of the CAs in that file.
+
+    @return: a L{twisted.internet.ssl.CertificateOptions}.
+    @raise usage.UsageError: if a file cannot be read or loaded, the key
+        does not match the certificate, or the tls extra
+        (C{pip install agilerpc[tls]}) is not installed.
+    """
+    try:
+        from OpenSSL.crypto import FILETYPE_PEM
+        from twisted.internet.ssl import CertificateOptions, KeyPair
+    except ImportError as e:  # pragma: no cover - the tls extra is installed
+        raise usage.UsageError(
+            f"TLS needs pyOpenSSL: pip install 'agilerpc[tls]' ({e})"
+        ) from None
+    chain = _certificates("tls-cert", certPath)
+    keyData = _read("tls-key", keyPath)
+    try:
+        key = KeyPair.load(keyData, FILETYPE_PEM)
+    except Exception as e:
+        raise usage.UsageError(
+            f"--tls-key {keyPath}: not a PEM private key ({e})"
+        ) from None
+    options: dict[str, Any] = {}
+    if clientCAPath is not None:
+        options = {
+            "verify": True,
+            "requireCertificate": True,
+            "caCerts": [
+                c.original for c in _certificates("tls-client-ca", clientCAPath)
+            ],
+        }
+    tls = CertificateOptions(
+        privateKey=key.original,
+        certificate=chain[0].original,
+        extraCertChain=[c.original for c in chain[1:]],
+        **options,
+    )
+    try:
+        # Build the context now: a key that does not match the certificate
+        # is a usage error, not a failure on the first connection.
+        tls.getContext()
+    except Exception as e:
+        raise usage.UsageError(
+            f"--tls-cert {certPath} --tls-key {keyPath}: {e}"
+        ) from None
+    return tls
 
 
 def _endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
@@ -161,12 +336,22 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         keepalive=config["keepalive"],
         maxMessageSize=config["max-message-size"],
         debug=bool(config["debug"]),
+        authToken=config["auth-token"],
+        maxInFlight=config["max-in-flight"],
+        maxConnections=config["max-connections"] or None,
     )
     serverEndpoints = [_endpoint(reactor, d) for d in config["listen"]]
+    tls = config["tls"]
     _log.info(
-        "agilerpc serving {methods} on {listen} (keepalive {keepalive}s)",
+        "agilerpc serving {methods} on {listen} (keepalive {keepalive}s{tls}{auth})",
         methods=", ".join(config["registry"].names()),
         listen=", ".join(config["listen"]),
         keepalive=config["keepalive"],
+        tls=""
+        if tls is None
+        else ", TLS with client certificates"
+        if config["tls-client-ca"]
+        else ", TLS",
+        auth="" if config["auth-token"] is None else ", token auth",
     )
-    return RpcService(factory, serverEndpoints, config["shutdown-grace"])
+    return RpcService(factory, serverEndpoints, config["shutdown-grace"], tls=tls)

@@ -1,0 +1,453 @@
+"""
+TLS on both sides, against a real C{twistd -n agilerpc} on 127.0.0.1:
+C{--tls-cert}/C{--tls-key} (and C{--tls-client-ca} for mutual TLS) or an
+C{ssl:} C{--listen}, with L{agilerpc.TcpRpcClient} and L{agilerpc.RpcClient}.
+
+The certificates are made at test time, once per test run, by a throwaway
+CA (L{PKI}); no key is committed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import ipaddress
+import os
+import re
+import shutil
+import ssl
+import tempfile
+import time
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.ssl import (
+    Certificate,
+    PrivateCertificate,
+    optionsForClientTLS,
+)
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from agilerpc import RpcClient, TcpRpcClient
+
+from . import serverprocess
+from .serverprocess import ServerProcess
+
+# The bound on every wait in these tests.
+WAIT = 5.0
+
+# A TLS listener logs "RpcServerFactory (TLS) starting on N".
+_PORT_LINE = re.compile(r"RpcServerFactory(?: \(TLS\))? starting on (\d+)")
+
+
+class PKI:
+    """
+    A throwaway certificate authority and the certificates the tests need,
+    as PEM files in a temporary directory:
+
+      - C{ca.pem}: the CA;
+      - C{server.pem}, C{server.key}: for C{localhost} and 127.0.0.1;
+      - C{client.pem}, C{client.key}: a client certificate;
+      - the same with a C{rogue-} prefix, from another CA nobody trusts.
+    """
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="agilerpc-pki-")
+        atexit.register(shutil.rmtree, self.directory, True)
+        for prefix in ("", "rogue-"):
+            caKey, caCert = self._ca(prefix + "agilerpc test CA")
+            self._writeCert(prefix + "ca.pem", caCert)
+            self._leaf(prefix + "server", caKey, caCert, server=True)
+            self._leaf(prefix + "client", caKey, caCert, server=False)
+
+    def path(self, name: str) -> str:
+        """
+        The path of the file C{name}.
+        """
+        return os.path.join(self.directory, name)
+
+    def read(self, name: str) -> bytes:
+        """
+        The content of the file C{name}.
+        """
+        with open(self.path(name), "rb") as f:
+            return f.read()
+
+    def _writeCert(self, name: str, cert: x509.Certificate) -> None:
+        with open(self.path(name), "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+
+    def _writeKey(self, name: str, key: ec.EllipticCurvePrivateKey) -> None:
+        with open(self.path(name), "wb") as f:
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+
+    @staticmethod
+    def _builder(
+        subject: str, issuer: str, key: ec.EllipticCurvePrivateKey
+    ) -> x509.CertificateBuilder:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    def _ca(self, name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        usage = x509.KeyUsage(
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=True,
+            crl_sign=True,
+            encipher_only=False,
+            decipher_only=False,
+        )
+        cert = (
+            self._builder(name, name, key)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .add_extension(usage, critical=True)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return key, cert
+
+    def _leaf(
+        self,
+        name: str,
+        caKey: ec.EllipticCurvePrivateKey,
+        caCert: x509.Certificate,
+        server: bool,
+    ) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        issuer = caCert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        assert isinstance(issuer, str)
+        purpose = (
+            ExtendedKeyUsageOID.SERVER_AUTH
+            if server
+            else ExtendedKeyUsageOID.CLIENT_AUTH
+        )
+        builder = (
+            self._builder("localhost" if server else "test client", issuer, key)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(caKey.public_key()),
+                False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([purpose]), False)
+        )
+        if server:
+            names = x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            )
+            builder = builder.add_extension(names, False)
+        self._writeCert(name + ".pem", builder.sign(caKey, hashes.SHA256()))
+        self._writeKey(name + ".key", key)
+
+
+_pki: PKI | None = None
+
+
+def pki() -> PKI:
+    """
+    The test run's L{PKI}, made on first use.
+    """
+    global _pki
+    if _pki is None:
+        _pki = PKI()
+    return _pki
+
+
+def startTLSServer(
+    testCase: SynchronousTestCase, *extraArgs: str, clientCA: bool = False, **kw: Any
+) -> ServerProcess:
+    """
+    Start C{twistd agilerpc} serving TLS (C{--tls-cert}, C{--tls-key}, and
+    with C{clientCA} C{--tls-client-ca}) on 127.0.0.1.
+    """
+    p = pki()
+    args = ["--tls-cert", p.path("server.pem"), "--tls-key", p.path("server.key")]
+    if clientCA:
+        args += ["--tls-client-ca", p.path("ca.pem")]
+    testCase.patch(serverprocess, "_PORT_LINE", _PORT_LINE)
+    return ServerProcess.start(testCase, *args, *extraArgs, **kw)
+
+
+def clientContext(ca: str = "ca.pem", cert: str | None = None) -> ssl.SSLContext:
+    """
+    A client L{ssl.SSLContext} trusting the CA in C{ca}, presenting the
+    certificate C{cert} (with its key) if given.
+    """
+    context = ssl.create_default_context(cafile=pki().path(ca))
+    if cert is not None:
+        context.load_cert_chain(pki().path(cert + ".pem"), pki().path(cert + ".key"))
+    return context
+
+
+class BlockingClientTLSTests(SynchronousTestCase):
+    """
+    L{TcpRpcClient} with C{ssl_context} against C{--tls-cert}/C{--tls-key}.
+    """
+
+    def setUp(self) -> None:
+        self.server = startTLSServer(self, keepalive=1)
+
+    def client(self, context: ssl.SSLContext, **kwargs: Any) -> TcpRpcClient:
+        client = TcpRpcClient(
+            "127.0.0.1",
+            self.server.port,
+            timeout=WAIT,
+            ssl_context=context,
+            connectRetry=0,
+            **kwargs,
+        )
+        self.addCleanup(client.close)
+        return client
+
+    def test_verifiedConnection(self) -> None:
+        """
+        A client trusting the CA connects, verifies the certificate (IP
+        address 127.0.0.1, or a host name given as C{server_hostname}) and
+        calls.
+        """
+        client = self.client(clientContext())
+        self.assertEqual(client.call("sayHello", ("tls",)), "hello tls")
+        connection = client._connection
+        assert connection is not None
+        self.assertIsInstance(connection.sock, ssl.SSLSocket)
+        named = self.client(clientContext(), server_hostname="localhost")
+        self.assertEqual(named.call("add", (1, 2)), 3)
+
+    def test_largeResultOverTLS(self) -> None:
+        """
+        A result of several TLS records (and several reads) arrives whole.
+        """
+        client = self.client(clientContext())
+        data = os.urandom(3 * 1024 * 1024)
+        self.assertEqual(client.call("echo", (data,)), data)
+
+    def test_wrongHostname(self) -> None:
+        """
+        A certificate that does not match the expected host name is refused.
+        """
+        client = self.client(clientContext(), server_hostname="wrong.invalid")
+        e = self.assertRaises(
+            ssl.SSLCertVerificationError, client.call, "sayHello", ("x",)
+        )
+        self.assertIn("wrong.invalid", str(e))
+
+    def test_untrustedCertificate(self) -> None:
+        """
+        A certificate from a CA the client does not trust is refused.
+        """
+        client = self.client(clientContext("rogue-ca.pem"))
+        e = self.assertRaises(
+            ssl.SSLCertVerificationError, client.call, "sayHello", ("x",)
+        )
+        self.assertIn("certificate verify failed", str(e))
+
+    def test_plainClientGetsNoHello(self) -> None:
+        """
+        A client without TLS gets no hello from a TLS server: its call times
+        out.
+        """
+        client = TcpRpcClient("127.0.0.1", self.server.port, timeout=1, connectRetry=0)
+        self.addCleanup(client.close)
+        self.assertRaises(TimeoutError, client.call, "sayHello", ("x",))
+
+    def test_idleCloseOverTLS(self) -> None:
+        """
+        The server's idle close (keepalive 1 s) over TLS is invisible: the
+        next call runs once on a new connection.
+        """
+        client = self.client(clientContext())
+        self.assertEqual(client.call("incr", ("a",)), 1)
+        first = client._connection
+        time.sleep(1.5)
+        self.assertEqual(client.call("incr", ("b",)), 2)
+        self.assertIsNot(client._connection, first)
+        self.assertEqual(client.call("incr", ("c",)), 3)
+
+
+class MutualTLSTests(SynchronousTestCase):
+    """
+    C{--tls-client-ca}: every client must present a certificate signed by
+    that CA.
+    """
+
+    def setUp(self) -> None:
+        self.server = startTLSServer(self, clientCA=True)
+
+    def client(self, context: ssl.SSLContext) -> TcpRpcClient:
+        client = TcpRpcClient(
+            "127.0.0.1",
+            self.server.port,
+            timeout=WAIT,
+            ssl_context=context,
+            connectRetry=0,
+        )
+        self.addCleanup(client.close)
+        return client
+
+    def test_clientCertificateAccepted(self) -> None:
+        """
+        A client with a certificate signed by the CA calls.
+        """
+        client = self.client(clientContext(cert="client"))
+        self.assertEqual(client.call("sayHello", ("m",)), "hello m")
+
+    def test_noClientCertificateRefused(self) -> None:
+        """
+        A client without a certificate is refused during the handshake
+        (TLS 1.3 reports it on the first read).
+        """
+        client = self.client(clientContext())
+        e = self.assertRaises(ssl.SSLError, client.call, "sayHello", ("x",))
+        self.assertIn("CERTIFICATE_REQUIRED", str(e))
+
+    def test_untrustedClientCertificateRefused(self) -> None:
+        """
+        A client certificate from another CA is refused.
+        """
+        client = self.client(clientContext(cert="rogue-client"))
+        e = self.assertRaises(ssl.SSLError, client.call, "sayHello", ("x",))
+        self.assertIn("UNKNOWN_CA", str(e).upper())
+
+
+class StrportsTLSTests(SynchronousTestCase):
+    """
+    An C{ssl:} C{--listen} description serves TLS too.
+    """
+
+    def test_sslListen(self) -> None:
+        """
+        C{--listen ssl:0:...:privateKey=...:certKey=...} serves a verified
+        TLS connection.
+        """
+        p = pki()
+        self.patch(serverprocess, "_PORT_LINE", _PORT_LINE)
+        server = ServerProcess.start(
+            self,
+            "--listen",
+            f"ssl:0:interface=127.0.0.1:privateKey={p.path('server.key')}"
+            f":certKey={p.path('server.pem')}",
+        )
+        # ServerProcess listens on tcp too: find the ssl port in the output.
+        ports = [int(m) for m in _PORT_LINE.findall(server.output())]
+        tlsPort = [
+            int(m)
+            for m in re.findall(
+                r"RpcServerFactory \(TLS\) starting on (\d+)", server.output()
+            )
+        ]
+        self.assertEqual(len(ports), 2)
+        client = TcpRpcClient(
+            "127.0.0.1", tlsPort[0], timeout=WAIT, ssl_context=clientContext()
+        )
+        self.addCleanup(client.close)
+        self.assertEqual(client.call("sayHello", ("s",)), "hello s")
+
+
+def _pause(seconds: float) -> Deferred[None]:
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class TwistedClientTLSTests(TestCase):
+    """
+    L{RpcClient} with C{tls=optionsForClientTLS(...)}, on the real reactor.
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.server = startTLSServer(self, keepalive=1, clientCA=True)
+        self.ca = Certificate.loadPEM(pki().read("ca.pem"))
+        self.clientCert = PrivateCertificate.loadPEM(
+            pki().read("client.key") + pki().read("client.pem")
+        )
+
+    def client(self, tls: Any) -> RpcClient:
+        client = RpcClient(reactor, "127.0.0.1", self.server.port, timeout=3, tls=tls)
+        self.addCleanup(client.close, 1)
+        return client
+
+    @inlineCallbacks
+    def test_verifiedConnectionAndIdleClose(self) -> Any:
+        """
+        A client trusting the CA, with a client certificate, calls; after
+        the server's idle close over TLS the next call runs once on a new
+        connection.
+        """
+        tls = optionsForClientTLS(
+            "localhost", trustRoot=self.ca, clientCertificate=self.clientCert
+        )
+        client = self.client(tls)
+        self.assertEqual((yield client.callRemote("incr", "t")), 1)
+        yield _pause(1.5)
+        self.assertFalse(client.connected)
+        self.assertEqual((yield client.callRemote("incr", "u")), 2)
+        self.assertEqual((yield client.callRemote("incr", "v")), 3)
+
+    @inlineCallbacks
+    def test_wrongHostname(self) -> Any:
+        """
+        A certificate that does not match the host name is refused: the
+        call fails and nothing runs.
+        """
+        tls = optionsForClientTLS(
+            "wrong.invalid", trustRoot=self.ca, clientCertificate=self.clientCert
+        )
+        client = self.client(tls)
+        # The client cannot tell a refused handshake from a server closing
+        # before its hello, so it retries with backoff until the timeout.
+        yield self.assertFailure(client.callRemote("incr", "w"), DeferredTimeout)
+        yield self.assertNothingRan()
+
+    @inlineCallbacks
+    def test_untrustedCertificate(self) -> Any:
+        """
+        A server certificate from a CA the client does not trust is refused.
+        """
+        rogue = Certificate.loadPEM(pki().read("rogue-ca.pem"))
+        tls = optionsForClientTLS(
+            "localhost", trustRoot=rogue, clientCertificate=self.clientCert
+        )
+        client = self.client(tls)
+        # The client cannot tell a refused handshake from a server closing
+        # before its hello, so it retries with backoff until the timeout.
+        yield self.assertFailure(client.callRemote("incr", "w"), DeferredTimeout)
+        yield self.assertNothingRan()
+
+    @inlineCallbacks
+    def assertNothingRan(self) -> Any:
+        """
+        A good client's first C{incr} is the server's first.
+        """
+        tls = optionsForClientTLS(
+            "localhost", trustRoot=self.ca, clientCertificate=self.clientCert
+        )
+        self.assertEqual((yield self.client(tls).callRemote("incr", "ok")), 1)
