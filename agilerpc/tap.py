@@ -181,12 +181,12 @@ class Options(usage.Options):
             if self["interface"]:
                 listen += ":interface=" + self["interface"].replace(":", r"\:")
             self["listen"] = [listen]
+        self["tls"] = self._tls()
         for description in self["listen"]:
             # Parsing needs no reactor (endpoints only keep it for later), so
             # a bad description is a usage error now rather than a traceback
             # once twistd is running.
             _endpoint(None, description)
-        self["tls"] = self._tls()
 
     def _tls(self) -> Any:
         """

@@ -699,3 +699,144 @@ class TwistdCommandLineTests(SynchronousTestCase):
             "--keepalive must be >= 0, not '-1'", result.stdout + result.stderr
         )
         self.assertNotIn("Traceback", result.stdout + result.stderr)
+
+
+class LimitOptionsTests(SynchronousTestCase):
+    """
+    C{--max-in-flight} and C{--max-connections} reach the factory.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        By default 1000 calls may be in flight per connection, and the
+        number of connections is unlimited.
+        """
+        service = makeService(parse(), _Reactor())
+        assert isinstance(service, RpcService)
+        self.assertEqual(service.factory.maxInFlight, 1000)
+        self.assertIsNone(service.factory.maxConnections)
+
+    def test_given(self) -> None:
+        """
+        The options' values are the factory's limits.
+        """
+        options = parse("--max-in-flight", "7", "--max-connections", "3")
+        service = makeService(options, _Reactor())
+        assert isinstance(service, RpcService)
+        self.assertEqual(service.factory.maxInFlight, 7)
+        self.assertEqual(service.factory.maxConnections, 3)
+
+    def test_invalid(self) -> None:
+        """
+        A max in flight below 1, or a negative max connections, is a usage
+        error.
+        """
+        e = self.assertRaises(usage.UsageError, parse, "--max-in-flight", "0")
+        self.assertEqual(str(e), "--max-in-flight must be >= 1, not '0'")
+        e = self.assertRaises(usage.UsageError, parse, "--max-connections", "-1")
+        self.assertEqual(str(e), "--max-connections must be >= 0, not '-1'")
+
+    def test_authToken(self) -> None:
+        """
+        The token of C{--auth-token-file} is the factory's, as bytes.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("tok\n")
+        service = makeService(parse("--auth-token-file", path), _Reactor())
+        assert isinstance(service, RpcService)
+        self.assertEqual(service.factory.authToken, b"tok")
+
+
+class TLSOptionsTests(SynchronousTestCase):
+    """
+    C{--tls-cert}, C{--tls-key} and C{--tls-client-ca}.
+    """
+
+    def setUp(self) -> None:
+        from .test_tls import pki
+
+        self.pki = pki()
+
+    def tlsArgs(self, *extra: str) -> list[str]:
+        return [
+            "--tls-cert",
+            self.pki.path("server.pem"),
+            "--tls-key",
+            self.pki.path("server.key"),
+            *extra,
+        ]
+
+    def test_wrapsEveryListener(self) -> None:
+        """
+        With C{--tls-cert}, every listener listens with a
+        L{TLSMemoryBIOFactory} wrapping the RPC factory, as a server.
+        """
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        reactor = _Reactor()
+        argv = self.tlsArgs("--listen", "tcp:5000", "--listen", "tcp:5001")
+        service = makeService(parse(*argv), reactor)
+        assert isinstance(service, RpcService)
+        service.startService()
+        factories = [f for _, f, _, _ in reactor.tcpServers]
+        self.assertEqual(len(factories), 2)
+        for factory in factories:
+            assert isinstance(factory, TLSMemoryBIOFactory)
+            self.assertIs(factory.wrappedFactory, service.factory)
+        self.assertIs(service.listeningFactory, factories[0])
+
+    def test_clientCA(self) -> None:
+        """
+        With C{--tls-client-ca}, the server requires and verifies client
+        certificates; without it, it asks for none.
+        """
+        from OpenSSL import SSL
+
+        required = parse(*self.tlsArgs("--tls-client-ca", self.pki.path("ca.pem")))
+        mode = required["tls"].getContext().get_verify_mode()
+        wanted = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+        self.assertEqual(mode & wanted, wanted)
+        plain = parse(*self.tlsArgs())
+        self.assertEqual(plain["tls"].getContext().get_verify_mode(), SSL.VERIFY_NONE)
+
+    def test_noTLSByDefault(self) -> None:
+        """
+        Without the options the factory is not wrapped.
+        """
+        service = makeService(parse(), _Reactor())
+        assert isinstance(service, RpcService)
+        self.assertIs(service.listeningFactory, service.factory)
+
+    def test_usageErrors(self) -> None:
+        """
+        A certificate without a key, a client CA without a certificate, an
+        C{ssl:} listener with C{--tls-cert}, a key that does not match and a
+        file without a certificate are usage errors.
+        """
+        cert, key = self.pki.path("server.pem"), self.pki.path("server.key")
+        cases = [
+            (["--tls-cert", cert], "--tls-cert and --tls-key go together"),
+            (
+                ["--tls-client-ca", cert],
+                "--tls-client-ca needs --tls-cert and --tls-key (an ssl: "
+                "--listen cannot require client certificates)",
+            ),
+            (
+                self.tlsArgs("--listen", "ssl:1:privateKey=k:certKey=c"),
+                "--listen ssl:1:privateKey=k:certKey=c: with --tls-cert every "
+                "listener serves TLS already; use tcp: (or unix:) descriptions",
+            ),
+            (
+                ["--tls-cert", key, "--tls-key", key],
+                f"--tls-cert {key}: no PEM certificate in it",
+            ),
+        ]
+        for argv, message in cases:
+            e = self.assertRaises(usage.UsageError, parse, *argv)
+            self.assertEqual(str(e), message)
+        wrongKey = self.pki.path("client.key")
+        e = self.assertRaises(
+            usage.UsageError, parse, "--tls-cert", cert, "--tls-key", wrongKey
+        )
+        self.assertTrue(str(e).startswith(f"--tls-cert {cert} --tls-key {wrongKey}: "))
