@@ -260,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                     result = client.call(
                         options.method, options.args, dict(options.kwarg)
                     )
+                except ssl.SSLError:
+                    # Also a ValueError: handled below as a connect failure.
+                    raise
                 except (TypeError, ValueError, OverflowError) as e:
                     # msgpack cannot encode them (an integer beyond 64 bits).
                     return _fail(EXIT_USAGE, f"cannot encode the arguments: {e}")

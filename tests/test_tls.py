@@ -10,7 +10,9 @@ CA (L{PKI}); no key is committed.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
+import io
 import ipaddress
 import os
 import re
@@ -35,7 +37,7 @@ from twisted.internet.ssl import (
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from agilerpc import RpcClient, TcpRpcClient
+from agilerpc import RpcClient, TcpRpcClient, _cli
 
 from . import serverprocess
 from .serverprocess import ServerProcess
@@ -451,3 +453,45 @@ class TwistedClientTLSTests(TestCase):
             "localhost", trustRoot=self.ca, clientCertificate=self.clientCert
         )
         self.assertEqual((yield self.client(tls).callRemote("incr", "ok")), 1)
+
+
+class CommandLineTLSTests(SynchronousTestCase):
+    """
+    C{agilerpc call} with C{--tls-ca}, C{--tls-hostname} and a client
+    certificate.
+    """
+
+    def runCLI(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = _cli.main(list(argv))
+        return status, out.getvalue(), err.getvalue()
+
+    def test_mutualTLS(self) -> None:
+        """
+        With the CA and a client certificate the call works; a wrong host
+        name exits 3 (cannot connect) with the verification error.
+        """
+        server = startTLSServer(self, clientCA=True)
+        p = pki()
+        address = f"127.0.0.1:{server.port}"
+        tls = ["--tls-ca", p.path("ca.pem"), "--tls-cert", p.path("client.pem")]
+        tls += ["--tls-key", p.path("client.key")]
+        self.assertEqual(
+            self.runCLI("call", *tls, address, "sayHello", "c"),
+            (0, '"hello c"\n', ""),
+        )
+        status, out, err = self.runCLI(
+            "call", *tls, "--tls-hostname", "wrong.invalid", address, "add", "1", "2"
+        )
+        self.assertEqual((status, out), (3, ""))
+        self.assertIn("CERTIFICATE_VERIFY_FAILED", err)
+
+    def test_certWithoutKey(self) -> None:
+        """
+        C{--tls-cert} without C{--tls-key} is a usage error.
+        """
+        self.assertEqual(
+            self.runCLI("call", "--tls-cert", "c.pem", "127.0.0.1:1", "m"),
+            (2, "", "agilerpc: --tls-cert and --tls-key go together\n"),
+        )
