@@ -14,6 +14,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
+    IHandshakeListener,
     IReactorTime,
 )
 from twisted.internet.protocol import Factory
@@ -76,7 +77,7 @@ def _text(value: object) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     """
     One server connection.
@@ -139,8 +140,11 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         factory.accepted += 1
         self._accepted = True
         # Responses go out through the transport's buffer; when it is full,
-        # the transport pauses us and we stop reading requests.
-        self.transport.registerProducer(self, True)
+        # the transport pauses us and we stop reading requests.  Over TLS,
+        # wait for the handshake: the TLS layer buffers the hello until then
+        # and would pause us, and pausing stops it reading the handshake.
+        if not callable(getattr(self.transport, "getPeerCertificate", None)):
+            self.transport.registerProducer(self, True)
         self._send(_wire.encodeHello(factory.hello))
         if factory._stopping:
             # Accepted while the server shuts down: nothing will be served.
@@ -159,6 +163,13 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._lingerCall.cancel()
         self._lingerCall = None
         self.factory.connectionClosed(self)
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake is done: from now on a full send buffer pauses us.
+        """
+        if not self._disconnected:
+            self.transport.registerProducer(self, True)
 
     def readConnectionLost(self) -> None:
         """

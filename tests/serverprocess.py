@@ -34,7 +34,7 @@ from agilerpc import _wire
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
-_PORT_LINE = re.compile(r"RpcServerFactory starting on (\d+)")
+_PORT_LINE = re.compile(r"RpcServerFactory(?: \(TLS\))? starting on (\d+)")
 _ADDRESS_IN_USE = "Address already in use"
 
 

@@ -9,7 +9,13 @@ from typing import Any
 
 from twisted.logger import globalLogPublisher
 
-from .test_server import Connection, LogCollector, ServerTestCase, encode
+from .test_server import (
+    Connection,
+    LogCollector,
+    RecordingTransport,
+    ServerTestCase,
+    encode,
+)
 
 
 class BackpressureTests(ServerTestCase):
@@ -21,6 +27,24 @@ class BackpressureTests(ServerTestCase):
         connection = self.connect()
         self.assertIs(connection.transport.producer, connection.protocol)
         self.assertTrue(connection.transport.streaming)
+
+    def test_tlsRegistersAfterHandshake(self) -> None:
+        """
+        Over TLS the protocol becomes the transport's producer only once the
+        handshake completes: before it, the TLS layer buffers the hello and
+        would pause reading, which would stall the handshake itself.
+        """
+
+        class TLSTransport(RecordingTransport):
+            def getPeerCertificate(self) -> None:
+                return None
+
+        protocol = self.factory.buildProtocol(None)
+        transport = TLSTransport()
+        protocol.makeConnection(transport)
+        self.assertIsNone(transport.producer)
+        protocol.handshakeCompleted()
+        self.assertIs(transport.producer, protocol)
 
     def test_fullSendBufferStopsReading(self) -> None:
         """

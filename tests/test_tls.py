@@ -358,17 +358,14 @@ class StrportsTLSTests(SynchronousTestCase):
             f"ssl:0:interface=127.0.0.1:privateKey={p.path('server.key')}"
             f":certKey={p.path('server.pem')}",
         )
-        # ServerProcess listens on tcp too: find the ssl port in the output.
-        ports = [int(m) for m in _PORT_LINE.findall(server.output())]
-        tlsPort = [
-            int(m)
-            for m in re.findall(
-                r"RpcServerFactory \(TLS\) starting on (\d+)", server.output()
-            )
-        ]
-        self.assertEqual(len(ports), 2)
+        # ServerProcess listens on tcp too, and may have returned on either
+        # listener's line: wait for the ssl one.
+        tlsPort = int(
+            server.waitForOutput(r"RpcServerFactory \(TLS\) starting on (\d+)").group(1)
+        )
+        self.assertEqual(len(_PORT_LINE.findall(server.output())), 2)
         client = TcpRpcClient(
-            "127.0.0.1", tlsPort[0], timeout=WAIT, ssl_context=clientContext()
+            "127.0.0.1", tlsPort, timeout=WAIT, ssl_context=clientContext()
         )
         self.addCleanup(client.close)
         self.assertEqual(client.call("sayHello", ("s",)), "hello s")
