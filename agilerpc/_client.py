@@ -83,6 +83,21 @@ class _Call:
         self.msgid = 0
 
 
+_LARGE = 64 * 1024
+_pack = _wire.HEADER.pack
+
+
+def _write(transport: Any, payload: bytes) -> None:
+    """
+    Write one frame; a large payload is not copied just to prefix its header.
+    """
+    size = len(payload)
+    if size < _LARGE:
+        transport.write(_pack(size) + payload)
+    else:
+        transport.writeSequence((_pack(size), payload))
+
+
 def _after(msgid: int, last: int) -> bool:
     """
     Was C{msgid} sent after C{last}?  msgids count up from 0 on each
@@ -156,7 +171,7 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
         call.msgid = msgid
         call.connection = self
         self._inflight[msgid] = call
-        self.transport.write(_wire.HEADER.pack(len(payload)) + payload)
+        _write(self.transport, payload)
 
     def _sendNotification(self, call: _Call) -> None:
         try:
@@ -441,7 +456,6 @@ class RpcClient:
         self._connecting = False
         self._connector: IConnector | None = None
         self._connections: set[RpcClientProtocol] = set()
-        self._pending = 0
         self._closed = False
         self._closing: Deferred[None] | None = None
         self._closeDeadline: IDelayedCall | None = None
@@ -460,18 +474,17 @@ class RpcClient:
         """
         if self._closed:
             return fail(ClientClosed(f"{method}(): the client is closed"))
-        if self._pending >= self.maxPending:
+        pending = self.pending
+        if pending >= self.maxPending:
             return fail(
                 QueueFull(
-                    f"{method}(): {self._pending} calls are already pending "
+                    f"{method}(): {pending} calls are already pending "
                     f"(maxPending={self.maxPending})"
                 )
             )
         call = _Call(method, list(args), kwargs, None)
         d: Deferred[Any] = Deferred(lambda _: self._cancel(call))
         call.deferred = d
-        self._pending += 1
-        d.addBoth(self._ended)
         if self.timeout is not None:
             d.addTimeout(self.timeout, self._reactor)
         self._submit(call)
@@ -492,9 +505,12 @@ class RpcClient:
             raise QueueFull(f"{method}(): {len(self._queue)} calls are queued")
         self._submit(_Call(method, list(args), kwargs, None))
 
-    def _ended(self, result: Any) -> Any:
-        self._pending -= 1
-        return result
+    @property
+    def pending(self) -> int:
+        """
+        How many calls are unanswered: queued, or in flight on a connection.
+        """
+        return len(self._queue) + sum(p.inflight for p in self._connections)
 
     def _submit(self, call: _Call) -> None:
         ready = self._ready

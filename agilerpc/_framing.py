@@ -58,6 +58,19 @@ class FrameReceiver:
             self._buffered += len(data)
             if self._buffered < self._needed:
                 return
+            if (
+                self._buffered == self._needed > 4
+                and len(chunks[0]) >= 4
+                and not self.paused
+            ):
+                # Exactly one frame, the common end of a large one: join its
+                # payload without the header, saving a copy of all of it.
+                chunks[0] = chunks[0][4:]
+                payload = b"".join(chunks)
+                self._chunks = None
+                self._buffered = 0
+                self.stringReceived(payload)
+                return
             data = b"".join(chunks)
             self._chunks = None
             self._buffered = 0

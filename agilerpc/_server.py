@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 _log = Logger(namespace="agilerpc.server")
 
+_pack = _wire.HEADER.pack
+_LARGE = 64 * 1024
+
 
 def _errorFromFailure(failure: Failure, debug: bool) -> dict[str, Any]:
     """
@@ -75,6 +78,26 @@ def _text(value: object) -> str:
     """
     text = str(value) if isinstance(value, str) else repr(value)
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_PLAIN = "plain"
+_DEFERRED = "Deferred"
+_COROUTINE = "coroutine"
+
+# What a handler returned, by type: isinstance(x, Deferred) goes through
+# ABCMeta (Deferred is an Awaitable) and costs more than a dict lookup.
+_kinds: dict[type, str] = {Deferred: _DEFERRED}
+
+
+def _kindOf(result: object) -> str:
+    if isinstance(result, Deferred):
+        kind = _DEFERRED
+    elif inspect.iscoroutine(result):
+        kind = _COROUTINE
+    else:
+        kind = _PLAIN
+    _kinds[type(result)] = kind
+    return kind
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
@@ -256,8 +279,17 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         else:
             assert type(message) is _wire.Control
             self._control(message)
-        if not self._outstanding:
-            self._idle()
+        # Restarted once per chunk received (see dataReceived), not per frame.
+        self._framesReceived = True
+
+    _framesReceived = False
+
+    def dataReceived(self, data: bytes) -> None:
+        FrameReceiver.dataReceived(self, data)
+        if self._framesReceived:
+            self._framesReceived = False
+            if not self._outstanding:
+                self._idle()
 
     def lengthLimitExceeded(self, length: int) -> None:
         """
@@ -344,10 +376,10 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         except Exception:
             self._callFailed(Failure(), msgid, request.method)
             return
-        if not isinstance(d, Deferred):
+        if _kinds.get(type(d)) is not _DEFERRED:
             # The common case: a plain function's result, sent at once.
-            # (isinstance, not type(): gatherResults and DeferredList return
-            # Deferred subclasses.)
+            # (_invoke turned coroutines into Deferreds and met every
+            # Deferred subclass, e.g. DeferredList, on the way.)
             self._sendResult(msgid, d, request.method)
             return
         if not self._outstanding:
@@ -384,9 +416,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 **kwargs,
             )
         result = method.func(*args, **kwargs)
-        if isinstance(result, Deferred):
+        kind = _kinds.get(type(result))
+        if kind is None:
+            kind = _kindOf(result)
+        if kind is _PLAIN:
             return result
-        if inspect.iscoroutine(result):
+        if kind is _COROUTINE:
             return Deferred.fromCoroutine(result)
         return result
 
@@ -533,7 +568,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
 
     def _send(self, payload: bytes) -> None:
         if not self._disconnected and not self._writeClosed:
-            self.transport.write(_wire.HEADER.pack(len(payload)) + payload)
+            size = len(payload)
+            if size < _LARGE:
+                self.transport.write(_pack(size) + payload)
+            else:
+                # No copy of a large payload just to prefix its header.
+                self.transport.writeSequence((_pack(size), payload))
 
     # -- keepalive and goaway -----------------------------------------------
 

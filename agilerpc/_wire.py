@@ -13,6 +13,7 @@ adds the length header.
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +33,13 @@ MAX_MSGID = 2**32 - 1
 
 HEADER = struct.Struct(">I")
 
-_packb = msgpack.packb
 _unpackb = msgpack.unpackb
+_Packer = msgpack.Packer
+
+# Creating a Packer costs more than packing a small message with it, and
+# msgpack.packb creates one per call.  A Packer is not thread-safe (the
+# blocking client packs from many threads): one per thread.
+_perThread = threading.local()
 
 
 def frame(payload: bytes) -> bytes:
@@ -51,7 +57,11 @@ def pack(message: list[Any]) -> bytes:
     @raise ValueError: if it nests too deeply.
     @raise OverflowError: if an integer is out of msgpack's range.
     """
-    return _packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+    try:
+        packer = _perThread.packer
+    except AttributeError:
+        packer = _perThread.packer = _Packer(use_bin_type=True)
+    return packer.pack(message)  # type: ignore[no-any-return]
 
 
 def unpack(payload: bytes) -> list[Any]:
@@ -67,7 +77,7 @@ def unpack(payload: bytes) -> list[Any]:
     @raise ValueError: if C{payload} is not exactly one msgpack array.
     """
     try:
-        message = _unpackb(payload, raw=False, use_list=True, strict_map_key=False)
+        message = _unpackb(payload, strict_map_key=False)
     except Exception as e:
         # msgpack raises ValueError subclasses (ExtraData, FormatError,
         # StackError), but also TypeError (unhashable map key) and
@@ -235,6 +245,18 @@ def parseClientMessage(payload: bytes) -> Request | Notification | Control:
         message = unpack(payload)
     except ValueError as e:
         raise InvalidRequest(str(e)) from None
+    # The common shape first, checked inline: [0, msgid, method, args].
+    if len(message) == 4:
+        code, msgid, method, args = message
+        if (
+            code == REQUEST
+            and type(code) is int
+            and type(msgid) is int
+            and 0 <= msgid <= MAX_MSGID
+            and type(method) is str
+            and type(args) is list
+        ):
+            return Request(msgid, method, args, _EMPTY)
     if not message:
         raise InvalidRequest("message is an empty array")
     code = message[0]
@@ -267,6 +289,17 @@ def parseServerMessage(payload: bytes) -> Response | Control:
     """
     try:
         message = unpack(payload)
+        # The common shape first: a successful response.
+        if len(message) == 4:
+            code, msgid, error, result = message
+            if (
+                code == RESPONSE
+                and type(code) is int
+                and error is None
+                and type(msgid) is int
+                and 0 <= msgid <= MAX_MSGID
+            ):
+                return Response(msgid, None, result)
         code = message[0] if message else None
         if code == RESPONSE and type(code) is int:
             if len(message) != 4:

@@ -156,6 +156,31 @@ class SplittingTests(SynchronousTestCase):
         self.assertIsNone(r._chunks)
         self.assertEqual(r._buffered, 0)
 
+    def test_frameEndingWithTheChunk(self) -> None:
+        """
+        A buffered frame completed exactly by a chunk is delivered whole, with
+        the header split across chunks too, and a pause taken while it was
+        buffered holds it back until the resume.
+        """
+        r = Receiver()
+        r.MAX_LENGTH = 10_000
+        payload = bytes(range(256)) * 20
+        whole = frame(payload)
+        for split in (2, 4, 50):
+            r.frames.clear()
+            r.dataReceived(whole[:split])
+            r.dataReceived(whole[split:2000])
+            r.dataReceived(whole[2000:])
+            self.assertEqual(r.frames, [payload])
+            self.assertIsNone(r._chunks)
+        r.frames.clear()
+        r.dataReceived(whole[:1000])
+        r.pauseProducing()
+        r.dataReceived(whole[1000:])
+        self.assertEqual(r.frames, [])
+        r.resumeProducing()
+        self.assertEqual(r.frames, [payload])
+
     def test_partialHeaderWaits(self) -> None:
         """
         Fewer than four bytes of a header are kept until the rest arrives.
