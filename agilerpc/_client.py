@@ -66,7 +66,15 @@ class _Call:
     it is made until it is answered or fails.
     """
 
-    __slots__ = ("args", "connection", "deferred", "kwargs", "method", "msgid")
+    __slots__ = (
+        "args",
+        "client",
+        "connection",
+        "deferred",
+        "kwargs",
+        "method",
+        "msgid",
+    )
 
     def __init__(
         self,
@@ -80,7 +88,15 @@ class _Call:
         self.kwargs = kwargs
         self.deferred = deferred
         self.connection: RpcClientProtocol | None = None
+        self.client: RpcClient | None = None
         self.msgid = 0
+
+    def cancel(self, deferred: Deferred[Any]) -> None:
+        """
+        The canceller of C{deferred}: take the call back from the client.
+        """
+        if self.client is not None:
+            self.client._cancel(self)
 
 
 _LARGE = 64 * 1024
@@ -279,6 +295,9 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
         call.connection = None
         deferred = call.deferred
         assert deferred is not None
+        # Break the call <-> Deferred cycle (the canceller is the call's) so
+        # reference counting frees both at once, without the cyclic GC.
+        call.deferred = None
         if response.error is None:
             deferred.callback(response.result)
         else:
@@ -483,8 +502,9 @@ class RpcClient:
                 )
             )
         call = _Call(method, list(args), kwargs, None)
-        d: Deferred[Any] = Deferred(lambda _: self._cancel(call))
+        d: Deferred[Any] = Deferred(call.cancel)
         call.deferred = d
+        call.client = self
         if self.timeout is not None:
             d.addTimeout(self.timeout, self._reactor)
         self._submit(call)
@@ -510,7 +530,10 @@ class RpcClient:
         """
         How many calls are unanswered: queued, or in flight on a connection.
         """
-        return len(self._queue) + sum(p.inflight for p in self._connections)
+        count = len(self._queue)
+        for protocol in self._connections:
+            count += len(protocol._inflight)
+        return count
 
     def _submit(self, call: _Call) -> None:
         ready = self._ready
