@@ -22,11 +22,28 @@ The rules (docs/PROTOCOL.md has the wire side):
    C{"Unauthorized"}) fails every call in flight on that connection and every
    queued call with L{Unauthorized}, and the client does not reconnect until
    the next call: a wrong token stays wrong.
+
+With several endpoints (C{RpcClient(reactor, endpoints=[(host, port),
+...])}) the client keeps a connection to each, and the same rules hold per
+connection, over one shared queue:
+
+ - Calls go round-robin over the connections that are ready; queued calls go
+   to whichever connection says hello first.
+ - Calls a goaway proves unrun go back to the front of the shared queue and
+   are sent on any ready connection (or the next one to be ready).
+ - Calls in flight on a lost connection fail with L{ConnectionLost}, as with
+   one endpoint; the other connections carry on.
+ - Each endpoint has its own backoff.  An endpoint whose connection failed
+   or was lost is retried after its backoff delay: at once while calls are
+   queued, otherwise when the next call is made, so that a dead host costs
+   at most one attempt per delay and an idle client none.  An endpoint that
+   went away idle (a goaway) reconnects on the next call.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -131,8 +148,9 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
     # Always connected to a stream transport while it runs.
     transport: Any
 
-    def __init__(self, client: RpcClient) -> None:
+    def __init__(self, client: RpcClient, endpoint: _Endpoint | None = None) -> None:
         self.client = client
+        self.endpoint = endpoint if endpoint is not None else client._endpoints[0]
         self.MAX_LENGTH = _wire.DEFAULT_MAX_MESSAGE_SIZE
         self.hello: dict[str, Any] | None = None
         self.goaway = False
@@ -389,11 +407,12 @@ class _Redial:
     one is still answering its last calls after a goaway.
     """
 
-    def __init__(self, client: RpcClient) -> None:
+    def __init__(self, client: RpcClient, endpoint: _Endpoint) -> None:
         self._client = client
+        self._endpoint = endpoint
 
     def connect(self) -> None:
-        self._client._redial()
+        self._client._redial(self._endpoint)
 
     def stopConnecting(self) -> None:
         pass
@@ -411,25 +430,69 @@ class RpcClientFactory(ReconnectingClientFactory):
     maxDelay = 10.0  # type: ignore[assignment]
     noisy = False
 
-    def __init__(self, client: RpcClient, clock: Any) -> None:
+    def __init__(
+        self, client: RpcClient, clock: Any, endpoint: _Endpoint | None = None
+    ) -> None:
         self.client = client
         self.clock = clock
+        self.endpoint = endpoint
 
     def buildProtocol(self, addr: IAddress | None) -> RpcClientProtocol:
-        return RpcClientProtocol(self.client)
+        return RpcClientProtocol(self.client, self.endpoint)
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
-        self.client._attemptFailed(reason)
+        endpoint = self.endpoint
+        self.client._attemptFailed(
+            reason, endpoint if endpoint is not None else self.client._endpoints[0]
+        )
 
     def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
         # RpcClientProtocol.connectionLost has already told the client.
         pass
 
 
+class _Endpoint:
+    """
+    One server of an L{RpcClient}: its address, its backoff (the factory),
+    and the state of its connection.
+
+    @ivar ready: the connection that takes new calls, if any.
+    @ivar connecting: an attempt (or a backoff delay before one) is under way.
+    @ivar failed: the last attempt failed or the last connection was lost:
+        the next attempt waits for the backoff delay.
+    """
+
+    __slots__ = (
+        "connecting",
+        "connector",
+        "factory",
+        "failed",
+        "host",
+        "port",
+        "ready",
+    )
+
+    def __init__(self, client: RpcClient, host: str, port: int, clock: Any) -> None:
+        self.host = host
+        self.port = port
+        self.factory = RpcClientFactory(client, clock, self)
+        self.ready: RpcClientProtocol | None = None
+        self.connecting = False
+        self.connector: IConnector | None = None
+        self.failed = False
+
+
 class RpcClient:
     """
-    A Deferred-returning agilerpc client for one server.
+    A Deferred-returning agilerpc client for one server, or for several
+    (C{endpoints}) over which it spreads calls round-robin.
 
+    @param host: the server's host name or address (or give C{endpoints}).
+    @param port: its TCP port.
+    @param endpoints: instead of C{host} and C{port}, several servers as
+        C{(host, port)} pairs: the client keeps a connection to each and
+        spreads calls round-robin over those that are ready (see the module
+        docstring for what happens when one goes away).
     @param reactor: provides C{connectTCP} (C{connectSSL} with C{tls}) and
         C{callLater}; tests pass a L{twisted.internet.testing.MemoryReactorClock}
         or use L{agilerpc.testing.MemoryServer}.
@@ -451,16 +514,37 @@ class RpcClient:
     def __init__(
         self,
         reactor: Any,
-        host: str,
-        port: int,
+        host: str | None = None,
+        port: int | None = None,
         timeout: float | None = None,
         tls: Any = None,
         maxPending: int = 10000,
         connectTimeout: float = 30,
         token: str | bytes | None = None,
+        *,
+        endpoints: Iterable[tuple[str, int]] | None = None,
     ) -> None:
-        self.host = host
-        self.port = port
+        if endpoints is None:
+            if host is None or port is None:
+                raise TypeError("RpcClient needs a host and a port, or endpoints")
+            addresses = [(host, port)]
+        else:
+            if host is not None or port is not None:
+                raise TypeError(
+                    "RpcClient takes a host and a port, or endpoints, not both"
+                )
+            addresses = [(h, p) for h, p in endpoints]
+            if not addresses:
+                raise ValueError("RpcClient needs at least one endpoint")
+        self._endpoints = [_Endpoint(self, h, p, reactor) for h, p in addresses]
+        self._many = len(self._endpoints) > 1
+        # With several endpoints: the ready connections, and where the next
+        # call goes among them.
+        self._readyList: list[RpcClientProtocol] = []
+        self._next = 0
+        first = self._endpoints[0]
+        self.host = first.host
+        self.port = first.port
         self.timeout = timeout
         self.maxPending = maxPending
         self.connectTimeout = connectTimeout
@@ -469,11 +553,12 @@ class RpcClient:
         if isinstance(token, str):
             token = token.encode("utf-8")
         self._token = token
-        self.factory = RpcClientFactory(self, reactor)
+        # The first endpoint's factory (the only one with one endpoint): its
+        # backoff settings are the ones tests tune.
+        self.factory = first.factory
         self._queue: OrderedDict[_Call, None] = OrderedDict()
+        # A ready connection (with several endpoints, one of them), or None.
         self._ready: RpcClientProtocol | None = None
-        self._connecting = False
-        self._connector: IConnector | None = None
         self._connections: set[RpcClientProtocol] = set()
         self._closed = False
         self._closing: Deferred[None] | None = None
@@ -538,12 +623,30 @@ class RpcClient:
     def _submit(self, call: _Call) -> None:
         ready = self._ready
         if ready is not None and not self._queue:
+            if self._many:
+                ready = self._pick()
             ready.sendCall(call)
         else:
             # Not connected, or connected and still sending the queue (a
             # call made from a callback while it drains): keep the order.
             self._queue[call] = None
             self._connect()
+
+    def _pick(self) -> RpcClientProtocol:
+        """
+        With several endpoints, the ready connection the next call goes to:
+        the next one round-robin.  Endpoints without a connection are dialled
+        (lazily, as with one endpoint, and after their backoff delay if their
+        last connection failed).
+        """
+        ready = self._readyList
+        if len(ready) < len(self._endpoints):
+            self._connect()
+        index = self._next
+        if index >= len(ready):
+            index = 0
+        self._next = index + 1
+        return ready[index]
 
     def _cancel(self, call: _Call) -> None:
         if call in self._queue:
@@ -574,48 +677,84 @@ class RpcClient:
         """
         return self._ready is not None
 
+    @property
+    def endpoints(self) -> Sequence[tuple[str, int]]:
+        """
+        The servers, as C{(host, port)} pairs.
+        """
+        return [(e.host, e.port) for e in self._endpoints]
+
+    @property
+    def factories(self) -> Sequence[RpcClientFactory]:
+        """
+        The factory of each endpoint, in order: each holds that endpoint's
+        backoff settings (C{initialDelay}, C{factor}, C{maxDelay}, C{jitter}).
+        """
+        return [e.factory for e in self._endpoints]
+
+    @property
+    def readyEndpoints(self) -> Sequence[tuple[str, int]]:
+        """
+        The servers with a connection ready to take calls now.
+        """
+        return [(e.host, e.port) for e in self._endpoints if e.ready is not None]
+
     # -- connecting ---------------------------------------------------------
 
-    def _connect(self, backoff: bool = False) -> None:
-        if self._closed or self._ready is not None or self._connecting:
+    def _connect(self) -> None:
+        """
+        Dial every endpoint that has no connection and no attempt under way;
+        one whose last connection failed waits for its backoff delay first
+        (with several endpoints: with one, a call dials at once).
+        """
+        if self._closed:
             return
-        self._connecting = True
+        for endpoint in self._endpoints:
+            if endpoint.ready is None and not endpoint.connecting:
+                self._connectEndpoint(endpoint, endpoint.failed and self._many)
+
+    def _connectEndpoint(self, endpoint: _Endpoint, backoff: bool) -> None:
+        endpoint.connecting = True
         if backoff:
-            self.factory.retry(_Redial(self))  # type: ignore[no-untyped-call]
+            endpoint.factory.retry(_Redial(self, endpoint))  # type: ignore[no-untyped-call]
         else:
-            self._dial()
+            self._dial(endpoint)
 
-    def _redial(self) -> None:
-        if self._closed or self._ready is not None:
-            self._connecting = False
+    def _redial(self, endpoint: _Endpoint) -> None:
+        if self._closed or endpoint.ready is not None:
+            endpoint.connecting = False
             return
-        self._dial()
+        self._dial(endpoint)
 
-    def _dial(self) -> None:
+    def _dial(self, endpoint: _Endpoint) -> None:
         if self._tls is not None:
-            self._connector = self._reactor.connectSSL(
-                self.host,
-                self.port,
-                self.factory,
+            endpoint.connector = self._reactor.connectSSL(
+                endpoint.host,
+                endpoint.port,
+                endpoint.factory,
                 self._tls,
                 timeout=self.connectTimeout,
             )
         else:
-            self._connector = self._reactor.connectTCP(
-                self.host, self.port, self.factory, timeout=self.connectTimeout
+            endpoint.connector = self._reactor.connectTCP(
+                endpoint.host,
+                endpoint.port,
+                endpoint.factory,
+                timeout=self.connectTimeout,
             )
 
-    def _attemptFailed(self, reason: Failure) -> None:
-        self._connecting = False
+    def _attemptFailed(self, reason: Failure, endpoint: _Endpoint) -> None:
+        endpoint.connecting = False
+        endpoint.failed = True
         if self._queue and not self._closed:
             _log.info(
                 "cannot connect to {host}:{port} ({why}); {count} calls queued, retrying",
-                host=self.host,
-                port=self.port,
+                host=endpoint.host,
+                port=endpoint.port,
                 why=reason.getErrorMessage(),
                 count=len(self._queue),
             )
-            self._connect(backoff=True)
+            self._connectEndpoint(endpoint, True)
 
     # -- what connections tell the client -----------------------------------
 
@@ -623,10 +762,18 @@ class RpcClient:
         self._connections.add(protocol)
 
     def _connectionReady(self, protocol: RpcClientProtocol) -> None:
-        self._connecting = False
-        self.factory.resetDelay()  # type: ignore[no-untyped-call]
+        endpoint = protocol.endpoint
+        endpoint.connecting = False
+        endpoint.failed = False
+        endpoint.factory.resetDelay()  # type: ignore[no-untyped-call]
         if self._closed:
             protocol.transport.loseConnection()
+            return
+        endpoint.ready = protocol
+        if self._many:
+            self._readyList.append(protocol)
+            self._ready = self._readyList[0]
+            self._drain()
             return
         self._ready = protocol
         queue = self._queue
@@ -634,17 +781,47 @@ class RpcClient:
             call, _ = queue.popitem(last=False)
             protocol.sendCall(call)
 
+    def _drain(self) -> None:
+        """
+        With several endpoints: send the queue, in order, round-robin over
+        the ready connections.
+        """
+        queue = self._queue
+        ready = self._readyList
+        while queue and ready:
+            call, _ = queue.popitem(last=False)
+            index = self._next
+            if index >= len(ready):
+                index = 0
+            self._next = index + 1
+            ready[index].sendCall(call)
+
+    def _unready(self, protocol: RpcClientProtocol) -> None:
+        """
+        C{protocol} takes no more calls.
+        """
+        endpoint = protocol.endpoint
+        if endpoint.ready is protocol:
+            endpoint.ready = None
+        if self._many:
+            if protocol in self._readyList:
+                self._readyList.remove(protocol)
+                self._ready = self._readyList[0] if self._readyList else None
+        elif self._ready is protocol:
+            self._ready = None
+
     def _connectionGoingAway(
         self, protocol: RpcClientProtocol, unrun: list[_Call]
     ) -> None:
-        if self._ready is protocol:
-            self._ready = None
+        self._unready(protocol)
         if protocol.hello is None:
             return  # refused before it was ready: connectionLost retries
         queue = self._queue
         for call in reversed(unrun):
             queue[call] = None
             queue.move_to_end(call, last=False)
+        if queue and self._many:
+            self._drain()
         if queue:
             self._connect()
 
@@ -656,8 +833,7 @@ class RpcClient:
         fail C{inflight} and every queued call with C{error}.  Nothing
         reconnects until the next call.
         """
-        if self._ready is protocol:
-            self._ready = None
+        self._unready(protocol)
         queued = list(self._queue)
         self._queue.clear()
         for call in inflight + queued:
@@ -668,13 +844,23 @@ class RpcClient:
 
     def _connectionLost(self, protocol: RpcClientProtocol) -> None:
         self._connections.discard(protocol)
-        if self._ready is protocol:
-            self._ready = None
+        self._unready(protocol)
+        endpoint = protocol.endpoint
         if protocol.hello is None:
             # It never became ready: a failed attempt.
-            self._attemptFailed(Failure(ConnectionDone("closed before the hello")))
-        elif self._queue and not self._closed:
-            self._connect(backoff=not protocol.goaway)
+            self._attemptFailed(
+                Failure(ConnectionDone("closed before the hello")), endpoint
+            )
+            return
+        if not protocol.goaway:
+            endpoint.failed = True
+        if (
+            self._queue
+            and not self._closed
+            and endpoint.ready is None
+            and not endpoint.connecting
+        ):
+            self._connectEndpoint(endpoint, not protocol.goaway)
         if self._closing is not None and not self._connections:
             self._finishClose()
 
@@ -692,10 +878,11 @@ class RpcClient:
             return self._closing
         self._closed = True
         self._closing = Deferred()
-        self.factory.stopTrying()  # type: ignore[no-untyped-call]
-        if self._connecting and self._connector is not None:
-            with suppress(Exception):
-                self._connector.stopConnecting()
+        for endpoint in self._endpoints:
+            endpoint.factory.stopTrying()  # type: ignore[no-untyped-call]
+            if endpoint.connecting and endpoint.connector is not None:
+                with suppress(Exception):
+                    endpoint.connector.stopConnecting()
         queued = list(self._queue)
         self._queue.clear()
         for call in queued:
@@ -727,4 +914,5 @@ class RpcClient:
             closing.callback(None)
 
     def __repr__(self) -> str:
-        return f"<RpcClient {self.host}:{self.port}>"
+        where = ", ".join(f"{e.host}:{e.port}" for e in self._endpoints)
+        return f"<RpcClient {where}>"

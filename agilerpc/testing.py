@@ -15,6 +15,13 @@ L{agilerpc.RpcClient} without a network or real time.
 
 C{server.reactor} is a L{MemoryReactorClock}: give it to the client, advance
 time with C{server.reactor.advance(seconds)}, then L{MemoryServer.flush}.
+
+Several servers, for a client with several endpoints, share one reactor and
+each takes the connections made to its own port:
+
+    one = MemoryServer(registry, port=9001)
+    two = MemoryServer(registry, one.reactor, port=9002)
+    client = RpcClient(one.reactor, endpoints=[("one", 9001), ("two", 9002)])
 """
 
 from __future__ import annotations
@@ -66,15 +73,19 @@ class MemoryServer:
     @ivar factory: the L{RpcServerFactory}; C{factoryOptions} are passed to it.
     @ivar connections: every connection accepted, oldest first.
     @ivar refusing: while true, connection attempts are refused.
+    @ivar port: the port whose connections this server takes; L{None}: all.
     """
 
     def __init__(
         self,
         registry: Registry,
         reactor: MemoryReactorClock | None = None,
+        *,
+        port: int | None = None,
         **factoryOptions: Any,
     ) -> None:
         self.reactor = reactor if reactor is not None else MemoryReactorClock()
+        self.port = port
         self.factory = RpcServerFactory(registry, self.reactor, **factoryOptions)
         self.connections: list[MemoryConnection] = []
         self.refusing = False
@@ -83,9 +94,12 @@ class MemoryServer:
     @property
     def attempts(self) -> int:
         """
-        How many connection attempts clients have made.
+        How many connection attempts clients have made (to this server's
+        port, if it has one).
         """
-        return len(self.reactor.tcpClients)
+        if self.port is None:
+            return len(self.reactor.tcpClients)
+        return sum(1 for c in self.reactor.tcpClients if c[1] == self.port)
 
     def openConnections(self) -> list[MemoryConnection]:
         """
@@ -122,6 +136,8 @@ class MemoryServer:
             _host, port, factory, _, _ = self.reactor.tcpClients[self._seen]
             connector = self.reactor.connectors[self._seen]
             self._seen += 1
+            if self.port is not None and port != self.port:
+                continue
             moved = True
             if self.refusing:
                 factory.clientConnectionFailed(
