@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from typing import Any, ClassVar
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.internet import endpoints
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
@@ -104,6 +105,13 @@ class Options(usage.Options):
         ],
         ["tls-key", None, None, "The PEM private key of --tls-cert."],
         [
+            "workers",
+            None,
+            1,
+            "Processes serving the listeners (default 1): this one and N-1 "
+            "workers that share its sockets, restarted when they die.",
+        ],
+        [
             "tls-client-ca",
             None,
             None,
@@ -123,6 +131,11 @@ class Options(usage.Options):
         super().__init__()  # type: ignore[no-untyped-call]
         self["listen"] = []
         self["module"] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        # Keep the command line: --workers starts workers with the same one.
+        self["argv"] = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)  # type: ignore[no-untyped-call]
 
     def opt_listen(self, description: str) -> None:
         """
@@ -152,6 +165,7 @@ class Options(usage.Options):
         self["max-connections"] = _number(
             int, "max-connections", self["max-connections"], 0
         )
+        self["workers"] = _number(int, "workers", self["workers"], 1)
         self["auth-token"] = (
             None
             if self["auth-token-file"] is None
@@ -186,6 +200,15 @@ class Options(usage.Options):
             # Parsing needs no reactor (endpoints only keep it for later), so
             # a bad description is a usage error now rather than a traceback
             # once twistd is running.
+            if self["workers"] > 1 and description.split(":", 1)[0].lower() not in (
+                "tcp",
+                "tcp6",
+                "unix",
+            ):
+                raise usage.UsageError(
+                    f"--listen {description}: --workers shares tcp:, tcp6: and "
+                    "unix: listeners only (for TLS use --tls-cert and --tls-key)"
+                )
             _endpoint(None, description)
 
     def _tls(self) -> Any:
@@ -322,9 +345,15 @@ def _endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     return endpoint
 
 
-def makeService(config: Options, reactor: Any = None) -> IService:
+def makeService(
+    config: Options,
+    reactor: Any = None,
+    serverEndpoints: list[IStreamServerEndpoint] | None = None,
+) -> IService:
     """
     The service C{config} describes; C{reactor} defaults to the global one.
+    A worker process passes the C{serverEndpoints} it adopted; with
+    C{--workers} above 1 the service also runs the workers.
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
@@ -340,7 +369,20 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         maxInFlight=config["max-in-flight"],
         maxConnections=config["max-connections"] or None,
     )
-    serverEndpoints = [_endpoint(reactor, d) for d in config["listen"]]
+    if serverEndpoints is None:
+        serverEndpoints = [_endpoint(reactor, d) for d in config["listen"]]
+    supervisor = None
+    if config["workers"] > 1:
+        from ._workers import WorkerSupervisor
+
+        supervisor = WorkerSupervisor(
+            reactor,
+            config["argv"],
+            config["workers"] - 1,
+            serverEndpoints,
+            killAfter=config["shutdown-grace"] + 5.0,
+        )
+        serverEndpoints = list(supervisor.endpoints)
     tls = config["tls"]
     _log.info(
         "agilerpc serving {methods} on {listen} (keepalive {keepalive}s{tls}{auth})",
@@ -354,4 +396,12 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         else ", TLS",
         auth="" if config["auth-token"] is None else ", token auth",
     )
-    return RpcService(factory, serverEndpoints, config["shutdown-grace"], tls=tls)
+    service = RpcService(factory, serverEndpoints, config["shutdown-grace"], tls=tls)
+    if supervisor is None:
+        return service
+    # Started in this order (the parent listens, then the workers share its
+    # sockets); stopped together.
+    parent = MultiService()
+    service.setServiceParent(parent)  # type: ignore[no-untyped-call]
+    supervisor.setServiceParent(parent)  # type: ignore[no-untyped-call]
+    return parent
