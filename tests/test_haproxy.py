@@ -122,6 +122,17 @@ def tcpChecks(config: str) -> list[tuple[str, str]]:
     return checks
 
 
+_RUNTIME = re.compile(r'echo "set server (\S+)/(\S+) state (\w+)" \| socat')
+
+
+def runtimeCommands(text: str) -> list[tuple[str, str, str]]:
+    """
+    The C{set server BACKEND/SERVER state STATE} runtime API commands that
+    C{text} pipes to C{socat}, as (backend, server, state), in order.
+    """
+    return _RUNTIME.findall(text)
+
+
 def _readDoc() -> str:
     with open(DEPLOY, encoding="utf-8") as f:
         return f.read()
@@ -211,6 +222,23 @@ class ConfigFromDocTests(SynchronousTestCase):
         self.assertGreater(found["client"], keepalive)
         self.assertGreater(found["server"], keepalive)
         self.assertGreater(found.get("tunnel", keepalive + 1), keepalive)
+
+    def test_docDrainCommands(self) -> None:
+        """
+        The documented drain drains a server of the documented backend and
+        then makes it ready again.
+        """
+        text = _readDoc()
+        config = configFromDoc(text)
+        self.assertIn("\nbackend agilerpc_servers\n", config)
+        self.assertIn("\n    server rpc1 ", config)
+        self.assertEqual(
+            runtimeCommands(text),
+            [
+                ("agilerpc_servers", "rpc1", "drain"),
+                ("agilerpc_servers", "rpc1", "ready"),
+            ],
+        )
 
     def test_docHealthCheckBytes(self) -> None:
         """
@@ -392,20 +420,36 @@ class HAProxyIntegrationTests(TestCase):
             ".ci/run installs it when it can)"
         )
 
+    def setServerState(self, proxy: HAProxyProcess, server: str, state: str) -> None:
+        """
+        Set C{server}'s state through C{proxy}'s runtime API, and check that
+        HAProxy took the command and reports the state.
+        """
+        answer = proxy.command(f"set server {server} state {state}")
+        self.assertEqual(answer.strip(), "", proxy.output())
+        status = {"drain": "DRAIN", "ready": None}[state]
+        if status is not None:
+            name = server.split("/")[1]
+            self.assertEqual(proxy.serverStates()[name][0], status)
+
     @inlineCallbacks
     def test_gracefulRestartsBehindHAProxyLoseNothing(self) -> Any:
         """
         While a client streams incr() calls through HAProxy, the server it
         is connected to is stopped with SIGTERM and started again, then the
-        other one: HAProxy's health checks pass on all of them, every call
+        other one, drained first with the runtime API commands the document
+        gives: HAProxy's health checks pass on all of them, every call
         succeeds and runs exactly once, and the restarted server takes the
         traffic when the other one stops.
         """
+        text = _readDoc()
+        (backend, _, drain), (_, _, ready) = runtimeCommands(text)
+        names = ["rpc1", "rpc2"]
         # One ledger per server process: [first rpc1, first rpc2, restarts].
         ledgers = [os.path.abspath(self.mktemp()) for _ in range(4)]
         servers = [ServerProcess.start(self, ledger=ledgers[i]) for i in range(2)]
         ports = [server.port for server in servers]
-        proxy = HAProxyProcess.start(self, configFromDoc(_readDoc()), ports)
+        proxy = HAProxyProcess.start(self, configFromDoc(text), ports)
         yield deferToThread(proxy.waitHealthy, 2)
 
         client = RpcClient(reactor, "127.0.0.1", proxy.port, timeout=30)
@@ -434,12 +478,17 @@ class HAProxyIntegrationTests(TestCase):
         first = 0 if _readLedger(ledgers[0]) else 1
         self.assertTrue(_readLedger(ledgers[first]), proxy.output())
         for index in (first, 1 - first):
+            drained = index != first
+            if drained:
+                self.setServerState(proxy, f"{backend}/{names[index]}", drain)
             code = yield deferToThread(servers[index].stop)
             # twistd re-raises the signal that stopped it once it has shut down.
             self.assertIn(code, (0, -signal.SIGTERM), servers[index].output())
             servers[index] = yield deferToThread(
                 ServerProcess.start, self, ledger=ledgers[index + 2], port=ports[index]
             )
+            if drained:
+                self.setServerState(proxy, f"{backend}/{names[index]}", ready)
             yield deferToThread(proxy.waitHealthy, 2)
             yield _pause(0.3)
         state["stop"] = True
