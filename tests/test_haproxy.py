@@ -45,8 +45,8 @@ _FENCE = re.compile(r"^```haproxy\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 _BIND = re.compile(r"^(\s*bind\s+)\S+", re.MULTILINE)
 _SERVER = re.compile(r"^(\s*server\s+\S+\s+)\S+", re.MULTILINE)
 _STATS_SOCKET = re.compile(r"^(\s*stats\s+socket\s+)\S+", re.MULTILINE)
-_TIMEOUT = re.compile(r"^\s*timeout\s+(\S+)\s+(\d+)(ms|s|m)?\s*$", re.MULTILINE)
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 0.001}
+_TIMEOUT = re.compile(r"^\s*timeout\s+(\S+)\s+(\d+)(ms|s|m|h|d)?\s*$", re.MULTILINE)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 0.001}
 
 
 def configFromDoc(text: str) -> str:
@@ -208,8 +208,15 @@ class ConfigFromDocTests(SynchronousTestCase):
         Timeouts are read in seconds, with HAProxy's default unit of
         milliseconds.
         """
-        config = "    timeout client 90s\n    timeout connect 500\n  timeout x 2m\n"
-        self.assertEqual(timeouts(config), {"client": 90.0, "connect": 0.5, "x": 120.0})
+        config = (
+            "    timeout client 90s\n"
+            "    timeout connect 500\n"
+            "  timeout x 2m\n"
+            " timeout y 1h\n"
+        )
+        self.assertEqual(
+            timeouts(config), {"client": 90.0, "connect": 0.5, "x": 120.0, "y": 3600.0}
+        )
 
     def test_docTimeoutsExceedKeepalive(self) -> None:
         """
