@@ -6,6 +6,10 @@ agileutil's TCP RPC client.
     cli = TcpRpcClient('127.0.0.1', 9988, timeout=2)
     resp = cli.call(func='sayHello', args=('zhangsan',))
 
+With several servers (agileutil's C{servers=[...]}) it fails over:
+
+    cli = TcpRpcClient(servers=["10.0.0.1:9988", "10.0.0.2:9988"], timeout=2)
+
 It needs no reactor, so it works in scripts, threads and web applications
 that do not run Twisted.  It keeps the promise of the Twisted client: the
 server's idle close is invisible, and no call is ever run twice.
@@ -28,7 +32,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import _wire
@@ -161,13 +165,28 @@ class TcpRpcClient:
     per client object and several threads may share one client.  For calls
     in parallel, use one client per thread.
 
+    With C{servers}, the client still has one connection at a time (calls are
+    serialized), and spreads connections, not calls: each new connection
+    goes to the next server in turn, and a server that refuses it (or cannot
+    be reached) is skipped for the next one, so calls fail over to the
+    servers that are up.  A new connection is opened when the server closes
+    the current one (idle, or a goaway when it stops), so connections rotate
+    over the servers as they come and go.  The resend rules are the same: a
+    call goes to another server only when its server proved it did not run
+    it.  With C{connectRetry}, the whole list is retried after each round in
+    which no server could be reached.
+
     After a call timed out its connection is kept: a cancel is sent for the
     call, and its late response, if one comes, is recognized by its msgid
     and dropped, so it is never returned as the answer to a later call.  The
     timed-out call is never sent again (it may or may not have run).
 
-    @param host: the server's host name or address.
+    @param host: the server's host name or address (or give C{servers}).
     @param port: its TCP port.
+    @param servers: instead of C{host} and C{port}, several servers, each a
+        C{"host:port"} string (as agileutil takes them) or a C{(host, port)}
+        pair.  C{host} and C{port} then name the server of the current (or
+        last) connection.
     @param timeout: seconds a call may take from start to finish (connect,
         send and wait together), or L{None} for no limit.
     @param connectRetry: seconds to keep retrying a connect that is refused
@@ -190,21 +209,35 @@ class TcpRpcClient:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        host: str | None = None,
+        port: int | None = None,
         timeout: float | None = None,
         *,
         connectRetry: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         token: str | bytes | None = None,
+        servers: Iterable[str | tuple[str, int]] | None = None,
     ) -> None:
+        if servers is None:
+            if host is None or port is None:
+                raise TypeError("TcpRpcClient needs a host and a port, or servers")
+            addresses = [(host, port)]
+        else:
+            if host is not None or port is not None:
+                raise TypeError(
+                    "TcpRpcClient takes a host and a port, or servers, not both"
+                )
+            addresses = [_parseServer(server) for server in servers]
+            if not addresses:
+                raise ValueError("TcpRpcClient needs at least one server")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be > 0 or None, not {timeout!r}")
         if connectRetry is not None and not connectRetry >= 0:
             raise ValueError(f"connectRetry must be >= 0 or None, not {connectRetry!r}")
-        self.host = host
-        self.port = port
+        self.servers: list[tuple[str, int]] = addresses
+        self._nextServer = 0
+        self.host, self.port = addresses[0]
         self.timeout = timeout
         self.connectRetry = connectRetry
         self.ssl_context = ssl_context
@@ -217,7 +250,8 @@ class TcpRpcClient:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<TcpRpcClient {self.host}:{self.port}>"
+        where = ", ".join(f"{host}:{port}" for host, port in self.servers)
+        return f"<TcpRpcClient {where}>"
 
     # -- the public API -----------------------------------------------------
 
@@ -491,7 +525,7 @@ class TcpRpcClient:
         delay = _FIRST_RETRY_DELAY
         while True:
             try:
-                connection = self._connectOnce(deadline)
+                connection = self._connectAny(deadline)
             except _RETRIED_CONNECT_ERRORS:
                 if self._closed or retryUntil is None:
                     raise
@@ -505,6 +539,42 @@ class TcpRpcClient:
                 raise ClientClosed(f"{self!r} is closed")
             self._connection = connection
             return connection
+
+    def _connectAny(self, deadline: float | None) -> _Connection:
+        """
+        Connect to the next server in turn; with several, skip those that
+        refuse or cannot be reached, once round the list.
+
+        @raise OSError: the last server's error if none could be reached (a
+            refusal, which L{_connect} retries, only if every server refused).
+        """
+        servers = self.servers
+        if len(servers) == 1:
+            return self._connectOnce(deadline)
+        refusedOnly = True
+        for _ in servers:
+            self.host, self.port = servers[self._nextServer]
+            self._nextServer = (self._nextServer + 1) % len(servers)
+            try:
+                return self._connectOnce(deadline)
+            except _DeadlinePassed:
+                raise
+            except _RETRIED_CONNECT_ERRORS as e:
+                error: OSError = e
+            except ssl.SSLError:
+                # A certificate that does not verify is not an outage.
+                raise
+            except OSError as e:
+                refusedOnly = False
+                error = e
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+        if refusedOnly:
+            raise error
+        raise OSError(
+            error.errno,
+            f"no server could be reached; the last, {self.host}:{self.port}: {error}",
+        ) from error
 
     def _connectOnce(self, deadline: float | None) -> _Connection:
         sock = self._openSocket(_remaining(deadline))
@@ -727,3 +797,21 @@ def _takeFrame(connection: _Connection) -> bytes | None:
     payload = bytes(buffer[4:end])
     del buffer[:end]
     return payload
+
+
+def _parseServer(server: str | tuple[str, int]) -> tuple[str, int]:
+    """
+    A C{(host, port)} pair from C{"host:port"} (C{"[::1]:9988"} for an IPv6
+    address) or from a pair.
+
+    @raise ValueError: if it is neither.
+    """
+    if isinstance(server, str):
+        host, sep, digits = server.rpartition(":")
+        if not sep or not host or not digits.isdigit():
+            raise ValueError(f"a server is 'host:port', not {server!r}")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        return host, int(digits)
+    name, port = server
+    return str(name), int(port)

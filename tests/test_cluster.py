@@ -7,6 +7,8 @@ L{agilerpc.testing.MemoryServer} per endpoint on a shared clock.
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Any
 
 from hypothesis import given, settings
@@ -15,9 +17,10 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from agilerpc import ConnectionLost, RpcClient
+from agilerpc import ConnectionLost, RpcClient, TcpRpcClient
 from agilerpc.testing import MemoryServer
 
+from .test_blocking import WAIT, FakeConnection, FakeServer, serveForever
 from .test_client import Handlers
 
 PORTS = [9001, 9002, 9003]
@@ -471,3 +474,175 @@ class ExactlyOnceTests(SynchronousTestCase):
                 self.assertEqual(
                     runs.get(token), 1, f"call {token} answered without running"
                 )
+
+
+class FakeServersClient(TcpRpcClient):
+    """
+    A L{TcpRpcClient} with several servers, whose connections go to the
+    L{FakeServer} (or raise the error) registered for each port.
+    """
+
+    def __init__(self, fakes: dict[int, FakeServer | OSError], **kwargs: Any) -> None:
+        super().__init__(
+            servers=[f"fake{port}.invalid:{port}" for port in fakes],
+            timeout=WAIT,
+            **kwargs,
+        )
+        self.fakes = fakes
+        self.opened: list[int] = []
+
+    def _openSocket(self, timeout: float | None) -> socket.socket:
+        self.opened.append(self.port)
+        fake = self.fakes[self.port]
+        if isinstance(fake, OSError):
+            raise fake
+        return fake.connect()
+
+
+def serveOneThenClose(connection: FakeConnection) -> None:
+    """
+    A script: say hello, run and answer one request, then close.
+    """
+    connection.hello()
+    connection.serve(connection.receiveRequest())
+
+
+class TcpServersTests(SynchronousTestCase):
+    """
+    L{TcpRpcClient} with C{servers}.
+    """
+
+    def fakes(self, *servers: FakeServer | OSError, **kwargs: Any) -> FakeServersClient:
+        client = FakeServersClient(
+            {9001 + i: fake for i, fake in enumerate(servers)}, **kwargs
+        )
+        self.addCleanup(client.close)
+        return client
+
+    def test_serversArgument(self) -> None:
+        """
+        servers takes "host:port" strings (IPv6 in brackets) and pairs; a
+        client takes a host and port or servers, not both or neither.
+        """
+        client = TcpRpcClient(servers=["a:1", ("b", 2), "[::1]:3"])
+        self.assertEqual(client.servers, [("a", 1), ("b", 2), ("::1", 3)])
+        self.assertEqual((client.host, client.port), ("a", 1))
+        self.assertEqual(repr(client), "<TcpRpcClient a:1, b:2, ::1:3>")
+        self.assertEqual(repr(TcpRpcClient("h", 5)), "<TcpRpcClient h:5>")
+        self.assertEqual(TcpRpcClient("h", 5).servers, [("h", 5)])
+        self.assertRaises(TypeError, TcpRpcClient)
+        self.assertRaises(TypeError, TcpRpcClient, "h", 5, servers=["a:1"])
+        self.assertRaises(ValueError, TcpRpcClient, servers=[])
+        for bad in ("a", "a:", ":1", "a:b"):
+            self.assertRaises(ValueError, TcpRpcClient, servers=[bad])
+
+    def test_refusedServerIsSkipped(self) -> None:
+        """
+        A server that refuses the connection is skipped: the call runs on
+        the next one.
+        """
+        down = FakeServer(self)
+        up = FakeServer(self, serveForever)
+        client = self.fakes(down, up)
+        self.assertEqual(client.call("run", ("x",)), "x")
+        self.assertEqual(client.opened, [9001, 9002])
+        self.assertEqual((client.host, client.port), ("fake9002.invalid", 9002))
+        self.assertEqual(up.executed, [(0, "run", ["x"])])
+
+    def test_unreachableServerIsSkipped(self) -> None:
+        """
+        A server that cannot be reached (not only a refusal) is skipped too.
+        """
+        up = FakeServer(self, serveForever)
+        client = self.fakes(OSError(errno.EHOSTUNREACH, "No route to host"), up)
+        self.assertEqual(client.call("run", (1,)), 1)
+        self.assertEqual(client.opened, [9001, 9002])
+
+    def test_newConnectionsRotate(self) -> None:
+        """
+        Each new connection goes to the next server: when one closes the
+        connection, the next call runs on the other.
+        """
+        one = FakeServer(self, serveOneThenClose, serveOneThenClose)
+        two = FakeServer(self, serveOneThenClose)
+        client = self.fakes(one, two)
+        self.assertEqual(client.call("run", (1,)), 1)
+        one.join()
+        self.assertEqual(client.call("run", (2,)), 2)
+        two.join()
+        self.assertEqual(client.call("run", (3,)), 3)
+        self.assertEqual(client.opened, [9001, 9002, 9001])
+        self.assertEqual(one.executed, [(0, "run", [1]), (1, "run", [3])])
+        self.assertEqual(two.executed, [(0, "run", [2])])
+
+    def test_goawayResendsOnAnotherServer(self) -> None:
+        """
+        A call a goaway proves unrun is sent again, on the next server, and
+        runs once there.
+        """
+
+        def goAway(connection: FakeConnection) -> None:
+            connection.hello()
+            connection.receiveRequest()
+            connection.goaway(0, "shutdown")
+            connection.halfClose()
+            connection.readToEnd()
+
+        one = FakeServer(self, goAway)
+        two = FakeServer(self, serveForever)
+        client = self.fakes(one, two)
+        self.assertEqual(client.call("run", ("t",)), "t")
+        self.assertEqual(client.opened, [9001, 9002])
+        self.assertEqual(one.executed, [])
+        self.assertEqual(two.executed, [(0, "run", ["t"])])
+
+    def test_lossInFlightIsNotResent(self) -> None:
+        """
+        A connection lost while the call was in flight raises
+        ConnectionLost; the call is not sent to another server.
+        """
+
+        def runAndDie(connection: FakeConnection) -> None:
+            connection.hello()
+            connection.run(connection.receiveRequest())
+
+        one = FakeServer(self, runAndDie)
+        two = FakeServer(self, serveForever)
+        client = self.fakes(one, two)
+        self.assertRaises(ConnectionLost, client.call, "run", ("t",))
+        self.assertEqual(client.opened, [9001])
+        self.assertEqual(one.executed, [(0, "run", ["t"])])
+        self.assertEqual(two.attempts, 0)
+
+    def test_everyServerRefuses(self) -> None:
+        """
+        Without connectRetry time, a refusal from every server raises
+        ConnectionRefusedError after one try of each; with it, rounds of
+        tries go on until a server accepts.
+        """
+        one = FakeServer(self)
+        two = FakeServer(self)
+        client = self.fakes(one, two, connectRetry=0)
+        self.assertRaises(ConnectionRefusedError, client.call, "run", (1,))
+        self.assertEqual((one.attempts, two.attempts), (1, 1))
+
+        three = FakeServer(self)
+        three.refuse = 2
+        four = FakeServer(self, serveForever)
+        four.refuse = 2
+        client = self.fakes(three, four, connectRetry=WAIT)
+        self.assertEqual(client.call("run", (2,)), 2)
+        self.assertEqual(client.opened, [9001, 9002] * 3)
+
+    def test_everyServerUnreachable(self) -> None:
+        """
+        When no server can be reached, the error names the last one tried
+        and keeps its errno.
+        """
+        client = self.fakes(
+            FakeServer(self), OSError(errno.EHOSTUNREACH, "No route to host")
+        )
+        e = self.assertRaises(OSError, client.call, "run", (1,))
+        self.assertEqual(e.errno, errno.EHOSTUNREACH)
+        self.assertIn("no server could be reached", str(e))
+        self.assertIn("fake9002.invalid:9002", str(e))
