@@ -479,11 +479,13 @@ class HAProxyIntegrationTests(TestCase):
         # Stop calling even when the test fails half-way.
         self.addCleanup(state.__setitem__, "stop", True)
         callers = DeferredList([caller() for _ in range(20)], consumeErrors=True)
-        yield _pause(0.3)
-
         # The client has one connection: stop its server first.
+        deadline = time.monotonic() + 10
+        while not (_readLedger(ledgers[0]) or _readLedger(ledgers[1])):
+            self.assertLess(time.monotonic(), deadline, proxy.output())
+            yield _pause(0.05)
+        yield _pause(0.3)
         first = 0 if _readLedger(ledgers[0]) else 1
-        self.assertTrue(_readLedger(ledgers[first]), proxy.output())
         for index in (first, 1 - first):
             drained = index != first
             if drained:
