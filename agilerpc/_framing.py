@@ -77,7 +77,6 @@ class FrameReceiver:
         offset = 0
         end = len(data)
         needed = 4
-        maxLength = self.MAX_LENGTH
         while end - offset >= 4:
             if self.paused:
                 # resumeProducing() calls dataReceived(b""): make sure that
@@ -85,7 +84,8 @@ class FrameReceiver:
                 needed = 0
                 break
             (length,) = _unpackFrom(data, offset)
-            if length > maxLength:
+            # Read each time: a frame (the client's hello) may change it.
+            if length > self.MAX_LENGTH:
                 self.discardInput()
                 self.lengthLimitExceeded(length)
                 return

@@ -352,7 +352,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 d = self._outstanding.get(message.body[0])
                 if d is not None:
                     d.cancel()
-            else:
+            elif not self._goawaySent:
+                # After a goaway malformed messages get no answer (PROTOCOL.md).
                 self._refuse(InvalidRequest("cancel needs a msgid"))
         # Other kinds are ignored, so that clients can add optional ones.
 
