@@ -470,11 +470,15 @@ class _Endpoint:
         "host",
         "port",
         "ready",
+        "tls",
     )
 
-    def __init__(self, client: RpcClient, host: str, port: int, clock: Any) -> None:
+    def __init__(
+        self, client: RpcClient, host: str, port: int, tls: Any, clock: Any
+    ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
         self.factory = RpcClientFactory(client, clock, self)
         self.ready: RpcClientProtocol | None = None
         self.connecting = False
@@ -487,15 +491,18 @@ class RpcClient:
     A Deferred-returning agilerpc client for one server, or for several
     (C{endpoints}) over which it spreads calls round-robin.
 
+    @param reactor: provides C{connectTCP} (C{connectSSL} with C{tls}) and
+        C{callLater}; tests pass a L{twisted.internet.testing.MemoryReactorClock}
+        or use L{agilerpc.testing.MemoryServer}.
     @param host: the server's host name or address (or give C{endpoints}).
     @param port: its TCP port.
     @param endpoints: instead of C{host} and C{port}, several servers as
         C{(host, port)} pairs: the client keeps a connection to each and
         spreads calls round-robin over those that are ready (see the module
-        docstring for what happens when one goes away).
-    @param reactor: provides C{connectTCP} (C{connectSSL} with C{tls}) and
-        C{callLater}; tests pass a L{twisted.internet.testing.MemoryReactorClock}
-        or use L{agilerpc.testing.MemoryServer}.
+        docstring for what happens when one goes away).  A C{(host, port,
+        tls)} triple connects to that server with its own TLS connection
+        creator (C{optionsForClientTLS} checks one host name) instead of
+        C{tls}.
     @param timeout: the default deadline of each call in seconds, counting the
         time it waits for a connection; L{None} for none.  Calls past it fail
         with L{twisted.internet.defer.TimeoutError}.
@@ -522,21 +529,21 @@ class RpcClient:
         connectTimeout: float = 30,
         token: str | bytes | None = None,
         *,
-        endpoints: Iterable[tuple[str, int]] | None = None,
+        endpoints: Iterable[tuple[str, int] | tuple[str, int, Any]] | None = None,
     ) -> None:
         if endpoints is None:
             if host is None or port is None:
                 raise TypeError("RpcClient needs a host and a port, or endpoints")
-            addresses = [(host, port)]
+            addresses: list[tuple[str, int, Any]] = [(host, port, tls)]
         else:
             if host is not None or port is not None:
                 raise TypeError(
                     "RpcClient takes a host and a port, or endpoints, not both"
                 )
-            addresses = [(h, p) for h, p in endpoints]
+            addresses = [(e[0], e[1], e[2] if len(e) > 2 else tls) for e in endpoints]
             if not addresses:
                 raise ValueError("RpcClient needs at least one endpoint")
-        self._endpoints = [_Endpoint(self, h, p, reactor) for h, p in addresses]
+        self._endpoints = [_Endpoint(self, h, p, t, reactor) for h, p, t in addresses]
         self._many = len(self._endpoints) > 1
         # With several endpoints: the ready connections, and where the next
         # call goes among them.
@@ -727,12 +734,12 @@ class RpcClient:
         self._dial(endpoint)
 
     def _dial(self, endpoint: _Endpoint) -> None:
-        if self._tls is not None:
+        if endpoint.tls is not None:
             endpoint.connector = self._reactor.connectSSL(
                 endpoint.host,
                 endpoint.port,
                 endpoint.factory,
-                self._tls,
+                endpoint.tls,
                 timeout=self.connectTimeout,
             )
         else:

@@ -14,6 +14,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -107,6 +108,21 @@ class ConstructionTests(SynchronousTestCase):
         self.assertEqual(len(client.factories), 2)
         self.assertIsNot(client.factories[0], client.factories[1])
         self.assertEqual(repr(RpcClient(reactor, "h", 5)), "<RpcClient h:5>")
+
+    def test_tlsPerEndpoint(self) -> None:
+        """
+        A (host, port, tls) endpoint connects with its own TLS connection
+        creator; the others with C{tls}; none with plain TCP.
+        """
+        reactor = MemoryReactorClock()
+        own, shared = object(), object()
+        client = RpcClient(reactor, endpoints=[("a", 1, own), ("b", 2)], tls=shared)
+        client.connect()
+        self.assertEqual(reactor.tcpClients, [])
+        self.assertEqual(
+            [(c[0], c[1], c[3]) for c in reactor.sslClients],
+            [("a", 1, own), ("b", 2, shared)],
+        )
 
     def test_connectDialsEveryEndpoint(self) -> None:
         """
