@@ -91,6 +91,8 @@ class AdoptedEndpoint:
         return defer.execute(self._adopt, protocolFactory)
 
     def _adopt(self, protocolFactory: IProtocolFactory) -> IListeningPort:
+        # The reactor needs it non-blocking (a socket Twisted opened is).
+        os.set_blocking(self.fd, False)
         port: IListeningPort = self._reactor.adoptStreamPort(
             self.fd, self.family, protocolFactory
         )
@@ -346,6 +348,7 @@ class _ParentWatch:
     def __init__(self, fd: int, onLost: Callable[[], None]) -> None:
         self._fd = fd
         self._onLost = onLost
+        self.lost = False
 
     def fileno(self) -> int:
         return self._fd
@@ -364,7 +367,8 @@ class _ParentWatch:
         return None
 
     def connectionLost(self, reason: Failure) -> None:
-        pass
+        # The reactor calls this instead of doRead when the pipe hangs up.
+        self._onLost()
 
 
 def _logTo(stream: Any) -> ILogObserver:
@@ -426,6 +430,9 @@ def workerMain(
     service = tap.makeService(config, reactor, serverEndpoints=adopted)
 
     def parentGone() -> None:
+        if watch.lost:
+            return
+        watch.lost = True
         _log.warn("the parent process is gone; stopping")
         reactor.removeReader(watch)
         if reactor.running:

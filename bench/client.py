@@ -8,7 +8,8 @@ It prints one line, C{RESULT} followed by the figures as JSON.  Scenarios:
  - C{seq}: sequential calls of C{add(1, 2)} with the Deferred client.
  - C{blocking}: the same with a blocking client (agilerpc's C{TcpRpcClient},
    or the bare one); in C{threads} threads, each with its own client.
- - C{pipe}: C{add(1, 2)} with C{inflight} calls in flight on one connection.
+ - C{pipe}: C{add(1, 2)} with C{inflight} calls in flight on one connection
+   (or spread round-robin over C{conns} connections).
  - C{echo}: sequential echoes of C{size} bytes with the Deferred client.
  - C{idle}: C{conns} connections that each made one call, then stay idle:
    the server's RSS before and after.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import cProfile
 import errno
+import itertools
 import json
 import select
 import socket
@@ -229,7 +231,10 @@ async def twistedScenario(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
     if scenario == "idle":
         return await idleScenario(reactor, spec)
     conn = await connect(reactor, impl, host, port)
+    others = []
     try:
+        for _ in range(spec.get("conns", 1) - 1):
+            others.append(await connect(reactor, impl, host, port))
         n = spec["n"]
         if scenario == "seq":
             warm = sequential(conn.add, spec["warmup"])
@@ -248,12 +253,14 @@ async def twistedScenario(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
                 **latencySummary(latencies),
             }
         if scenario == "pipe":
-            warmPipe = pipelined(conn.add, spec["warmup"], spec["inflight"])
+            adds = itertools.cycle([c.add for c in [conn, *others]])
+            add = conn.add if not others else lambda: next(adds)()
+            warmPipe = pipelined(add, spec["warmup"], spec["inflight"])
             _deadline(reactor, warmPipe, timeout)
             await warmPipe
             meter = _CpuMeter(spec.get("serverPid"))
             start = _perf()
-            piped = pipelined(conn.add, n, spec["inflight"])
+            piped = pipelined(add, n, spec["inflight"])
             _deadline(reactor, piped, timeout)
             await piped
             elapsed = (_perf() - start) / 1e9
@@ -285,9 +292,10 @@ async def twistedScenario(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
             }
         raise ValueError(f"unknown scenario {scenario!r}")
     finally:
-        closed = conn.close()
-        if isinstance(closed, Deferred):
-            await closed
+        for c in [conn, *others]:
+            closed = c.close()
+            if isinstance(closed, Deferred):
+                await closed
 
 
 async def idleScenario(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:

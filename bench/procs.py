@@ -228,18 +228,23 @@ def serverCommand(
     keepalive: float = 75,
     maxMessageSize: int = 32 * 1024 * 1024,
     profile: str | None = None,
+    workers: int = 1,
 ) -> list[str]:
     """
     The command line that starts a C{kind} server on a free port of
-    127.0.0.1: C{twistd -n agilerpc ...} for agilerpc, as users start it.
+    127.0.0.1: C{twistd -n agilerpc ...} for agilerpc, as users start it
+    (with C{--workers} when C{workers} is above 1).
     """
     if kind == "agilerpc":
         args = [twistdPath(), "-n", "--pidfile="]
         if profile is not None:
             args += [f"--profile={profile}", "--profiler=cprofile", "--savestats"]
+        if workers > 1:
+            args += ["agilerpc", "--workers", str(workers)]
+        else:
+            args += ["agilerpc"]
         return [
             *args,
-            "agilerpc",
             "--listen",
             "tcp:0:interface=127.0.0.1:backlog=1024",
             "--keepalive",
@@ -260,9 +265,12 @@ def startServer(
     maxMessageSize: int = 32 * 1024 * 1024,
     profile: str | None = None,
     timeout: float = 30.0,
+    workers: int = 1,
 ) -> Server:
     """
-    Start a C{kind} server and wait until it listens.
+    Start a C{kind} server and wait until it listens.  An agilerpc server
+    with C{workers} above 1 stops its workers when it stops (and they stop
+    by themselves if it is killed: their stdin closes).
 
     @raise RuntimeError: with its output, if it does not listen within
         C{timeout} seconds.
@@ -275,7 +283,7 @@ def startServer(
     else:
         env["PYTHONPATH"] = ROOT_DIR
     process = subprocess.Popen(
-        serverCommand(kind, keepalive, maxMessageSize, profile),
+        serverCommand(kind, keepalive, maxMessageSize, profile, workers),
         cwd=directory,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -292,6 +300,14 @@ def startServer(
         server.stop(timeout=2)
         raise RuntimeError(f"the {kind} server did not listen:\n{drain.text()}")
     server.port = int(match.group(1))
+    if workers > 1:
+        ready = re.compile(
+            r"(?:worker \d+ \(pid \d+\): [^\n]*RpcServerFactory starting on[^\n]*\n"
+            rf"(?:.*\n)*?){{{workers - 1}}}"
+        )
+        if drain.waitFor(ready, timeout) is None:
+            server.stop(timeout=2)
+            raise RuntimeError(f"the {kind} workers did not listen:\n{drain.text()}")
     return server
 
 

@@ -50,6 +50,8 @@ FULL: dict[str, Any] = {
     "blocking": {"n": 3000, "warmup": 100},
     "threads": {"n": 500, "warmup": 20, "threads": 8},
     "pipe": {"n": 60000, "warmup": 2000, "inflight": 100},
+    "pipe8": {"n": 60000, "warmup": 2000, "inflight": 100, "conns": 8},
+    "pipeWorkers": {"n": 60000, "warmup": 2000, "inflight": 100, "conns": 8},
     "echo64k": {"n": 800, "size": 64 * KiB},
     "echo1m": {"n": 40, "size": MiB},
     "echo8m": {"n": 6, "size": 8 * MiB},
@@ -65,6 +67,8 @@ QUICK: dict[str, Any] = {
     "blocking": {"n": 300, "warmup": 10},
     "threads": {"n": 40, "warmup": 2, "threads": 8},
     "pipe": {"n": 2000, "warmup": 200, "inflight": 100},
+    "pipe8": {"n": 2000, "warmup": 200, "inflight": 100, "conns": 8},
+    "pipeWorkers": {"n": 2000, "warmup": 200, "inflight": 100, "conns": 8},
     "echo64k": {"n": 40, "size": 64 * KiB},
     "echo1m": {"n": 4, "size": MiB},
     "echo8m": {"n": 2, "size": 8 * MiB},
@@ -79,12 +83,25 @@ QUICK: dict[str, Any] = {
 class Scenario:
     """
     One measured scenario: its key in the results, the client scenario it
-    runs, and the implementations it applies to.
+    runs, the implementations it applies to, and how many processes the
+    agilerpc server runs (C{--workers}).
     """
 
     key: str
     client: str
     impls: tuple[str, ...]
+    workers: int = 1
+
+
+# The extra server the scenarios with workers run against.
+WORKERS = 2
+
+
+def serverKey(kind: str, workers: int = 1) -> str:
+    """
+    The key of a running server: its kind, with C{--workers} if above 1.
+    """
+    return kind if workers == 1 else f"{kind} --workers {workers}"
 
 
 SCENARIOS = (
@@ -94,6 +111,8 @@ SCENARIOS = (
     Scenario("seq", "seq", procs.KINDS),
     Scenario("blocking", "blocking", ("agilerpc", "bare")),
     Scenario("pipe", "pipe", procs.KINDS),
+    Scenario("pipe8", "pipe", ("agilerpc", "bare")),
+    Scenario("pipeWorkers", "pipe", ("agilerpc",), workers=WORKERS),
     Scenario("threads", "blocking", ("agilerpc", "bare")),
     Scenario("echo64k", "echo", procs.KINDS),
     Scenario("echo1m", "echo", ("agilerpc", "bare")),
@@ -158,21 +177,28 @@ def clientSpec(
         impl=server.kind,
         host=HOST,
         port=server.port,
-        serverPid=server.pid,
+        # With workers, the parent's CPU time would be only part of it.
+        serverPid=server.pid if scenario.workers == 1 else None,
         timeout=config["timeout"],
     )
     return spec
 
 
 @contextlib.contextmanager
-def servers(kinds: tuple[str, ...]) -> Iterator[dict[str, procs.Server]]:
+def servers(
+    kinds: tuple[str, ...], withWorkers: tuple[str, ...] = ()
+) -> Iterator[dict[str, procs.Server]]:
     """
-    Fresh servers of each kind, stopped (by pid) on the way out.
+    Fresh servers of each kind, and of each kind in C{withWorkers} with
+    C{--workers} L{WORKERS}, by L{serverKey}; stopped (by pid) on the way
+    out.
     """
     started: dict[str, procs.Server] = {}
     try:
         for kind in kinds:
             started[kind] = procs.startServer(kind)
+        for kind in withWorkers:
+            started[serverKey(kind, WORKERS)] = procs.startServer(kind, workers=WORKERS)
         yield started
     finally:
         for server in started.values():
@@ -193,10 +219,11 @@ def measure(
     errors: list[str] = []
     for repeat in range(config["repeats"]):
         log(f"repeat {repeat + 1}/{config['repeats']}")
-        with servers(procs.KINDS) as running:
+        with servers(procs.KINDS, ("agilerpc",)) as running:
             for scenario in SCENARIOS:
                 for impl in rotated(scenario.impls, repeat):
-                    spec = clientSpec(config, scenario, running[impl])
+                    server = running[serverKey(impl, scenario.workers)]
+                    spec = clientSpec(config, scenario, server)
                     try:
                         result: dict[str, Any] | None = runClient(
                             spec, config["timeout"] + 30
@@ -385,6 +412,15 @@ ROWS = (
     ),
     Row("A' p99 latency µs (blocking client)", "blocking", "p99_us", "{:,.0f}"),
     Row("B calls/s, 100 in flight (Deferred client)", "pipe", "calls_per_s", "{:,.0f}"),
+    Row(
+        "B calls/s, 100 in flight over 8 connections", "pipe8", "calls_per_s", "{:,.0f}"
+    ),
+    Row(
+        f"B calls/s, 100 in flight, --workers {WORKERS} (over 8 connections)",
+        "pipeWorkers",
+        "calls_per_s",
+        "{:,.0f}",
+    ),
     Row(
         f"B calls/s, 8 threads {X} blocking client", "threads", "calls_per_s", "{:,.0f}"
     ),
@@ -692,7 +728,11 @@ def markdown(report: dict[str, Any]) -> str:
         " server process's CPU time over the timed calls, divided by the calls:"
         " from /proc/PID/task/*/schedstat (ns), which is the same user+sys time as"
         " /proc/PID/stat without its 10 ms ticks.  A' and the 8-thread row"
-        " have no AMP figure: AMP has no blocking client.",
+        " have no AMP figure: AMP has no blocking client.  The 8-connection B"
+        " rows spread the 100 calls in flight round-robin over 8 connections of"
+        " one client process; with `--workers 2` the kernel hands each connection"
+        " to the parent or the worker, and the client (one process) shares the"
+        f" machine's {m['cores']} cores with both.",
         "",
         "## Targets",
         "",

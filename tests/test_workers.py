@@ -304,6 +304,27 @@ class EndpointTests(SynchronousTestCase):
         self.assertEqual(reactor.adoptedPorts, [(fd, socket.AF_INET, factory)])
         self.assertRaises(OSError, os.fstat, fd)
 
+    def test_adoptedSocketMadeNonBlocking(self) -> None:
+        """
+        The inherited socket is made non-blocking before the reactor adopts
+        it: a blocking one would block the reactor in accept().
+        """
+        blocking: list[bool] = []
+
+        class Reactor(MemoryReactorClock):
+            def adoptStreamPort(self, fd: int, family: int, factory: Any) -> Any:
+                blocking.append(os.get_blocking(fd))
+                return super().adoptStreamPort(fd, family, factory)
+
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        fd = os.dup(sock.fileno())
+        self.assertTrue(os.get_blocking(fd))
+        self.successResultOf(
+            AdoptedEndpoint(Reactor(), fd, socket.AF_INET).listen(Factory())
+        )
+        self.assertEqual(blocking, [False])
+
     def test_adoptFailure(self) -> None:
         """
         When the reactor cannot adopt the socket, listen fails.
@@ -645,6 +666,7 @@ class WorkerMainTests(SynchronousTestCase):
         self.assertIn("hi 1\n", self.output.getvalue())
         os.close(self.parentWrite)
         self.assertEqual(watch.doRead(), "EOF")
+        watch.connectionLost(Failure(EOFError()))
         self.assertEqual(reactor.readers, set())
         self.assertEqual(
             [formatEvent(e) for e in self.events],
@@ -701,6 +723,16 @@ class WorkerMainTests(SynchronousTestCase):
         self.assertEqual(watch.doRead(), "EOF")
         self.assertEqual(lost, [True])
 
+    def test_parentWatchHangup(self) -> None:
+        """
+        When the reactor sees the pipe hang up it calls C{connectionLost}
+        rather than C{doRead}: that is the parent's end too.
+        """
+        lost: list[bool] = []
+        watch = _ParentWatch(self.parentRead, lambda: lost.append(True))
+        watch.connectionLost(Failure(EOFError()))
+        self.assertEqual(lost, [True])
+
 
 _STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 
@@ -734,6 +766,17 @@ def _waitFor(what: str, condition: Any, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    """
+    Has process C{pid} exited (or become a zombie)?
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def _pidsSeen(port: int, wanted: set[int], limit: int = 300) -> set[int]:
@@ -794,6 +837,16 @@ class WorkersIntegrationTests(TestCase):
         server.waitForOutput(rf"worker 0 \(pid {old}\) exited .*restarting it")
         server.waitForOutput(rf"worker 0 \(pid {new}\): .*starting on")
         self.assertEqual(_pidsSeen(server.port, {server.pid, new}), {server.pid, new})
+
+    def test_workerStopsWhenParentDies(self) -> None:
+        """
+        A worker whose parent was killed (so it could not stop it) stops by
+        itself: its stdin, which the parent held open, reaches its end.
+        """
+        server = self._start()
+        worker = _pidsOf(server)[0]
+        self.assertEqual(server.stop(signal.SIGKILL), -signal.SIGKILL)
+        _waitFor("the worker to exit", lambda: _gone(worker))
 
     @inlineCallbacks
     def test_gracefulStopLosesNothing(self) -> Any:
