@@ -459,7 +459,9 @@ class _Endpoint:
     @ivar ready: the connection that takes new calls, if any.
     @ivar connecting: an attempt (or a backoff delay before one) is under way.
     @ivar failed: the last attempt failed or the last connection was lost:
-        the next attempt waits for the backoff delay.
+        with several endpoints, the next attempt waits for the backoff delay
+        (with one, a new call dials at once, as it always did).
+    @ivar tls: the TLS connection creator to connect with, or L{None}.
     """
 
     __slots__ = (
@@ -556,7 +558,6 @@ class RpcClient:
         self.maxPending = maxPending
         self.connectTimeout = connectTimeout
         self._reactor = reactor
-        self._tls = tls
         if isinstance(token, str):
             token = token.encode("utf-8")
         self._token = token
