@@ -23,6 +23,8 @@ from ._errors import (
     ServerBusy,
     Unauthorized,
 )
+from ._logging import jsonLogObserver
+from ._metrics import ServerMetrics, metricsResource
 from ._registry import Method, Registry, rpc
 from ._seedserver import TcpRpcServer
 from ._server import RpcServerFactory, RpcServerProtocol
@@ -49,9 +51,12 @@ __all__ = [
     "RpcServerProtocol",
     "RpcService",
     "ServerBusy",
+    "ServerMetrics",
     "TcpRpcClient",
     "TcpRpcServer",
     "Unauthorized",
     "__version__",
+    "jsonLogObserver",
+    "metricsResource",
     "rpc",
 ]

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -35,12 +35,14 @@ from ._errors import (
     Unauthorized,
 )
 from ._framing import FrameReceiver
+from ._registry import Method
 from ._version import __version__
 
 if TYPE_CHECKING:
     from twisted.python.failure import Failure as _Failure
 
-    from ._registry import Method, Registry
+    from ._metrics import ServerMetrics
+    from ._registry import Registry
 
 _log = Logger(namespace="agilerpc.server")
 
@@ -177,10 +179,14 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
 
     _accepted = False
 
+    #: Requests dispatched on this connection.
+    callsServed = 0
+
     def connectionLost(self, reason: _Failure | None = None) -> None:
         self._disconnected = True
         if self._accepted:
             self.factory.accepted -= 1
+        self.factory.closedCallsServed += self.callsServed
         self.setTimeout(None)  # type: ignore[no-untyped-call]
         if self._lingerCall is not None and self._lingerCall.active():
             self._lingerCall.cancel()
@@ -369,6 +375,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._send(_wire.encodeError(None, error.toWire()))
             return
         self._lastMsgid = msgid
+        self.callsServed += 1
         try:
             d = self._invoke(request.method, request.args, request.kwargs)
         except RpcError as e:
@@ -405,7 +412,9 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         """
         method: Method | None = self.factory.registry.lookup(name)
         if method is None:
-            raise MethodNotFound(f"no method named {name!r}")
+            method = self.factory.builtins.get(name)
+            if method is None:
+                raise MethodNotFound(f"no method named {name!r}")
         method.checkArguments(args, kwargs)
         if method.thread:
             reactor = self.factory.reactor
@@ -440,6 +449,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         _log.failure(
             "{peer}: notification {method} failed",
             failure,
+            LogLevel.error,
             peer=self.peer,
             method=method,
         )
@@ -463,6 +473,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             _log.failure(
                 "{peer}: {method} #{msgid} failed",
                 failure,
+                LogLevel.error,
                 peer=self.peer,
                 method=method,
                 msgid=msgid,
@@ -668,8 +679,16 @@ class RpcServerFactory(Factory):
         C{ServerBusy} goaway instead of a hello.  L{None}: no limit.
     @ivar authToken: when set, each connection must first send
         C{[3, "auth", token]} with this token.
+    @ivar metrics: the counters kept for Prometheus (see L{agilerpc._metrics}),
+        or L{None}: then nothing is counted or timed per call.
+    @ivar logCalls: log every call (peer, method, msgid, outcome, duration)
+        at debug level.
     @ivar connections: the open connections.
     @ivar accepted: how many of them were accepted (not refused as busy).
+    @ivar started: when the factory was made, in C{reactor.seconds()}.
+    @ivar builtins: the methods the server answers itself,
+        C{system.ping} and C{system.stats}, found when the registry has no
+        method of the name asked for.
     """
 
     protocol = RpcServerProtocol  # type: ignore[assignment]
@@ -686,6 +705,8 @@ class RpcServerFactory(Factory):
         maxInFlight: int = 1000,
         maxConnections: int | None = None,
         authToken: bytes | None = None,
+        metrics: ServerMetrics | None = None,
+        logCalls: bool = False,
     ) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
@@ -708,6 +729,22 @@ class RpcServerFactory(Factory):
         self.lingerTimeout = lingerTimeout
         self.debug = debug
         self.connections: set[RpcServerProtocol] = set()
+        self.metrics = metrics
+        self.logCalls = logCalls
+        self._protocolClass: type[RpcServerProtocol] = RpcServerProtocol
+        if metrics is not None or logCalls:
+            # Only then: the plain protocol's hot path counts nothing.
+            from ._metrics import ObservedServerProtocol
+
+            self._protocolClass = ObservedServerProtocol
+            if metrics is not None:
+                metrics.factory = self
+        self.started = reactor.seconds()
+        self.closedCallsServed = 0
+        self.builtins: dict[str, Method] = {
+            "system.ping": Method("system.ping", self._ping, False),
+            "system.stats": Method("system.stats", self.stats, False),
+        }
         self._stopping = False
         self._drained: list[Deferred[None]] = []
         self.hello: dict[str, Any] = {
@@ -720,7 +757,28 @@ class RpcServerFactory(Factory):
             self.hello["auth"] = "token"
 
     def buildProtocol(self, addr: IAddress | None) -> RpcServerProtocol:  # type: ignore[override]
-        return RpcServerProtocol(self)
+        return self._protocolClass(self)
+
+    def _ping(self) -> str:
+        """
+        Answer C{"pong"}: the server is up and its reactor answers.
+        """
+        return "pong"
+
+    def stats(self) -> dict[str, Any]:
+        """
+        What C{system.stats} answers: C{uptime} (seconds), C{connections}
+        (open now), C{calls} (requests dispatched since the start),
+        C{in_flight} (dispatched and not answered yet) and C{server}.
+        """
+        connections = self.connections
+        return {
+            "uptime": self.reactor.seconds() - self.started,
+            "connections": len(connections),
+            "calls": self.closedCallsServed + sum(p.callsServed for p in connections),
+            "in_flight": sum(len(p._outstanding) for p in connections),
+            "server": self.hello["server"],
+        }
 
     def connectionClosed(self, protocol: RpcServerProtocol) -> None:
         self.connections.discard(protocol)

@@ -22,7 +22,9 @@ from twisted.internet import endpoints
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web.server import Site
 
+from ._metrics import ServerMetrics
 from ._registry import Registry
 from ._server import RpcServerFactory
 from ._service import RpcService
@@ -105,6 +107,19 @@ class Options(usage.Options):
         ],
         ["tls-key", None, None, "The PEM private key of --tls-cert."],
         [
+            "metrics-port",
+            None,
+            None,
+            "Serve Prometheus metrics over HTTP at /metrics on this TCP port "
+            "(needs pip install 'agilerpc[metrics]').",
+        ],
+        [
+            "metrics-interface",
+            None,
+            None,
+            "Interface of --metrics-port (default: the one of --interface).",
+        ],
+        [
             "workers",
             None,
             1,
@@ -124,6 +139,11 @@ class Options(usage.Options):
             "debug",
             None,
             "Send tracebacks of failed calls to callers (development only).",
+        ],
+        [
+            "log-calls",
+            None,
+            "Log every call (peer, method, msgid, outcome, duration) at debug level.",
         ],
     ]
 
@@ -166,6 +186,7 @@ class Options(usage.Options):
             int, "max-connections", self["max-connections"], 0
         )
         self["workers"] = _number(int, "workers", self["workers"], 1)
+        self["metrics"] = self._metrics()
         self["auth-token"] = (
             None
             if self["auth-token-file"] is None
@@ -210,6 +231,37 @@ class Options(usage.Options):
                     "unix: listeners only (for TLS use --tls-cert and --tls-key)"
                 )
             _endpoint(None, description)
+
+    def _metrics(self) -> str | None:
+        """
+        The strports description of the --metrics-port listener, or L{None}.
+        """
+        if self["metrics-port"] is None:
+            if self["metrics-interface"] is not None:
+                raise usage.UsageError("--metrics-interface needs --metrics-port")
+            return None
+        port = _number(int, "metrics-port", self["metrics-port"], 0)
+        if port > 65535:
+            raise usage.UsageError(f"--metrics-port must be <= 65535, not {port}")
+        self["metrics-port"] = port
+        if self["workers"] > 1:
+            raise usage.UsageError(
+                "--metrics-port counts one process: it cannot be used with --workers"
+            )
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise usage.UsageError(
+                "--metrics-port needs prometheus-client: "
+                "pip install 'agilerpc[metrics]'"
+            ) from None
+        interface = self["metrics-interface"]
+        if interface is None:
+            interface = self["interface"]
+        description = f"tcp:{port}"
+        if interface:
+            description += ":interface=" + interface.replace(":", r"\:")
+        return description
 
     def _tls(self) -> Any:
         """
@@ -359,6 +411,7 @@ def makeService(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    metrics = None if config["metrics"] is None else ServerMetrics()
     factory = RpcServerFactory(
         config["registry"],
         reactor,
@@ -368,6 +421,8 @@ def makeService(
         authToken=config["auth-token"],
         maxInFlight=config["max-in-flight"],
         maxConnections=config["max-connections"] or None,
+        metrics=metrics,
+        logCalls=bool(config["log-calls"]),
     )
     if serverEndpoints is None:
         serverEndpoints = [_endpoint(reactor, d) for d in config["listen"]]
@@ -397,6 +452,9 @@ def makeService(
         auth="" if config["auth-token"] is None else ", token auth",
     )
     service = RpcService(factory, serverEndpoints, config["shutdown-grace"], tls=tls)
+    if metrics is not None:
+        # Never with --workers (a usage error): one process, one listener.
+        return _withMetrics(service, reactor, config["metrics"], metrics)
     if supervisor is None:
         return service
     # Started in this order (the parent listens, then the workers share its
@@ -404,4 +462,36 @@ def makeService(
     parent = MultiService()
     service.setServiceParent(parent)  # type: ignore[no-untyped-call]
     supervisor.setServiceParent(parent)  # type: ignore[no-untyped-call]
+    return parent
+
+
+class MetricsSite(Site):
+    """
+    A site that does not log each request: a scrape every few seconds would
+    fill the log.
+    """
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+def _withMetrics(
+    service: IService, reactor: Any, description: str, metrics: ServerMetrics
+) -> IService:
+    """
+    C{service} and, beside it, an HTTP listener on C{description} serving
+    C{metrics} at C{/metrics}.
+    """
+    from twisted.application.internet import StreamServerEndpointService
+
+    from ._metrics import metricsResource
+
+    parent = MultiService()
+    service.setServiceParent(parent)
+    web = StreamServerEndpointService(
+        endpoints.serverFromString(reactor, description),
+        MetricsSite(metricsResource(metrics)),  # type: ignore[no-untyped-call]
+    )
+    web.setServiceParent(parent)
+    _log.info("agilerpc metrics on {listen}, at /metrics", listen=description)
     return parent
