@@ -7,6 +7,7 @@ private modules.
 
 from ._blocking import TcpRpcClient
 from ._client import RpcClient
+from ._clientmetrics import ClientCollector
 from ._errors import (
     Cancelled,
     ClientClosed,
@@ -34,6 +35,7 @@ from ._version import __version__
 __all__ = [
     "Cancelled",
     "ClientClosed",
+    "ClientCollector",
     "ConnectionLost",
     "InvalidParams",
     "InvalidRequest",

@@ -29,7 +29,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.server import Site
 
-from agilerpc import Registry, RpcError, RpcServerFactory
+from agilerpc import Registry, RpcClient, RpcError, RpcServerFactory
+from agilerpc._clientmetrics import ClientCollector
 from agilerpc._logging import jsonLogObserver
 from agilerpc._metrics import (
     DEFAULT_BUCKETS,
@@ -41,6 +42,7 @@ from agilerpc._metrics import (
 )
 from agilerpc._server import RpcServerProtocol
 from agilerpc.tap import Options, makeService
+from agilerpc.testing import MemoryServer
 
 from .test_server import PEER, Connection, LogCollector, encode, rawFrame
 from .test_tap import _Reactor
@@ -736,4 +738,67 @@ class JsonLogObserverTests(SynchronousTestCase):
         observer({"log_format": "again", "a": 2})
         self.assertEqual(
             [json.loads(line)["a"] for line in out.getvalue().splitlines()], [1, 2]
+        )
+
+
+class ClientCollectorTests(SynchronousTestCase):
+    """
+    L{ClientCollector} reports an L{RpcClient}'s queue and connections when
+    scraped.
+    """
+
+    def scrape(self, collector: ClientCollector) -> list[str]:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry()
+        registry.register(collector)
+        text: str = generate_latest(registry).decode("utf-8")
+        return [line for line in text.splitlines() if not line.startswith("#")]
+
+    def test_queueAndConnections(self) -> None:
+        """
+        Calls made before the hello are queued; once connected they are in
+        flight, and the connection is counted ready.
+        """
+        registry = Registry()
+        pending: list[Deferred[Any]] = []
+
+        def later() -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            pending.append(d)
+            return d
+
+        registry.register(later)
+        server = MemoryServer(registry)
+        client = RpcClient(server.reactor, "server", 9988)
+        collector = ClientCollector(client, name="billing")
+        client.callRemote("later")
+        client.callRemote("later")
+        self.assertEqual(
+            self.scrape(collector),
+            [
+                'agilerpc_client_queued_calls{client="billing"} 2.0',
+                'agilerpc_client_pending_calls{client="billing"} 2.0',
+                'agilerpc_client_connected{client="billing"} 0.0',
+                'agilerpc_client_ready_endpoints{client="billing"} 0.0',
+                'agilerpc_client_endpoints{client="billing"} 1.0',
+            ],
+        )
+        server.flush()
+        self.assertEqual(
+            self.scrape(collector),
+            [
+                'agilerpc_client_queued_calls{client="billing"} 0.0',
+                'agilerpc_client_pending_calls{client="billing"} 2.0',
+                'agilerpc_client_connected{client="billing"} 1.0',
+                'agilerpc_client_ready_endpoints{client="billing"} 1.0',
+                'agilerpc_client_endpoints{client="billing"} 1.0',
+            ],
+        )
+        for d in pending:
+            d.callback(None)
+        server.flush()
+        self.assertIn(
+            'agilerpc_client_pending_calls{client="billing"} 0.0',
+            self.scrape(collector),
         )
