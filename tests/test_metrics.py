@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import sys
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +46,7 @@ from agilerpc._server import RpcServerProtocol
 from agilerpc.tap import Options, makeService
 from agilerpc.testing import MemoryServer
 
+from .serverprocess import ServerProcess
 from .test_server import PEER, Connection, LogCollector, encode, rawFrame
 from .test_tap import _Reactor
 
@@ -802,3 +805,41 @@ class ClientCollectorTests(SynchronousTestCase):
             'agilerpc_client_pending_calls{client="billing"} 0.0',
             self.scrape(collector),
         )
+
+
+class TwistdMetricsTests(SynchronousTestCase):
+    """
+    C{twistd agilerpc --metrics-port} in a subprocess: the health-check
+    built-ins answer, and an HTTP scrape shows the calls made.
+    """
+
+    def test_scrapeTwistd(self) -> None:
+        """
+        Calls to a real server move its counters, and C{/metrics} on
+        C{--metrics-port} shows them.
+        """
+        server = ServerProcess.start(
+            self, "--metrics-port", "0", "--metrics-interface", "127.0.0.1"
+        )
+        metricsPort = int(server.waitForOutput(r"MetricsSite starting on (\d+)")[1])
+        client = server.connect(self)
+        client.receiveHello()
+        self.assertEqual(client.call("sayHello", "x"), [1, 1, None, "hello x"])
+        self.assertEqual(client.call("system.ping"), [1, 2, None, "pong"])
+        [_, _, error, stats] = client.call("system.stats")
+        self.assertEqual(
+            (error, stats["connections"], stats["calls"], stats["in_flight"]),
+            (None, 1, 3, 0),
+        )
+        url = f"http://127.0.0.1:{metricsPort}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            lines = response.read().decode("utf-8").splitlines()
+        for expected in [
+            'agilerpc_server_calls_total{method="sayHello",outcome="ok"} 1.0',
+            'agilerpc_server_calls_total{method="system.ping",outcome="ok"} 1.0',
+            'agilerpc_server_calls_total{method="system.stats",outcome="ok"} 1.0',
+            "agilerpc_server_connections 1.0",
+        ]:
+            self.assertIn(expected, lines)
+        client.close()
+        self.assertEqual(server.stop(), -signal.SIGTERM)
