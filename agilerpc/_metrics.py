@@ -63,16 +63,32 @@ UNKNOWN_METHOD = "<unknown>"
 OK = "ok"
 
 
+class MethodStats:
+    """
+    The calls of one method: how many ended with each outcome, and how long
+    they took.
+
+    @ivar outcomes: calls by outcome.
+    @ivar counts: calls in each latency bucket (not cumulative), the last
+        one for calls slower than every bound.
+    @ivar total: the seconds of all its calls.
+    """
+
+    __slots__ = ("counts", "outcomes", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.outcomes: dict[str, int] = {}
+        self.counts = [0] * (buckets + 1)
+        self.total = 0.0
+
+
 class ServerMetrics:
     """
     The counters of one server (one L{RpcServerFactory}), as plain numbers.
 
-    @ivar calls: finished calls by C{(method, outcome)}; the outcome is
+    @ivar methods: the L{MethodStats} of each method called; an outcome is
         C{"ok"} or the error type sent (C{"MethodNotFound"}, C{"ValueError"},
         C{"Cancelled"}...).
-    @ivar durations: per method, the count of calls in each latency bucket
-        (not cumulative), the last one for calls slower than every bound.
-    @ivar durationSums: per method, the total seconds of its calls.
     @ivar keepaliveCloses: connections closed for being idle.
     @ivar goaways: goaways sent, by reason.
     @ivar refused: frames refused, by reason (see L{REFUSAL_REASONS}).
@@ -90,9 +106,7 @@ class ServerMetrics:
             raise ValueError("buckets must be increasing and not empty")
         self.buckets = tuple(buckets)
         self.timer = timer
-        self.calls: dict[tuple[str, str], int] = {}
-        self.durations: dict[str, list[int]] = {}
-        self.durationSums: dict[str, float] = {}
+        self.methods: dict[str, MethodStats] = {}
         self.keepaliveCloses = 0
         self.goaways: dict[str, int] = {}
         self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
@@ -104,15 +118,24 @@ class ServerMetrics:
         """
         Count one finished call of C{method} that took C{duration} seconds.
         """
-        key = (method, outcome)
-        calls = self.calls
-        calls[key] = calls.get(key, 0) + 1
-        counts = self.durations.get(method)
-        if counts is None:
-            counts = self.durations[method] = [0] * (len(self.buckets) + 1)
-            self.durationSums[method] = 0.0
-        counts[bisect_left(self.buckets, duration)] += 1
-        self.durationSums[method] += duration
+        stats = self.methods.get(method)
+        if stats is None:
+            stats = self.methods[method] = MethodStats(len(self.buckets))
+        outcomes = stats.outcomes
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        stats.counts[bisect_left(self.buckets, duration)] += 1
+        stats.total += duration
+
+    @property
+    def calls(self) -> dict[tuple[str, str], int]:
+        """
+        Finished calls by C{(method, outcome)}.
+        """
+        return {
+            (method, outcome): count
+            for method, stats in self.methods.items()
+            for outcome, count in stats.outcomes.items()
+        }
 
     def openConnections(self) -> int:
         """
@@ -148,29 +171,42 @@ class ObservedServerProtocol(RpcServerProtocol):
         )
         # When each outstanding (and the current synchronous) call started.
         self._starts: dict[int, float] = {}
-        self._errorSent = False
 
     # -- calls --------------------------------------------------------------
+
+    # The per-call methods call the plain protocol's directly: cheaper than
+    # super().
 
     def _request(self, request: _wire.Request) -> None:
         msgid = request.msgid
         if msgid in self._outstanding:
             self._refused("InvalidRequest")
-            super()._request(request)
-            return
-        self._starts[msgid] = self._timer()
-        super()._request(request)
+        else:
+            self._starts[msgid] = self._timer()
+        _baseRequest(self, request)
 
     def _sendResult(self, msgid: int, result: Any, method: str) -> None:
-        self._errorSent = False
-        super()._sendResult(msgid, result, method)
-        # An unencodable or too large result went out as an error, and
-        # _sendError counted it.
-        if not self._errorSent:
-            self._finished(msgid, method, OK)
+        _baseSendResult(self, msgid, result, method)
+        # An unencodable or too large result went out as an error:
+        # _sendError counted it, and took its start time.
+        start = self._starts.pop(msgid, None)
+        if start is None:
+            return
+        duration = self._timer() - start
+        metrics = self._metrics
+        if metrics is not None:
+            stats = metrics.methods.get(method)
+            if stats is not None and OK in stats.outcomes:
+                # The usual case, inline.
+                stats.outcomes[OK] += 1
+                stats.counts[bisect_left(metrics.buckets, duration)] += 1
+                stats.total += duration
+            else:
+                metrics.recordCall(method, OK, duration)
+        if self._logCalls:
+            self._logCall(msgid, method, OK, duration)
 
     def _sendError(self, msgid: int | None, error: dict[str, Any], method: str) -> None:
-        self._errorSent = True
         super()._sendError(msgid, error, method)
         if msgid is not None:
             outcome = error.get("type")
@@ -188,30 +224,31 @@ class ObservedServerProtocol(RpcServerProtocol):
                 label = UNKNOWN_METHOD
             metrics.recordCall(label, outcome, duration)
         if self._logCalls:
-            _log.debug(
-                "{peer}: {method} #{msgid}: {outcome} in {duration:.6f}s",
-                peer=self.peer,
-                method=method,
-                msgid=msgid,
-                outcome=outcome,
-                duration=duration,
-            )
+            self._logCall(msgid, method, outcome, duration)
+
+    def _logCall(self, msgid: int, method: str, outcome: str, duration: float) -> None:
+        _log.debug(
+            "{peer}: {method} #{msgid}: {outcome} in {duration:.6f}s",
+            peer=self.peer,
+            method=method,
+            msgid=msgid,
+            outcome=outcome,
+            duration=duration,
+        )
 
     # -- bytes --------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._metrics is not None:
-            self._metrics.bytesReceived += len(data)
-        super().dataReceived(data)
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.bytesReceived += len(data)
+        _baseDataReceived(self, data)
 
     def _send(self, payload: bytes) -> None:
-        if (
-            self._metrics is not None
-            and not self._disconnected
-            and not self._writeClosed
-        ):
-            self._metrics.bytesSent += len(payload) + 4
-        super()._send(payload)
+        metrics = self._metrics
+        if metrics is not None and not (self._disconnected or self._writeClosed):
+            metrics.bytesSent += len(payload) + 4
+        _baseSend(self, payload)
 
     # -- refusals, keepalive and goaways -----------------------------------
 
@@ -277,7 +314,8 @@ class ServerCollector:
             "Seconds from a request's dispatch to its answer, by method.",
             labels=["method"],
         )
-        for method, counts in sorted(m.durations.items()):
+        for method, stats in sorted(m.methods.items()):
+            counts = stats.counts
             cumulative = 0
             buckets: list[tuple[str, float]] = []
             for bound, count in zip((*m.buckets, float("inf")), counts, strict=True):
@@ -285,7 +323,7 @@ class ServerCollector:
                 buckets.append(
                     ("+Inf" if bound == float("inf") else repr(bound), cumulative)
                 )
-            latency.add_metric([method], buckets, m.durationSums[method])
+            latency.add_metric([method], buckets, stats.total)
         yield latency
         yield GaugeMetricFamily(
             f"{p}_calls_in_flight",
@@ -360,3 +398,9 @@ def metricsResource(metrics: ServerMetrics, processMetrics: bool = True) -> Reso
     root = Resource()
     root.putChild(b"metrics", _MetricsPage(registry))
     return root
+
+
+_baseRequest = RpcServerProtocol._request
+_baseSendResult = RpcServerProtocol._sendResult
+_baseDataReceived = RpcServerProtocol.dataReceived
+_baseSend = RpcServerProtocol._send

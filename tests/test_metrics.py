@@ -170,11 +170,11 @@ class CallCounterTests(ServerTestCase):
         connection = Connection(self.factory)
         self.assertEqual(connection.call(1, "add", 1, 2), [[1, 1, None, 3]])
         self.assertEqual(self.metrics.calls, {("add", "ok"): 1})
-        counts = self.metrics.durations["add"]
+        counts = self.metrics.methods["add"].counts
         # 0.0003s: above 0.00025, at most 0.0005.
         self.assertEqual(counts[DEFAULT_BUCKETS.index(0.0005)], 1)
         self.assertEqual(sum(counts), 1)
-        self.assertAlmostEqual(self.metrics.durationSums["add"], 0.0003)
+        self.assertAlmostEqual(self.metrics.methods["add"].total, 0.0003)
 
     def test_errorsByType(self) -> None:
         """
@@ -228,8 +228,10 @@ class CallCounterTests(ServerTestCase):
         self.assertEqual(connection.received(), [[1, 1, None, "done"]])
         self.assertEqual(self.metrics.inFlight(), 0)
         self.assertEqual(self.metrics.calls, {("later", "ok"): 1})
-        self.assertEqual(self.metrics.durations["later"][DEFAULT_BUCKETS.index(2.5)], 1)
-        self.assertEqual(self.metrics.durationSums["later"], 2.0)
+        self.assertEqual(
+            self.metrics.methods["later"].counts[DEFAULT_BUCKETS.index(2.5)], 1
+        )
+        self.assertEqual(self.metrics.methods["later"].total, 2.0)
 
     def test_cancelledCall(self) -> None:
         """
