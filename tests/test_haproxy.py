@@ -250,22 +250,23 @@ class ConfigFromDocTests(SynchronousTestCase):
     def test_docHealthCheckBytes(self) -> None:
         """
         The documented health check expects the start of the hello the
-        server sends, sends a system.listMethods request frame, and expects
-        the start of a successful response to it.
+        server sends, sends a system.ping request frame, and expects the
+        whole of the server's answer to it.
         """
         config = configFromDoc(_readDoc())
         self.assertIn("\n    mode tcp\n", config)
         self.assertIn("\n    option tcp-check\n", config)
-        hello = _wire.encodeHello(RpcServerFactory(Registry(), Clock()).hello)
-        request = _wire.frame(_wire.pack([_wire.REQUEST, 1, "system.listMethods", []]))
-        response = _wire.pack([_wire.RESPONSE, 1, None, ["sayHello"]])
+        factory = RpcServerFactory(Registry(), Clock())
+        hello = _wire.encodeHello(factory.hello)
+        request = _wire.frame(_wire.pack([_wire.REQUEST, 1, "system.ping", []]))
+        response = _wire.pack([_wire.RESPONSE, 1, None, "pong"])
         self.assertEqual(
             tcpChecks(config),
             [
                 ("connect", ""),
                 ("expect binary", hello[:8].hex()),
                 ("send-binary", request.hex()),
-                ("expect binary", response[:4].hex()),
+                ("expect binary", response.hex()),
             ],
         )
 
