@@ -286,7 +286,12 @@ class FaultTests(TestCase):
         self.assertEqual(set(runs), set(tokens))
         self.assertEqual([t for t, c in runs.items() if c != 1], [])
         self.report(
-            {"calls": n, "restarts": 2, "doneAtStops": doneAtStop, "seconds": elapsed}
+            {
+                "calls": n,
+                "restarts": 2,
+                "doneAtStops": doneAtStop,
+                "seconds": round(elapsed, 1),
+            }
         )
 
     @inlineCallbacks
