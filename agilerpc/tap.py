@@ -31,6 +31,7 @@ from ._service import RpcService
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE
 
 DEFAULT_MODULE = "agilerpc.examples.hello"
+DEFAULT_BACKLOG = 1024
 
 _log = Logger(namespace="agilerpc.tap")
 
@@ -212,7 +213,10 @@ class Options(usage.Options):
                 )
         self["registry"] = registry
         if not self["listen"]:
-            listen = f"tcp:{self['port']}"
+            # Twisted's default backlog of 50 drops connections in a burst
+            # (the fault tests saw it at 300 at once); the kernel caps it at
+            # net.core.somaxconn.
+            listen = f"tcp:{self['port']}:backlog={DEFAULT_BACKLOG}"
             if self["interface"]:
                 listen += ":interface=" + self["interface"].replace(":", r"\:")
             self["listen"] = [listen]

@@ -145,7 +145,7 @@ class OptionsDefaultsTests(SynchronousTestCase):
         interface.
         """
         self.assertEqual(self.options["interface"], "")
-        self.assertEqual(self.options["listen"], ["tcp:9988"])
+        self.assertEqual(self.options["listen"], ["tcp:9988:backlog=1024"])
 
     def test_defaultModule(self) -> None:
         """
@@ -174,20 +174,22 @@ class OptionsTests(SynchronousTestCase):
         """
         options = parse("--port", "1234")
         self.assertEqual(options["port"], 1234)
-        self.assertEqual(options["listen"], ["tcp:1234"])
+        self.assertEqual(options["listen"], ["tcp:1234:backlog=1024"])
 
     def test_portZero(self) -> None:
         """
         C{--port 0} (any free port) is allowed.
         """
-        self.assertEqual(parse("--port", "0")["listen"], ["tcp:0"])
+        self.assertEqual(parse("--port", "0")["listen"], ["tcp:0:backlog=1024"])
 
     def test_interface(self) -> None:
         """
         C{--interface} restricts the port to one address.
         """
         options = parse("--port", "1234", "--interface", "127.0.0.1")
-        self.assertEqual(options["listen"], ["tcp:1234:interface=127.0.0.1"])
+        self.assertEqual(
+            options["listen"], ["tcp:1234:backlog=1024:interface=127.0.0.1"]
+        )
 
     def test_ipv6Interface(self) -> None:
         """
@@ -195,7 +197,7 @@ class OptionsTests(SynchronousTestCase):
         description.
         """
         options = parse("--interface", "::1")
-        self.assertEqual(options["listen"], [r"tcp:9988:interface=\:\:1"])
+        self.assertEqual(options["listen"], [r"tcp:9988:backlog=1024:interface=\:\:1"])
 
     def test_listenOverridesPort(self) -> None:
         """
@@ -504,11 +506,14 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_listensOnDefaults(self) -> None:
         """
-        By default the service listens on port 9988 on every interface.
+        By default the service listens on port 9988 on every interface, with
+        a backlog of 1024 (Twisted's 50 drops bursts of connections).
         """
         service, reactor = self.makeService()
         service.startService()
-        self.assertEqual([(p, i) for p, _, _, i in reactor.tcpServers], [(9988, "")])
+        self.assertEqual(
+            [(p, b, i) for p, _, b, i in reactor.tcpServers], [(9988, 1024, "")]
+        )
 
     def test_listensOnEveryListen(self) -> None:
         """
