@@ -11,14 +11,15 @@ from collections import Counter
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from agilerpc import ClientClosed, ConnectionLost, RpcClient
+from agilerpc import ConnectionLost, RpcClient
 
+from .incrstream import IncrStream
 from .serverprocess import ServerProcess
 
 
@@ -63,25 +64,8 @@ class RpcClientIntegrationTests(TestCase):
         server = ServerProcess.start(self, ledger=ledger)
         port = server.port
         client = self._client(port, timeout=30)
-        results: dict[str, Any] = {}
-        state = {"next": 0, "stop": False}
-
-        @inlineCallbacks
-        def caller() -> Any:
-            while not state["stop"]:
-                token = f"t{state['next']}"
-                state["next"] += 1
-                try:
-                    results[token] = yield client.callRemote("incr", token)
-                except Exception:
-                    results[token] = Failure()
-                    if isinstance(results[token].value, ClientClosed):
-                        break
-
-        # Stop calling even when the test fails half-way.
-        self.addCleanup(state.__setitem__, "stop", True)
-
-        callers = DeferredList([caller() for _ in range(20)], consumeErrors=True)
+        stream = IncrStream(self, [client], 20)
+        results = stream.results
         for _ in range(2):
             yield _pause(0.3)
             code = yield deferToThread(server.stop)
@@ -91,8 +75,7 @@ class RpcClientIntegrationTests(TestCase):
                 ServerProcess.start, self, ledger=ledger, port=port
             )
         yield _pause(0.3)
-        state["stop"] = True
-        yield callers
+        yield stream.stop()
 
         failures = Counter(
             r.getErrorMessage()[:200]

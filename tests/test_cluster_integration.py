@@ -20,8 +20,9 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from agilerpc import ClientClosed, RpcClient, TcpRpcClient
+from agilerpc import RpcClient, TcpRpcClient
 
+from .incrstream import IncrStream
 from .serverprocess import ServerProcess
 
 
@@ -64,31 +65,15 @@ class TwoServersTests(TestCase):
         pids = yield DeferredList([client.callRemote("pid") for _ in range(2)])
         self.assertEqual({pid for _, pid in pids}, {one.pid, two.pid})
 
-        results: dict[str, Any] = {}
-        state = {"next": 0, "stop": False}
-
-        @inlineCallbacks
-        def caller() -> Any:
-            while not state["stop"]:
-                token = f"t{state['next']}"
-                state["next"] += 1
-                try:
-                    results[token] = yield client.callRemote("incr", token)
-                except Exception:
-                    results[token] = Failure()
-                    if isinstance(results[token].value, ClientClosed):
-                        break
-
-        self.addCleanup(state.__setitem__, "stop", True)
-        callers = DeferredList([caller() for _ in range(20)], consumeErrors=True)
+        stream = IncrStream(self, [client], 20)
+        results = stream.results
         yield _pause(0.5)
         before = len(results)
         code = yield deferToThread(one.stop)
         # twistd re-raises the signal that stopped it once it has shut down.
         self.assertIn(code, (0, -signal.SIGTERM), one.output())
         yield _pause(0.5)
-        state["stop"] = True
-        yield callers
+        yield stream.stop()
 
         failures = [
             r.getErrorMessage() for r in results.values() if isinstance(r, Failure)

@@ -25,15 +25,16 @@ from collections import Counter
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from agilerpc import ClientClosed, Registry, RpcClient, RpcServerFactory, _wire
+from agilerpc import Registry, RpcClient, RpcServerFactory, _wire
 from agilerpc.tap import Options
 
+from .incrstream import IncrStream
 from .serverprocess import TESTS_DIR, ServerProcess
 
 DEPLOY = os.path.join(os.path.dirname(TESTS_DIR), "docs", "DEPLOY.md")
@@ -462,24 +463,8 @@ class HAProxyIntegrationTests(TestCase):
 
         client = RpcClient(reactor, "127.0.0.1", proxy.port, timeout=30)
         self.addCleanup(client.close, 1)
-        results: dict[str, Any] = {}
-        state = {"next": 0, "stop": False}
-
-        @inlineCallbacks
-        def caller() -> Any:
-            while not state["stop"]:
-                token = f"t{state['next']}"
-                state["next"] += 1
-                try:
-                    results[token] = yield client.callRemote("incr", token)
-                except Exception:
-                    results[token] = Failure()
-                    if isinstance(results[token].value, ClientClosed):
-                        break
-
-        # Stop calling even when the test fails half-way.
-        self.addCleanup(state.__setitem__, "stop", True)
-        callers = DeferredList([caller() for _ in range(20)], consumeErrors=True)
+        stream = IncrStream(self, [client], 20)
+        results = stream.results
         # The client has one connection: stop its server first.
         deadline = time.monotonic() + 10
         while not (_readLedger(ledgers[0]) or _readLedger(ledgers[1])):
@@ -501,8 +486,7 @@ class HAProxyIntegrationTests(TestCase):
                 self.setServerState(proxy, f"{backend}/{names[index]}", ready)
             yield deferToThread(proxy.waitHealthy, 2)
             yield _pause(0.3)
-        state["stop"] = True
-        yield callers
+        yield stream.stop()
 
         failures = Counter(
             r.getErrorMessage()[:200]

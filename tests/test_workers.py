@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from agilerpc import ClientClosed, RpcClient, _workers, tap
+from agilerpc import RpcClient, _workers, tap
 from agilerpc._service import RpcService
 from agilerpc._workers import (
     AdoptedEndpoint,
@@ -52,6 +52,7 @@ from agilerpc._workers import (
     workerMain,
 )
 
+from .incrstream import IncrStream
 from .serverprocess import RawClient, ServerProcess
 
 
@@ -863,33 +864,16 @@ class WorkersIntegrationTests(TestCase):
         clients = [RpcClient(reactor, "127.0.0.1", server.port) for _ in range(6)]
         for client in clients:
             self.addCleanup(client.close, 1)
-        results: dict[str, Any] = {}
-        state = {"next": 0, "stop": False}
-        self.addCleanup(state.__setitem__, "stop", True)
-
-        @inlineCallbacks
-        def caller(client: RpcClient) -> Any:
-            while not state["stop"]:
-                token = f"t{state['next']}"
-                state["next"] += 1
-                try:
-                    results[token] = yield client.callRemote("incr", token)
-                except Exception:
-                    results[token] = Failure()
-                    if isinstance(results[token].value, ClientClosed):
-                        break
-
-        callers = defer.DeferredList(
-            [caller(c) for c in clients for _ in range(5)], consumeErrors=True
-        )
+        stream = IncrStream(self, clients, 5)
+        results = stream.results
         yield deferLater(reactor, 0.5, lambda: None)
         code = yield deferToThread(server.stop)
         self.assertEqual(code, -signal.SIGTERM, server.output())
         self.assertFalse(os.path.exists(f"/proc/{worker}"))
-        state["stop"] = True
+        stopped = stream.stop()
         for client in clients:
             client.close(0)
-        yield callers
+        yield stopped
 
         answered = {t for t, r in results.items() if not isinstance(r, Failure)}
         failures = Counter(
