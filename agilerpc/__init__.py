@@ -6,7 +6,7 @@ private modules.
 """
 
 from ._blocking import TcpRpcClient
-from ._client import RpcClient
+from ._client import ClientStats, RpcClient
 from ._clientmetrics import ClientCollector
 from ._errors import (
     Cancelled,
@@ -36,6 +36,7 @@ __all__ = [
     "Cancelled",
     "ClientClosed",
     "ClientCollector",
+    "ClientStats",
     "ConnectionLost",
     "InvalidParams",
     "InvalidRequest",

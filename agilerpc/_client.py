@@ -77,6 +77,40 @@ _HALF = 2**31
 _WRAP = 2**32
 
 
+class ClientStats:
+    """
+    Counters of an L{RpcClient} since it was made (plain integers: counting
+    costs nothing measurable; L{agilerpc.ClientCollector} exports them).
+
+    @ivar connects: connections that said hello.
+    @ivar connectFailures: attempts that failed before a hello.
+    @ivar answered: calls answered with a result.
+    @ivar remoteErrors: calls answered with an error.
+    @ivar lost: calls failed with L{ConnectionLost} (they may have run).
+    @ivar resent: calls a goaway proved unrun, sent again.
+    @ivar cancelled: calls cancelled (including timeouts) before an answer.
+    """
+
+    __slots__ = (
+        "answered",
+        "cancelled",
+        "connectFailures",
+        "connects",
+        "lost",
+        "remoteErrors",
+        "resent",
+    )
+
+    def __init__(self) -> None:
+        self.connects = 0
+        self.connectFailures = 0
+        self.answered = 0
+        self.remoteErrors = 0
+        self.lost = 0
+        self.resent = 0
+        self.cancelled = 0
+
+
 class _Call:
     """
     One call (or notification, when C{deferred} is L{None}) from the moment
@@ -317,8 +351,10 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
         # reference counting frees both at once, without the cyclic GC.
         call.deferred = None
         if response.error is None:
+            self.client.stats.answered += 1
             deferred.callback(response.result)
         else:
+            self.client.stats.remoteErrors += 1
             deferred.errback(RemoteError.fromWire(response.error))
         self._closeIfDone()
 
@@ -368,6 +404,7 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
         for call in unrun:
             del self._inflight[call.msgid]
             call.connection = None
+        self.client.stats.resent += len(unrun)
         reason = body[1] if len(body) > 1 else None
         _log.debug(
             "{peer}: goaway ({reason}), last msgid {last}; {count} calls to resend",
@@ -387,6 +424,7 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
         self._disconnected = True
         inflight = list(self._inflight.values())
         self._inflight.clear()
+        self.client.stats.lost += len(inflight)
         self.client._connectionLost(self)
         for call in inflight:
             call.connection = None
@@ -569,6 +607,7 @@ class RpcClient:
         self._ready: RpcClientProtocol | None = None
         self._connections: set[RpcClientProtocol] = set()
         self._closed = False
+        self.stats = ClientStats()
         self._closing: Deferred[None] | None = None
         self._closeDeadline: IDelayedCall | None = None
 
@@ -657,6 +696,7 @@ class RpcClient:
         return ready[index]
 
     def _cancel(self, call: _Call) -> None:
+        self.stats.cancelled += 1
         if call in self._queue:
             del self._queue[call]
         elif call.connection is not None:
@@ -752,6 +792,7 @@ class RpcClient:
             )
 
     def _attemptFailed(self, reason: Failure, endpoint: _Endpoint) -> None:
+        self.stats.connectFailures += 1
         endpoint.connecting = False
         endpoint.failed = True
         if self._queue and not self._closed:
@@ -777,6 +818,7 @@ class RpcClient:
         if self._closed:
             protocol.transport.loseConnection()
             return
+        self.stats.connects += 1
         endpoint.ready = protocol
         if self._many:
             self._readyList.append(protocol)

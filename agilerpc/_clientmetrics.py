@@ -21,7 +21,9 @@ class ClientCollector:
     """
     Gauges of one L{RpcClient}, labelled C{client=name}: calls queued for a
     connection, calls unanswered (queued or in flight), whether a connection
-    is ready, and how many of its servers have a ready connection.
+    is ready, and how many of its servers have a ready connection; and
+    counters from its L{ClientStats}: connections (ready or failed), calls by
+    outcome, calls resent after a goaway.
     """
 
     def __init__(
@@ -35,7 +37,7 @@ class ClientCollector:
         return list(self.collect())
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         client = self.client
         p = self.prefix
@@ -63,3 +65,33 @@ class ClientCollector:
             )
             family.add_metric([self.name], float(value))
             yield family
+        stats = client.stats
+        connects = CounterMetricFamily(
+            f"{p}_connections",
+            "Connection attempts, by outcome: ready (said hello) or failed.",
+            labels=["client", "outcome"],
+        )
+        connects.add_metric([self.name, "ready"], stats.connects)
+        connects.add_metric([self.name, "failed"], stats.connectFailures)
+        yield connects
+        calls = CounterMetricFamily(
+            f"{p}_calls",
+            "Calls by outcome: ok, remote_error, lost (connection lost in flight: "
+            "may have run), cancelled (including timeouts).",
+            labels=["client", "outcome"],
+        )
+        for outcome, value in [
+            ("ok", stats.answered),
+            ("remote_error", stats.remoteErrors),
+            ("lost", stats.lost),
+            ("cancelled", stats.cancelled),
+        ]:
+            calls.add_metric([self.name, outcome], value)
+        yield calls
+        resent = CounterMetricFamily(
+            f"{p}_resent_calls",
+            "Calls a goaway proved unrun, sent again on another connection.",
+            labels=["client"],
+        )
+        resent.add_metric([self.name], stats.resent)
+        yield resent

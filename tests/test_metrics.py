@@ -779,8 +779,9 @@ class ClientCollectorTests(SynchronousTestCase):
         collector = ClientCollector(client, name="billing")
         client.callRemote("later")
         client.callRemote("later")
+        # The five gauges come first; the counters follow.
         self.assertEqual(
-            self.scrape(collector),
+            self.scrape(collector)[:5],
             [
                 'agilerpc_client_queued_calls{client="billing"} 2.0',
                 'agilerpc_client_pending_calls{client="billing"} 2.0',
@@ -791,7 +792,7 @@ class ClientCollectorTests(SynchronousTestCase):
         )
         server.flush()
         self.assertEqual(
-            self.scrape(collector),
+            self.scrape(collector)[:5],
             [
                 'agilerpc_client_queued_calls{client="billing"} 0.0',
                 'agilerpc_client_pending_calls{client="billing"} 2.0',
@@ -806,6 +807,63 @@ class ClientCollectorTests(SynchronousTestCase):
         self.assertIn(
             'agilerpc_client_pending_calls{client="billing"} 0.0',
             self.scrape(collector),
+        )
+
+    def test_outcomeAndConnectionCounters(self) -> None:
+        """
+        Connections (ready or failed) and calls by outcome are counted:
+        answered, remote error, lost with the connection, cancelled, and
+        resent after a goaway.
+        """
+        registry = Registry()
+        pending: list[Deferred[Any]] = []
+
+        def later() -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            pending.append(d)
+            return d
+
+        registry.register(later)
+        registry.register(lambda: 1, name="one")
+        server = MemoryServer(registry)
+        client = RpcClient(server.reactor, "server", 9988)
+        client.factory.jitter = 0
+        collector = ClientCollector(client, name="c")
+        server.refusing = True
+        client.callRemote("one")
+        server.flush()
+        server.refusing = False
+        server.reactor.advance(client.factory.delay)
+        server.flush()
+        client.callRemote("nope").addErrback(lambda f: None)
+        cancelled = client.callRemote("later")
+        cancelled.addErrback(lambda f: None)
+        cancelled.cancel()
+        server.flush()
+        lost = client.callRemote("later")
+        lost.addErrback(lambda f: None)
+        server.flush()
+        server.drop()
+        afterDrop = client.callRemote("one")
+        server.flush()
+        connection = server.openConnections()[0]
+        unrun = client.callRemote("one")
+        connection.server.goAway("shutdown")
+        server.flush()
+        self.assertEqual(self.successResultOf(afterDrop), 1)
+        self.assertEqual(self.successResultOf(unrun), 1)
+        lines = self.scrape(collector)[5:]
+        self.assertEqual(
+            [line for line in lines if "_created" not in line],
+            [
+                'agilerpc_client_connections_total{client="c",outcome="ready"} 3.0',
+                'agilerpc_client_connections_total{client="c",outcome="failed"} 1.0',
+                'agilerpc_client_calls_total{client="c",outcome="ok"} 3.0',
+                'agilerpc_client_calls_total{client="c",outcome="remote_error"} 1.0',
+                'agilerpc_client_calls_total{client="c",outcome="lost"} 1.0',
+                'agilerpc_client_calls_total{client="c",outcome="cancelled"} 1.0',
+                'agilerpc_client_resent_calls_total{client="c"} 1.0',
+            ],
         )
 
 
