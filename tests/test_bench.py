@@ -631,3 +631,19 @@ class QuickRunTests(SynchronousTestCase):
         # "Under a minute" on an idle machine; the bound leaves room for a
         # busy one.
         self.assertLess(elapsed, 120)
+
+
+class ServerLoopTests(SynchronousTestCase):
+    """
+    L{bench.serverloop} drives a real server protocol (timings are not
+    asserted, only that it measured something).
+    """
+
+    def test_measures(self) -> None:
+        """
+        C{measure} answers every request and returns a positive time.
+        """
+        from bench import serverloop
+
+        perRequest = serverloop.measure(200, 10, passes=1)
+        self.assertGreater(perRequest, 0)
