@@ -641,7 +641,8 @@ class ServerLoopTests(SynchronousTestCase):
 
     def test_measures(self) -> None:
         """
-        C{measure} answers every request and returns a positive time.
+        C{measure} runs its requests through the protocol and returns a
+        positive time per request.
         """
         from bench import serverloop
 
