@@ -5,10 +5,17 @@ C{maxInFlight}, C{maxConnections} and token auth.
 
 from __future__ import annotations
 
+import select
+import socket
+import time
 from typing import Any
 
 from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
 
+from agilerpc import _wire
+
+from .serverprocess import ServerProcess
 from .test_server import (
     Connection,
     LogCollector,
@@ -275,3 +282,69 @@ class AuthTests(ServerTestCase):
         An empty server token is a configuration error.
         """
         self.assertRaises(ValueError, self.makeFactory, authToken=b"")
+
+
+class SlowReaderIntegrationTests(SynchronousTestCase):
+    """
+    A real C{twistd agilerpc}: a client that sends requests and never reads
+    the responses is throttled by the server (it stops reading that
+    connection), the server's memory stays bounded, and other clients are
+    answered meanwhile.
+    """
+
+    def _rss(self, pid: int) -> int:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def test_clientThatNeverReads(self) -> None:
+        """
+        However much a non-reading client tries to send, the server takes
+        only what its buffers hold, its RSS grows by a bounded amount, and a
+        second client's call is answered.
+        """
+        server = ServerProcess.start(self)
+        other = server.connect(self)
+        other.receiveHello()
+        self.assertEqual(other.call("echo", "warm")[3], "warm")
+        before = self._rss(server.pid)
+
+        hog = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(hog.close)
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", server.port))
+        hog.setblocking(False)
+        request = b"".join(
+            _wire.frame(_wire.encodeRequest(i, "echo", [b"x" * 4096]))
+            for i in range(100)
+        )
+        offered = 0
+        sent = 0
+        stalled = 0.0
+        deadline = time.monotonic() + 20
+        # 200 MiB of requests, far more than any buffer: stop once the server
+        # has taken nothing for a second.
+        while offered < 200 * 1024 * 1024 and stalled < 1.0:
+            self.assertLess(time.monotonic(), deadline)
+            _, writable, _ = select.select([], [hog], [], 0.1)
+            if not writable:
+                stalled += 0.1
+                continue
+            try:
+                n = hog.send(request)
+            except BlockingIOError:
+                n = 0
+            offered += len(request)
+            sent += n
+            stalled = 0.0 if n else stalled + 0.1
+
+        # The server stopped reading long before 200 MiB.
+        self.assertLess(sent, 64 * 1024 * 1024)
+        grown = self._rss(server.pid) - before
+        self.assertLess(grown, 32 * 1024 * 1024, f"server RSS grew by {grown} bytes")
+        # Everyone else is still served, promptly.
+        started = time.monotonic()
+        self.assertEqual(other.call("echo", "still here")[3], "still here")
+        self.assertLess(time.monotonic() - started, 2.0)
