@@ -130,9 +130,38 @@ class Method:
         The signature and docstring, for C{system.describe}.
         """
         return {
-            "signature": str(self.signature) if self.signature is not None else "(...)",
+            "signature": _display(self.signature),
             "doc": inspect.getdoc(self.func) or "",
         }
+
+
+class _Annotation(str):
+    """
+    An annotation kept as text (C{from __future__ import annotations}),
+    shown without the quotes C{inspect} would put around a str.
+    """
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _display(signature: inspect.Signature | None) -> str:
+    """
+    C{signature} as Python would write it: C{(a: int, b: int = 2) -> int},
+    whether its annotations are objects or (postponed) text.
+    """
+    if signature is None:
+        return "(...)"
+    parameters = [
+        p.replace(annotation=_Annotation(p.annotation))
+        if isinstance(p.annotation, str)
+        else p
+        for p in signature.parameters.values()
+    ]
+    returns = signature.return_annotation
+    if isinstance(returns, str):
+        returns = _Annotation(returns)
+    return str(signature.replace(parameters=parameters, return_annotation=returns))
 
 
 class Registry:

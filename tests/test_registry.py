@@ -397,12 +397,12 @@ class BuiltinTests(SynchronousTestCase):
         self.assertEqual(
             description["math.plain"],
             {
-                "signature": "(a: 'int', b: 'int' = 2) -> 'int'",
+                "signature": "(a: int, b: int = 2) -> int",
                 "doc": "Add two numbers.",
             },
         )
         self.assertEqual(
-            description["system.listMethods"]["signature"], "() -> 'list[str]'"
+            description["system.listMethods"]["signature"], "() -> list[str]"
         )
         self.assertIn("names", description["system.listMethods"]["doc"])
 
@@ -552,3 +552,20 @@ class ArityTests(SynchronousTestCase):
             for n in range(5):
                 for kwargs in ({}, {"k": 1}, {"b": 1}, {"a": 1}):
                     self.assertAgrees(func, list(range(n)), kwargs)
+
+
+class DescribeSignatureTests(SynchronousTestCase):
+    def test_textAndObjectAnnotationsShowAlike(self) -> None:
+        """
+        Annotations kept as text (postponed evaluation) are shown without
+        quotes, like annotations that are objects.
+        """
+
+        def f(a, b=2):  # type: ignore[no-untyped-def]
+            return a
+
+        f.__annotations__ = {"a": int, "b": "int", "return": "list[int]"}
+        self.assertEqual(
+            Method("f", f, False).describe()["signature"],
+            "(a: int, b: int = 2) -> list[int]",
+        )
