@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -48,6 +48,8 @@ from agilerpc import (
 )
 from agilerpc._client import RpcClientProtocol
 from agilerpc._server import RpcServerProtocol
+
+from .test_server import RecordingTransport
 
 MAX_SIZE = 1000
 KEEPALIVE = 8.0
@@ -98,35 +100,6 @@ def splitFrames(data: bytes) -> list[bytes]:
         payloads.append(payload)
         offset += 4 + length
     return payloads
-
-
-class RecordingTransport(StringTransport):
-    """
-    A transport that records how the protocol closes it and how many writes
-    come after the write side was closed (they would be lost).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.closes: list[str] = []
-        self.writesAfterClose = 0
-
-    def write(self, data: bytes) -> None:
-        if self.closes:
-            self.writesAfterClose += 1
-        super().write(data)
-
-    def loseWriteConnection(self) -> None:
-        self.closes.append("loseWriteConnection")
-
-    def loseConnection(self) -> None:
-        self.closes.append("loseConnection")
-        self.disconnecting = True
-
-    def abortConnection(self) -> None:
-        self.closes.append("abortConnection")
-        self.disconnecting = True
-        self.disconnected = True
 
 
 # -- the server -------------------------------------------------------------
