@@ -65,7 +65,7 @@ from ._errors import (
     RemoteError,
     Unauthorized,
 )
-from ._framing import FrameReceiver
+from ._framing import FrameReceiver, writeFrame
 
 _log = Logger(namespace="agilerpc.client")
 
@@ -150,21 +150,6 @@ class _Call:
             self.client._cancel(self)
 
 
-_LARGE = 64 * 1024
-_pack = _wire.HEADER.pack
-
-
-def _write(transport: Any, payload: bytes) -> None:
-    """
-    Write one frame; a large payload is not copied just to prefix its header.
-    """
-    size = len(payload)
-    if size < _LARGE:
-        transport.write(_pack(size) + payload)
-    else:
-        transport.writeSequence((_pack(size), payload))
-
-
 def _after(msgid: int, last: int) -> bool:
     """
     Was C{msgid} sent after C{last}?  msgids count up from 0 on each
@@ -203,7 +188,7 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
             # First, before any request: the server reads frames in order,
             # and answers a right token with nothing.
             auth = _wire.pack([_wire.CONTROL, "auth", token])
-            self.transport.write(_wire.HEADER.pack(len(auth)) + auth)
+            writeFrame(self.transport, auth)
         self.client._connectionMade(self)
 
     @property
@@ -239,7 +224,7 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
         call.msgid = msgid
         call.connection = self
         self._inflight[msgid] = call
-        _write(self.transport, payload)
+        writeFrame(self.transport, payload)
 
     def _sendNotification(self, call: _Call) -> None:
         try:
@@ -250,7 +235,7 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
         if len(payload) > self.MAX_LENGTH:
             _log.error("{error}", error=self._tooLarge(call, len(payload)))
             return
-        self.transport.write(_wire.HEADER.pack(len(payload)) + payload)
+        writeFrame(self.transport, payload)
 
     def _tooLarge(self, call: _Call, size: int) -> MessageTooLarge:
         return MessageTooLarge(
@@ -267,7 +252,7 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
         call.connection = None
         if not self._disconnected:
             cancel = _wire.encodeCancel(call.msgid)
-            self.transport.write(_wire.HEADER.pack(len(cancel)) + cancel)
+            writeFrame(self.transport, cancel)
         self._closeIfDone()
 
     # -- receiving ----------------------------------------------------------

@@ -12,9 +12,27 @@ C{lengthLimitExceeded}, C{stringReceived} and pausing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._wire import HEADER
 
 _unpackFrom = HEADER.unpack_from
+packHeader = HEADER.pack
+
+# From this size on, the header and payload are written separately rather
+# than concatenated: no copy of a large payload just to prefix its header.
+LARGE_FRAME = 64 * 1024
+
+
+def writeFrame(transport: Any, payload: bytes) -> None:
+    """
+    Write C{payload} to C{transport} as one frame.
+    """
+    size = len(payload)
+    if size < LARGE_FRAME:
+        transport.write(packHeader(size) + payload)
+    else:
+        transport.writeSequence((packHeader(size), payload))
 
 
 class FrameReceiver:

@@ -34,7 +34,7 @@ from ._errors import (
     RpcError,
     Unauthorized,
 )
-from ._framing import FrameReceiver
+from ._framing import LARGE_FRAME, FrameReceiver, packHeader, writeFrame
 from ._registry import Method
 from ._version import __version__
 
@@ -45,9 +45,6 @@ if TYPE_CHECKING:
     from ._registry import Registry
 
 _log = Logger(namespace="agilerpc.server")
-
-_pack = _wire.HEADER.pack
-_LARGE = 64 * 1024
 
 
 def _errorFromFailure(failure: Failure, debug: bool) -> dict[str, Any]:
@@ -581,11 +578,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     def _send(self, payload: bytes) -> None:
         if not self._disconnected and not self._writeClosed:
             size = len(payload)
-            if size < _LARGE:
-                self.transport.write(_pack(size) + payload)
+            if size < LARGE_FRAME:
+                # writeFrame's small case, inline: one Python call less per
+                # response is 0.1 us of the ~2.3 us bench.serverloop measures.
+                self.transport.write(packHeader(size) + payload)
             else:
-                # No copy of a large payload just to prefix its header.
-                self.transport.writeSequence((_pack(size), payload))
+                writeFrame(self.transport, payload)
 
     # -- keepalive and goaway -----------------------------------------------
 

@@ -9,12 +9,13 @@ any way, pausing, the length limit and discarding input.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial.unittest import SynchronousTestCase
 
-from agilerpc._framing import FrameReceiver
+from agilerpc._framing import LARGE_FRAME, FrameReceiver, writeFrame
 
 
 def frame(payload: bytes) -> bytes:
@@ -340,3 +341,37 @@ class PauseTests(SynchronousTestCase):
         self.assertEqual(r.frames, [])
         r.dataReceived(frame(b"z"))
         self.assertEqual(r.frames, [b"z"])
+
+
+class WriteFrameTests(SynchronousTestCase):
+    """
+    L{writeFrame} writes a header and payload as one frame.
+    """
+
+    def test_smallAndLarge(self) -> None:
+        """
+        A small payload goes out in one write with its header; a large one
+        as header and payload without concatenating them; both read back as
+        the same frames.
+        """
+        writes: list[object] = []
+
+        class Transport(StringTransport):
+            def write(self, data: bytes) -> None:
+                writes.append(("write", len(data)))
+                super().write(data)
+
+            def writeSequence(self, seq: Any) -> None:
+                writes.append(("writeSequence", [len(d) for d in seq]))
+                StringTransport.write(self, b"".join(seq))
+
+        transport = Transport()
+        small = b"s" * 10
+        large = b"L" * LARGE_FRAME
+        writeFrame(transport, small)
+        writeFrame(transport, large)
+        self.assertEqual(writes, [("write", 14), ("writeSequence", [4, LARGE_FRAME])])
+        r = Receiver()
+        r.MAX_LENGTH = 2 * LARGE_FRAME
+        r.dataReceived(transport.value())
+        self.assertEqual(r.frames, [small, large])
