@@ -38,6 +38,33 @@ _actions = st.lists(
 )
 
 
+def assertExactlyOnce(
+    testCase: SynchronousTestCase, outcomes: dict[int, list[Any]], ran: list[Any]
+) -> None:
+    """
+    Each call (by token, in C{outcomes}: what its Deferred fired with) ended
+    exactly once: answered with its token by exactly one run (C{ran} lists the
+    tokens every handler run saw), or failed with L{ConnectionLost} after at
+    most one run.
+    """
+    runs: dict[int, int] = {}
+    for token in ran:
+        runs[token] = runs.get(token, 0) + 1
+    for token, results in outcomes.items():
+        testCase.assertEqual(
+            len(results), 1, f"call {token} ended {len(results)} times"
+        )
+        result = results[0]
+        testCase.assertLessEqual(runs.get(token, 0), 1, f"call {token} ran twice")
+        if isinstance(result, Failure):
+            testCase.assertTrue(result.check(ConnectionLost), f"call {token}: {result}")
+        else:
+            testCase.assertEqual(result, token)
+            testCase.assertEqual(
+                runs.get(token), 1, f"call {token} answered without running"
+            )
+
+
 class ExactlyOnceTests(SynchronousTestCase):
     @settings(max_examples=300, deadline=None)
     @given(_actions)
@@ -98,19 +125,4 @@ class ExactlyOnceTests(SynchronousTestCase):
             if all(outcomes.values()) and not handlers.waiting:
                 break
 
-        runs: dict[int, int] = {}
-        for token in handlers.runs:
-            runs[token] = runs.get(token, 0) + 1
-        for token, results in outcomes.items():
-            self.assertEqual(
-                len(results), 1, f"call {token} ended {len(results)} times"
-            )
-            result = results[0]
-            self.assertLessEqual(runs.get(token, 0), 1, f"call {token} ran twice")
-            if isinstance(result, Failure):
-                self.assertTrue(result.check(ConnectionLost), f"call {token}: {result}")
-            else:
-                self.assertEqual(result, token)
-                self.assertEqual(
-                    runs.get(token), 1, f"call {token} answered without running"
-                )
+        assertExactlyOnce(self, outcomes, handlers.runs)

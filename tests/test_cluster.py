@@ -23,6 +23,7 @@ from agilerpc.testing import MemoryServer
 
 from .test_blocking import WAIT, FakeConnection, FakeServer, serveForever
 from .test_client import Handlers
+from .test_client_property import assertExactlyOnce
 
 PORTS = [9001, 9002, 9003]
 
@@ -473,23 +474,9 @@ class ExactlyOnceTests(SynchronousTestCase):
             if all(outcomes.values()) and not any(h.waiting for h in cluster.handlers):
                 break
 
-        runs: dict[int, int] = {}
-        for h in cluster.handlers:
-            for token in h.runs:
-                runs[token] = runs.get(token, 0) + 1
-        for token, results in outcomes.items():
-            self.assertEqual(
-                len(results), 1, f"call {token} ended {len(results)} times"
-            )
-            result = results[0]
-            self.assertLessEqual(runs.get(token, 0), 1, f"call {token} ran twice")
-            if isinstance(result, Failure):
-                self.assertTrue(result.check(ConnectionLost), f"call {token}: {result}")
-            else:
-                self.assertEqual(result, token)
-                self.assertEqual(
-                    runs.get(token), 1, f"call {token} answered without running"
-                )
+        assertExactlyOnce(
+            self, outcomes, [token for h in cluster.handlers for token in h.runs]
+        )
 
 
 class FakeServersClient(TcpRpcClient):
