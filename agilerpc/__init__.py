@@ -2,12 +2,16 @@
 agilerpc: msgpack RPC for Twisted.
 
 Public names are re-exported here; import from C{agilerpc}, not from its
-private modules.
+private modules.  The Prometheus side lives in L{agilerpc.metrics}, which
+loads C{twisted.web}: its names are re-exported lazily, so that
+C{import agilerpc} does not load it.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from ._agileutil import TcpRpcServer
 from ._blocking import TcpRpcClient
 from ._client import ClientStats, RpcClient
-from ._clientmetrics import ClientCollector
 from ._errors import (
     Cancelled,
     ClientClosed,
@@ -25,12 +29,25 @@ from ._errors import (
     Unauthorized,
 )
 from ._logging import jsonLogObserver
-from ._metrics import ServerMetrics, metricsResource
+from ._observers import IServerObserver
 from ._registry import Method, Registry, rpc
-from ._seedserver import TcpRpcServer
 from ._server import RpcServerFactory, RpcServerProtocol
 from ._service import RpcService
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .metrics import ClientCollector, ServerMetrics, metricsResource
+
+_LAZY = frozenset({"ClientCollector", "ServerMetrics", "metricsResource"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import metrics
+
+        return getattr(metrics, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Cancelled",
@@ -38,6 +55,7 @@ __all__ = [
     "ClientCollector",
     "ClientStats",
     "ConnectionLost",
+    "IServerObserver",
     "InvalidParams",
     "InvalidRequest",
     "InvalidResponse",

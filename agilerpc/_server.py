@@ -1,11 +1,26 @@
 """
-The server side of a connection: framing, dispatch, keepalive and goaway.
+The server's Twisted side: the protocol that moves one connection's bytes,
+runs its timers and its calls, and the factory that serves a registry.
+
+One request, socket to response: L{RpcServerProtocol.dataReceived} cuts the
+stream into frames (L{FrameReceiver}); L{RpcServerProtocol.stringReceived}
+asks the connection's L{ServerConnection} what the frame is; a request goes
+to the server's L{Dispatcher}, which runs its handler; the result comes back
+to L{ServerConnection.result}, which encodes the response the protocol
+writes.  A handler that answers later (a Deferred, a coroutine, a thread)
+is outstanding until it does.
+
+The connection's life has explicit states (L{RpcServerProtocol.state}):
+C{SERVING}, then C{GOING_AWAY} (a goaway was sent, outstanding calls are
+still answered) or C{DRAINING} (the client closed its side), then
+C{LINGERING} (our side is closed, the client's is read until it closes),
+then C{CLOSED}.
 """
 
 from __future__ import annotations
 
-import hmac
-import inspect
+import time
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +33,6 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Factory
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.protocols.policies import TimeoutMixin
@@ -26,77 +40,31 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import _wire
-from ._errors import (
-    InvalidRequest,
-    InvalidResult,
-    MessageTooLarge,
-    MethodNotFound,
-    RpcError,
-    Unauthorized,
-)
+from ._dispatch import PLAIN, Dispatcher, deferred, kinds
+from ._errors import RpcError
 from ._framing import LARGE_FRAME, FrameReceiver, packHeader, writeFrame
+from ._observers import IServerObserver, observing
 from ._registry import Method
+from ._serverconnection import Cancel, Refusal, ServerConnection, ServerSettings
 from ._version import __version__
 
 if TYPE_CHECKING:
     from twisted.python.failure import Failure as _Failure
 
-    from ._metrics import ServerMetrics
     from ._registry import Registry
 
 _log = Logger(namespace="agilerpc.server")
 
+_Request = _wire.Request
+_Notification = _wire.Notification
 
-def _errorFromFailure(failure: Failure, debug: bool) -> dict[str, Any]:
-    """
-    The error map sent for a failed call: an L{RpcError} as it asks, a
-    cancellation as C{Cancelled}, anything else as its class name and
-    C{str()}; a traceback only when the server runs with debug.
-    """
-    exc = failure.value
-    if isinstance(exc, RpcError):
-        return exc.toWire()
-    if isinstance(exc, CancelledError):
-        return {"type": "Cancelled", "message": "the call was cancelled"}
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<unprintable {type(exc).__name__} object>"
-    error: dict[str, Any] = {"type": type(exc).__name__, "message": message}
-    if debug:
-        error["data"] = {"traceback": failure.getTraceback()}
-    return error
-
-
-_TRUNCATED = " [truncated]"
-
-
-def _text(value: object) -> str:
-    """
-    C{value} as a str that msgpack can encode (no lone surrogates).
-    """
-    text = str(value) if isinstance(value, str) else repr(value)
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-_PLAIN = "plain"
-_DEFERRED = "Deferred"
-_COROUTINE = "coroutine"
-
-# What a handler returned, by type: isinstance(x, Deferred) goes through
-# ABCMeta (Deferred is an Awaitable) and costs more than a dict lookup.
-_kinds: dict[type, str] = {Deferred: _DEFERRED}
-
-
-def _kindOf(result: object) -> str:
-    if isinstance(result, Deferred):
-        kind = _DEFERRED
-    elif inspect.iscoroutine(result):
-        kind = _COROUTINE
-    else:
-        kind = _PLAIN
-    _kinds[type(result)] = kind
-    return kind
+# The connection's life, in the order it goes through them; writing is
+# allowed before LINGERING.
+SERVING = 0
+GOING_AWAY = 1
+DRAINING = 2
+LINGERING = 3
+CLOSED = 4
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
@@ -108,42 +76,77 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     answers it as soon as its handler finishes, in any order.  The keepalive
     timer runs only while no request is outstanding; when it fires, or the
     server shuts down, the connection ends gracefully with a goaway (see
-    L{goAway}).
+    L{goaway}).
+
+    @ivar connection: the connection's rules and state (sans-IO).
+    @ivar state: where the connection is in its life: C{SERVING},
+        C{GOING_AWAY}, C{DRAINING}, C{LINGERING} or C{CLOSED}.
+    @ivar peer: the client's address.
     """
 
     factory: RpcServerFactory
     # Always connected to a stream transport while it runs.
     transport: Any
 
+    state: int
+    peer: IAddress | None = None
+    _accepted = False
+    _lingerCall: IDelayedCall | None = None
+    # Reading stops while the transport's send buffer is full (it pauses us
+    # as its producer) or while maxInFlight calls are outstanding.
+    _writePaused = False
+    # Set by stringReceived, so that the keepalive restarts once per chunk
+    # received rather than once per frame.
+    _framesReceived: bool
+    # When each outstanding call started, by msgid: set only with an
+    # observer, and read only then.
+    _starts: dict[int, float]
+
     def __init__(self, factory: RpcServerFactory) -> None:
         self.factory = factory
         self.MAX_LENGTH = factory.maxMessageSize
-        self._outstanding: dict[int, Deferred[Any]] = {}
-        self._lastMsgid: int | None = None
-        self._goawaySent = False
-        self._readClosed = False
-        self._writeClosed = False
-        self._disconnected = False
-        self._lingerCall: IDelayedCall | None = None
-        self._authenticated = factory.authToken is None
-        # Reading stops while the transport's send buffer is full (it pauses
-        # us as its producer) or while maxInFlight calls are outstanding.
-        self._writePaused = False
-        self.peer: IAddress | None = None
+        self.connection = ServerConnection(factory.settings)
+        self._dispatcher = factory.dispatcher
+        self._observer = factory.observer
+        # Read on the hot path: as instance attributes, not class defaults,
+        # so that attribute lookups take the interpreter's fast path.
+        self.state = SERVING
+        self._framesReceived = False
+        self.paused = False
+        self.startReceiving()
 
-    # TimeoutMixin takes its clock from here, so tests can use task.Clock.
+    # TimeoutMixin takes its clock from here: the factory's reactor.
     def callLater(self, period: float, func: Any) -> IDelayedCall:
         return self.factory.reactor.callLater(period, func)
+
+    @property
+    def callsServed(self) -> int:
+        """
+        Requests dispatched on this connection.
+        """
+        return self.connection.callsServed
+
+    @property
+    def inFlight(self) -> int:
+        """
+        Calls dispatched on this connection and not answered yet.
+        """
+        return len(self.connection.outstanding)
 
     # -- connection life ----------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.peer = self.transport.getPeer()
+        self.peer = self.connection.peer = self.transport.getPeer()
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             with suppress(OSError):  # e.g. a UNIX socket
                 setNoDelay(True)
         factory = self.factory
+        factory.connections.add(self)
+        observer = self._observer
+        if observer is not None:
+            self._starts = {}
+            observer.connectionOpened(self)
         if (
             factory.maxConnections is not None
             and factory.accepted >= factory.maxConnections
@@ -155,10 +158,10 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 peer=self.peer,
                 count=factory.accepted,
             )
-            factory.connections.add(self)
-            self.goAway("ServerBusy")
+            if observer is not None:
+                observer.frameRefused(self, "ServerBusy")
+            self.goaway("ServerBusy")
             return
-        factory.connections.add(self)
         factory.accepted += 1
         self._accepted = True
         # Responses go out through the transport's buffer; when it is full,
@@ -167,34 +170,32 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         # and would pause us, and pausing stops it reading the handshake.
         if not callable(getattr(self.transport, "getPeerCertificate", None)):
             self.transport.registerProducer(self, True)
-        self._send(_wire.encodeHello(factory.hello))
-        if factory._stopping:
+        self._send(self.connection.hello())
+        if factory.stopping:
             # Accepted while the server shuts down: nothing will be served.
-            self.goAway("shutdown")
+            self.goaway("shutdown")
             return
         self._idle()
 
-    _accepted = False
-
-    #: Requests dispatched on this connection.
-    callsServed = 0
-
     def connectionLost(self, reason: _Failure | None = None) -> None:
-        self._disconnected = True
+        self.state = CLOSED
+        factory = self.factory
         if self._accepted:
-            self.factory.accepted -= 1
-        self.factory.closedCallsServed += self.callsServed
+            factory.accepted -= 1
+        factory.closedCallsServed += self.connection.callsServed
         self.setTimeout(None)  # type: ignore[no-untyped-call]
         if self._lingerCall is not None and self._lingerCall.active():
             self._lingerCall.cancel()
         self._lingerCall = None
-        self.factory.connectionClosed(self)
+        factory.connectionClosed(self)
+        if self._observer is not None:
+            self._observer.connectionClosed(self)
 
     def handshakeCompleted(self) -> None:
         """
         The TLS handshake is done: from now on a full send buffer pauses us.
         """
-        if not self._disconnected:
+        if self.state != CLOSED:
             self.transport.registerProducer(self, True)
 
     def readConnectionLost(self) -> None:
@@ -203,12 +204,13 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         outstanding, then close.  A frame cut off by the close is dropped
         undispatched.
         """
-        self._readClosed = True
+        if self.state < DRAINING:
+            self.state = DRAINING
         self.discardInput()
         # The connection is closing already: an idle goaway now would be
         # written after (or race with) our own close.
         self.setTimeout(None)  # type: ignore[no-untyped-call]
-        if not self._outstanding:
+        if not self.connection.outstanding:
             self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
@@ -243,9 +245,9 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         Pause or resume reading from the transport as the send buffer and the
         number of outstanding calls require.
         """
-        if self._disconnected:
+        if self.state == CLOSED:
             return
-        pause = self._writePaused or len(self._outstanding) >= self.factory.maxInFlight
+        pause = self._writePaused or not self.connection.belowInFlightLimit()
         if pause and not self.paused:
             self.paused = True
             self.transport.pauseProducing()
@@ -257,42 +259,59 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
 
     # -- receiving ----------------------------------------------------------
 
-    def stringReceived(self, payload: bytes) -> None:
-        try:
-            message = _wire.parseClientMessage(payload)
-        except InvalidRequest as e:
-            if not self._goawaySent:
-                self._refuse(e)
-                if not self._outstanding:
-                    self._idle()
-            return
-        if self._goawaySent:
-            # Nothing is dispatched after a goaway; cancels of calls still
-            # running are still honoured.
-            if type(message) is _wire.Control:
-                self._control(message)
-            return
-        if not self._authenticated:
-            self._authenticate(message)
-            return
-        if type(message) is _wire.Request:
-            self._request(message)
-        elif type(message) is _wire.Notification:
-            self._notification(message)
-        else:
-            assert type(message) is _wire.Control
-            self._control(message)
-        # Restarted once per chunk received (see dataReceived), not per frame.
-        self._framesReceived = True
-
-    _framesReceived = False
-
     def dataReceived(self, data: bytes) -> None:
+        if self._observer is not None:
+            self._observer.receivedBytes(self, len(data))
         FrameReceiver.dataReceived(self, data)
         if self._framesReceived:
             self._framesReceived = False
-            if not self._outstanding:
-                self._idle()
+            if not self.connection.outstanding:
+                # _idle, with its usual case first: the keepalive timer is
+                # armed (only ever while SERVING), restart it.
+                if self.timeOut is not None:
+                    self.resetTimeout()  # type: ignore[no-untyped-call]
+                else:
+                    self._idle()
+
+    def stringReceived(self, payload: bytes) -> None:
+        message = self.connection.receive(payload)
+        self._framesReceived = True
+        if type(message) is not _Request:
+            if message is not None:
+                self._otherMessage(message)
+            return
+        # A request, the hot path: run its handler, answer it now if it
+        # returned a plain value, else when its Deferred fires.
+        msgid = message.msgid
+        method = message.method
+        if self._observer is not None:
+            self._starts[msgid] = self.factory.timer()
+        try:
+            result = self._dispatcher.call(method, message.args, message.kwargs)
+        except RpcError as e:
+            self._sendError(msgid, e.toWire(), method)
+            return
+        except Exception:
+            self._callFailed(Failure(), msgid, method)
+            return
+        if kinds.get(type(result)) is PLAIN:
+            self._sendResult(msgid, result, method)
+            return
+        later = deferred(result)
+        if later is None:
+            # A plain value of a type not seen before.
+            self._sendResult(msgid, result, method)
+        else:
+            self._callStarted(msgid, later, method)
+
+    def _otherMessage(self, message: _wire.Notification | Refusal | Cancel) -> None:
+        if type(message) is _Notification:
+            self._notify(message)
+        elif type(message) is Cancel:
+            message.call.cancel()
+        else:
+            assert type(message) is Refusal
+            self._refused(message)
 
     def lengthLimitExceeded(self, length: int) -> None:
         """
@@ -301,146 +320,47 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         so everything after it is discarded.
         """
         self.discardInput()
-        error = MessageTooLarge(
-            f"a frame of {length} bytes exceeds the maximum message size of "
-            f"{self.MAX_LENGTH} bytes"
+        self._refused(
+            Refusal(self.connection.frameTooLarge(length), "MessageTooLarge", True)
         )
-        _log.warn(
-            "{peer}: refused a frame of {length} bytes (limit {limit})",
-            peer=self.peer,
-            length=length,
-            limit=self.MAX_LENGTH,
-        )
-        self._send(_wire.encodeError(None, error.toWire()))
-        self.goAway("MessageTooLarge")
 
-    def _authenticate(
-        self, message: _wire.Request | _wire.Notification | _wire.Control
-    ) -> None:
+    def _refused(self, refusal: Refusal) -> None:
+        self._send(refusal.payload)
+        if self._observer is not None:
+            self._observer.frameRefused(self, refusal.reason)
+        if refusal.goaway:
+            self.goaway(refusal.reason)
+
+    # -- calls --------------------------------------------------------------
+
+    def _callStarted(self, msgid: int, call: Deferred[Any], method: str) -> None:
         """
-        The first frame of a connection to a server with a token must be
-        C{[3, "auth", token]}; anything else, or a wrong token, is refused
-        with C{Unauthorized} and the connection closes.
+        The request C{msgid} is outstanding until C{call} fires.
         """
-        token = self.factory.authToken
-        assert token is not None
-        if type(message) is _wire.Control and message.kind == "auth":
-            offered = message.body[0] if message.body else None
-            if isinstance(offered, str):
-                offered = offered.encode("utf-8")
-            if isinstance(offered, bytes) and hmac.compare_digest(offered, token):
-                self._authenticated = True
-                self._idle()
-                return
-            why = "wrong token"
-        else:
-            why = "no auth before the first message"
-        # Never log the token offered: it may be a real one, mistyped.
-        _log.warn("{peer}: refused: {why}", peer=self.peer, why=why)
-        msgid = message.msgid if type(message) is _wire.Request else None
-        error = Unauthorized(f"authentication failed: {why}")
-        self._send(_wire.encodeError(msgid, error.toWire()))
-        self.goAway("Unauthorized")
-
-    def _refuse(self, error: InvalidRequest) -> None:
-        data = error.data
-        msgid = data.get("msgid") if isinstance(data, dict) else None
-        if msgid is not None and msgid in self._outstanding:
-            msgid = None
-        self._send(_wire.encodeError(msgid, error.toWire()))
-
-    def _control(self, message: _wire.Control) -> None:
-        if message.kind == "cancel":
-            if message.body and _wire.isMsgid(message.body[0]):
-                d = self._outstanding.get(message.body[0])
-                if d is not None:
-                    d.cancel()
-            elif not self._goawaySent:
-                # After a goaway malformed messages get no answer (PROTOCOL.md).
-                self._refuse(InvalidRequest("cancel needs a msgid"))
-        # Other kinds are ignored, so that clients can add optional ones.
-
-    # -- dispatch -----------------------------------------------------------
-
-    def _request(self, request: _wire.Request) -> None:
-        msgid = request.msgid
-        if msgid in self._outstanding:
-            error = InvalidRequest(
-                f"msgid {msgid} is already outstanding on this connection",
-                {"msgid": msgid},
-            )
-            self._send(_wire.encodeError(None, error.toWire()))
-            return
-        self._lastMsgid = msgid
-        self.callsServed += 1
-        try:
-            d = self._invoke(request.method, request.args, request.kwargs)
-        except RpcError as e:
-            self._sendError(msgid, e.toWire(), request.method)
-            return
-        except Exception:
-            self._callFailed(Failure(), msgid, request.method)
-            return
-        if _kinds.get(type(d)) is not _DEFERRED:
-            # The common case: a plain function's result, sent at once.
-            # (_invoke turned coroutines into Deferreds and met every
-            # Deferred subclass, e.g. DeferredList, on the way.)
-            self._sendResult(msgid, d, request.method)
-            return
-        if not self._outstanding:
+        connection = self.connection
+        if not connection.outstanding:
             self.setTimeout(None)  # type: ignore[no-untyped-call]
-        self._outstanding[msgid] = d
-        if len(self._outstanding) >= self.factory.maxInFlight:
+        if connection.callStarted(msgid, call):
             self._updateReading()
-        d.addCallbacks(
+        call.addCallbacks(
             self._callSucceeded,
             self._callFailed,
-            callbackArgs=(msgid, request.method),
-            errbackArgs=(msgid, request.method),
+            callbackArgs=(msgid, method),
+            errbackArgs=(msgid, method),
         )
 
-    def _invoke(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """
-        Run the handler for C{name}: its plain result, or a L{Deferred} for
-        one that is not ready yet.
-
-        @raise RpcError: C{MethodNotFound} or C{InvalidParams}.
-        @raise Exception: whatever a synchronous handler raised.
-        """
-        method: Method | None = self.factory.registry.lookup(name)
-        if method is None:
-            method = self.factory.builtins.get(name)
-            if method is None:
-                raise MethodNotFound(f"no method named {name!r}")
-        method.checkArguments(args, kwargs)
-        if method.thread:
-            reactor = self.factory.reactor
-            return deferToThreadPool(
-                reactor,  # type: ignore[arg-type]
-                reactor.getThreadPool(),  # type: ignore[attr-defined]
-                method.func,
-                *args,
-                **kwargs,
-            )
-        result = method.func(*args, **kwargs)
-        kind = _kinds.get(type(result))
-        if kind is None:
-            kind = _kindOf(result)
-        if kind is _PLAIN:
-            return result
-        if kind is _COROUTINE:
-            return Deferred.fromCoroutine(result)
-        return result
-
-    def _notification(self, notification: _wire.Notification) -> None:
+    def _notify(self, notification: _wire.Notification) -> None:
         method = notification.method
         try:
-            result = self._invoke(method, notification.args, notification.kwargs)
+            result = self._dispatcher.call(
+                method, notification.args, notification.kwargs
+            )
         except Exception:
             self._notificationFailed(Failure(), method)
             return
-        if isinstance(result, Deferred):
-            result.addErrback(self._notificationFailed, method)
+        later = deferred(result)
+        if later is not None:
+            later.addErrback(self._notificationFailed, method)
 
     def _notificationFailed(self, failure: Failure, method: str) -> None:
         _log.failure(
@@ -452,12 +372,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         )
 
     def _callSucceeded(self, result: Any, msgid: int, method: str) -> None:
-        del self._outstanding[msgid]
+        self.connection.callEnded(msgid)
         self._sendResult(msgid, result, method)
         self._callFinished()
 
     def _callFailed(self, failure: Failure, msgid: int, method: str) -> None:
-        finished = self._outstanding.pop(msgid, None) is not None
+        ended = self.connection.callEnded(msgid)
         if isinstance(failure.value, RpcError):
             _log.debug(
                 "{peer}: {method} #{msgid}: {error}",
@@ -475,22 +395,28 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 method=method,
                 msgid=msgid,
             )
-        self._sendError(msgid, _errorFromFailure(failure, self.factory.debug), method)
-        if finished:
+        self._sendError(msgid, self.connection.errorFor(failure), method)
+        if ended:
             self._callFinished()
 
     def _callFinished(self) -> None:
-        if self._disconnected:
+        """
+        An outstanding call was answered: read again if it was the in-flight
+        limit that stopped us, and when none is left, go on with the
+        connection's life.
+        """
+        state = self.state
+        if state == CLOSED:
             # A call that outlives its connection must not restart the
             # keepalive timer (connectionLost stopped it for good).
             return
         if self.paused and not self._writePaused:
             self._updateReading()
-        if self._outstanding:
+        if self.connection.outstanding:
             return
-        if self._goawaySent:
+        if state == GOING_AWAY:
             self._halfClose()
-        elif self._readClosed:
+        elif state == DRAINING:
             self.transport.loseConnection()
         else:
             self._idle()
@@ -498,92 +424,50 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     # -- sending ------------------------------------------------------------
 
     def _sendResult(self, msgid: int, result: Any, method: str) -> None:
-        if self._disconnected:
-            return
-        try:
-            payload = _wire.encodeResult(msgid, result)
-        except Exception as e:
-            _log.error(
-                "{peer}: {method} #{msgid} returned a result msgpack cannot encode: {error}",
-                peer=self.peer,
-                method=method,
-                msgid=msgid,
-                error=e,
-            )
-            error: RpcError = InvalidResult(
-                f"{method}() returned a result that cannot be encoded: {e}"
-            )
-            self._sendError(msgid, error.toWire(), method)
-            return
-        if len(payload) > self.MAX_LENGTH:
-            error = MessageTooLarge(
-                f"the result of {method}() is {len(payload)} bytes, more than the "
-                f"maximum message size of {self.MAX_LENGTH} bytes"
-            )
-            self._sendError(msgid, error.toWire(), method)
-            return
-        self._send(payload)
-
-    def _sendError(self, msgid: int | None, error: dict[str, Any], method: str) -> None:
-        """
-        Send an error response for a call, whatever the error holds: one that
-        msgpack cannot encode is sent as its type and message only, and one
-        too large for the maximum message size without its data, then with
-        its message cut.
-        """
-        try:
-            payload = _wire.encodeError(msgid, error)
-        except Exception as e:
-            _log.error(
-                "{peer}: {method} #{msgid}: its error cannot be encoded ({reason}); "
-                "sending its type and message only",
-                peer=self.peer,
-                method=method,
-                msgid=msgid,
-                reason=e,
-            )
-            error = {
-                "type": _text(error.get("type")),
-                "message": _text(error.get("message")),
-            }
-            payload = _wire.encodeError(msgid, error)
-        if len(payload) > self.MAX_LENGTH:
-            payload = self._shrinkError(msgid, error, method)
-        self._send(payload)
-
-    def _shrinkError(
-        self, msgid: int | None, error: dict[str, Any], method: str
-    ) -> bytes:
-        """
-        An error response that fits the maximum message size: C{error}
-        without its data, then with its message cut, or at worst a
-        C{MessageTooLarge} error.
-        """
-        limit = self.MAX_LENGTH
-        shrunk = {"type": _text(error.get("type")), "message": ""}
-        # The message is encoded with at most a 5-byte str header.
-        room = limit - len(_wire.encodeError(msgid, shrunk)) - 5
-        message = _text(error.get("message"))
-        encoded = message.encode("utf-8")
-        if len(encoded) > room:
-            cut = room - len(_TRUNCATED)
-            message = encoded[: max(cut, 0)].decode("utf-8", "ignore") + _TRUNCATED
-        shrunk["message"] = message
-        payload = _wire.encodeError(msgid, shrunk)
-        if len(payload) <= limit:
-            return payload
-        tooLarge = MessageTooLarge(f"the error of {method}() is too large to send")
-        return _wire.encodeError(msgid, tooLarge.toWire())
-
-    def _send(self, payload: bytes) -> None:
-        if not self._disconnected and not self._writeClosed:
+        if self.state < LINGERING:
+            try:
+                payload = self.connection.result(msgid, result, method)
+            except RpcError as e:
+                self._sendError(msgid, e.toWire(), method)
+                return
+            # _send, inline: one Python call less per response.
             size = len(payload)
             if size < LARGE_FRAME:
-                # writeFrame's small case, inline: one Python call less per
-                # response is 0.1 us of the ~2.3 us bench.serverloop measures.
                 self.transport.write(packHeader(size) + payload)
             else:
                 writeFrame(self.transport, payload)
+            if self._observer is not None:
+                self._observer.sentBytes(self, size + 4)
+                self._finished(msgid, method, "ok")
+        elif self._observer is not None:
+            self._finished(msgid, method, "ok")
+
+    def _sendError(self, msgid: int | None, error: dict[str, Any], method: str) -> None:
+        self._send(self.connection.error(msgid, error, method))
+        if self._observer is not None and msgid is not None:
+            outcome = error.get("type")
+            self._finished(msgid, method, outcome if isinstance(outcome, str) else "?")
+
+    def _finished(self, msgid: int, method: str, outcome: str) -> None:
+        """
+        Tell the observer a call was answered, and how long it took.
+        """
+        assert self._observer is not None
+        start = self._starts.pop(msgid, None)
+        if start is not None:
+            duration = self.factory.timer() - start
+            self._observer.callFinished(self, msgid, method, outcome, duration)
+
+    def _send(self, payload: bytes) -> None:
+        if self.state < LINGERING:
+            size = len(payload)
+            if size < LARGE_FRAME:
+                # writeFrame's small case, inline: a call less per frame.
+                self.transport.write(packHeader(size) + payload)
+            else:
+                writeFrame(self.transport, payload)
+            if self._observer is not None:
+                self._observer.sentBytes(self, size + 4)
 
     # -- keepalive and goaway -----------------------------------------------
 
@@ -591,7 +475,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         """
         Nothing is outstanding: (re)start the keepalive timer.
         """
-        if self.factory.keepalive and not self._goawaySent:
+        if self.factory.keepalive and self.state == SERVING:
             if self.timeOut is None:
                 self.setTimeout(self.factory.keepalive)  # type: ignore[no-untyped-call]
             else:
@@ -606,21 +490,31 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             peer=self.peer,
             keepalive=self.factory.keepalive,
         )
-        self.goAway("idle")
+        self.goaway("idle")
 
-    def goAway(self, reason: str) -> None:
+    def goaway(self, reason: str) -> None:
         """
         Close gracefully: send a goaway naming the last dispatched msgid,
         dispatch nothing more, answer what is outstanding, then half-close and
         linger (see L{_halfClose}).
         """
-        if self._goawaySent or self._disconnected:
+        if self.state == CLOSED:
             return
-        self._goawaySent = True
+        payload = self.connection.goaway(reason)
+        if payload is None:
+            return
+        if self.state == SERVING:
+            self.state = GOING_AWAY
         self.setTimeout(None)  # type: ignore[no-untyped-call]
-        self._send(_wire.encodeGoaway(self._lastMsgid, reason))
-        if not self._outstanding:
+        self._send(payload)
+        if self._observer is not None:
+            self._observer.goawaySent(self, reason)
+        if not self.connection.outstanding:
             self._halfClose()
+
+    # The client tests, maintained apart, still call the name this method
+    # had; remove it once they call goaway().
+    goAway = goaway
 
     def _halfClose(self) -> None:
         """
@@ -631,12 +525,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         is still on its way with a RST, which can destroy the goaway before the
         client reads it.
         """
-        if self._writeClosed or self._disconnected:
+        if self.state >= LINGERING:
             return
-        if self._readClosed:
+        if self.state == DRAINING:
             self.transport.loseConnection()
             return
-        self._writeClosed = True
+        self.state = LINGERING
         transport = self.transport
         loseWrite = getattr(transport, "loseWriteConnection", None)
         if loseWrite is None or callable(
@@ -656,7 +550,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         """
         Close now, whatever is outstanding.
         """
-        if not self._disconnected:
+        if self.state != CLOSED:
             self.transport.abortConnection()
 
 
@@ -677,12 +571,15 @@ class RpcServerFactory(Factory):
         C{ServerBusy} goaway instead of a hello.  L{None}: no limit.
     @ivar authToken: when set, each connection must first send
         C{[3, "auth", token]} with this token.
-    @ivar metrics: the counters kept for Prometheus (see L{agilerpc._metrics}),
-        or L{None}: then nothing is counted or timed per call.
-    @ivar logCalls: log every call (peer, method, msgid, outcome, duration)
-        at debug level.
+    @ivar observer: told what every connection does (see L{IServerObserver}):
+        the C{observers} given, as one; L{None} without any, and then
+        nothing is counted or timed per call.
+    @ivar timer: the clock that times calls for the observers.
+    @ivar settings: what every connection's L{ServerConnection} shares.
+    @ivar dispatcher: runs the handlers of every connection.
     @ivar connections: the open connections.
     @ivar accepted: how many of them were accepted (not refused as busy).
+    @ivar stopping: L{shutdown} was called.
     @ivar started: when the factory was made, in C{reactor.seconds()}.
     @ivar builtins: the methods the server answers itself,
         C{system.ping} and C{system.stats}, found when the registry has no
@@ -703,8 +600,8 @@ class RpcServerFactory(Factory):
         maxInFlight: int = 1000,
         maxConnections: int | None = None,
         authToken: bytes | None = None,
-        metrics: ServerMetrics | None = None,
-        logCalls: bool = False,
+        observers: Sequence[IServerObserver] = (),
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
@@ -727,35 +624,39 @@ class RpcServerFactory(Factory):
         self.lingerTimeout = lingerTimeout
         self.debug = debug
         self.connections: set[RpcServerProtocol] = set()
-        self.metrics = metrics
-        self.logCalls = logCalls
-        self._protocolClass: type[RpcServerProtocol] = RpcServerProtocol
-        if metrics is not None or logCalls:
-            # Only then: the plain protocol's hot path counts nothing.
-            from ._metrics import ObservedServerProtocol
-
-            self._protocolClass = ObservedServerProtocol
-            if metrics is not None:
-                metrics.factory = self
+        self.observer = observing(observers)
+        self.timer = timer
         self.started = reactor.seconds()
         self.closedCallsServed = 0
         self.builtins: dict[str, Method] = {
             "system.ping": Method("system.ping", self._ping, False),
             "system.stats": Method("system.stats", self.stats, False),
         }
-        self._stopping = False
+        self.dispatcher = Dispatcher(registry, self.builtins, reactor)
+        self.settings = ServerSettings(
+            keepalive,
+            maxMessageSize,
+            maxInFlight,
+            authToken,
+            debug,
+            f"agilerpc/{__version__}",
+        )
+        self.stopping = False
         self._drained: list[Deferred[None]] = []
-        self.hello: dict[str, Any] = {
-            "protocol": _wire.PROTOCOL_VERSION,
-            "keepalive": keepalive,
-            "max_message_size": maxMessageSize,
-            "server": f"agilerpc/{__version__}",
-        }
-        if authToken is not None:
-            self.hello["auth"] = "token"
+
+    @property
+    def hello(self) -> dict[str, Any]:
+        """
+        What the hello of every new connection says.
+        """
+        return self.settings.hello
+
+    @hello.setter
+    def hello(self, hello: dict[str, Any]) -> None:
+        self.settings.hello = hello
 
     def buildProtocol(self, addr: IAddress | None) -> RpcServerProtocol:  # type: ignore[override]
-        return self._protocolClass(self)
+        return RpcServerProtocol(self)
 
     def _ping(self) -> str:
         """
@@ -774,8 +675,8 @@ class RpcServerFactory(Factory):
             "uptime": self.reactor.seconds() - self.started,
             "connections": len(connections),
             "calls": self.closedCallsServed + sum(p.callsServed for p in connections),
-            "in_flight": sum(len(p._outstanding) for p in connections),
-            "server": self.hello["server"],
+            "in_flight": sum(p.inFlight for p in connections),
+            "server": self.settings.hello["server"],
         }
 
     def connectionClosed(self, protocol: RpcServerProtocol) -> None:
@@ -792,13 +693,13 @@ class RpcServerFactory(Factory):
 
         @return: fires when every connection is closed.
         """
-        self._stopping = True
+        self.stopping = True
         if not self.connections:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._drained.append(d)
         for protocol in list(self.connections):
-            protocol.goAway("shutdown")
+            protocol.goaway("shutdown")
         deadline = self.reactor.callLater(grace, self._abortAll)
 
         def cancelDeadline(result: None) -> None:

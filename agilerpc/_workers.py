@@ -3,7 +3,7 @@ One host, all cores: C{twistd -n agilerpc --workers N}.
 
 The parent process opens the listening sockets as usual and serves them
 itself; L{WorkerSupervisor} then starts N-1 worker processes
-(C{python -m agilerpc._workers}) that inherit those sockets as file
+(C{python -m agilerpc._workerprocess}) that inherit those sockets as file
 descriptors 3, 4, ... and adopt them with
 L{IReactorSocket.adoptStreamPort}, each running the full server built from
 the same command line.  The kernel hands every new connection to whichever
@@ -34,7 +34,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from twisted.application.service import Service
+from twisted.application.service import IService, Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone
@@ -54,6 +54,10 @@ _log = Logger(namespace="agilerpc.workers")
 FIRST_FD = 3
 
 SpawnProcess = Callable[..., Any]
+
+# What a worker process runs: it binds workerMain to the twistd plugin's
+# options and service, which this module must not import (tap imports it).
+WORKER_MODULE = "agilerpc._workerprocess"
 
 
 @implementer(IStreamServerEndpoint)
@@ -131,7 +135,7 @@ def workerArguments(
     sockets: Sequence[tuple[int, int]], argv: Sequence[str]
 ) -> list[str]:
     """
-    The arguments after C{python -m agilerpc._workers} that make a worker
+    The arguments after C{python -m agilerpc._workerprocess} that make a worker
     serve C{sockets} (file descriptor and address family each, found at
     descriptors 3, 4, ... in the worker) with the options in C{argv}.
     """
@@ -270,7 +274,7 @@ class WorkerSupervisor(Service):
         args = [
             self.executable,
             "-m",
-            "agilerpc._workers",
+            WORKER_MODULE,
             *workerArguments(self._sockets, self.argv),
         ]
         protocol.startedAt = self._reactor.seconds()
@@ -396,6 +400,8 @@ def _logTo(stream: Any) -> ILogObserver:
 
 def workerMain(
     argv: Sequence[str],
+    makeOptions: Callable[[], Any],
+    makeService: Callable[..., IService],
     reactor: Any = None,
     logBeginner: Any = None,
     parentFD: int = 0,
@@ -407,13 +413,15 @@ def workerMain(
     whose other end the parent holds).  Log to C{stdout} through
     C{logBeginner} (the global ones by default).
 
+    C{makeOptions()} parses the options (a L{twisted.python.usage.Options}:
+    C{twistd agilerpc}'s), and C{makeService(config, reactor,
+    serverEndpoints=...)} makes the service serving the adopted sockets.
+
     @return: the exit code: 0 after a clean stop, 1 if it could not serve
         the sockets, 2 for bad options.
     """
     from twisted.logger import globalLogBeginner
     from twisted.python import usage
-
-    from . import tap
 
     if reactor is None:
         from twisted.internet import reactor as globalReactor
@@ -425,7 +433,7 @@ def workerMain(
     logBeginner.beginLoggingTo(
         [_logTo(sys.stdout if stdout is None else stdout)], redirectStandardIO=False
     )
-    config = tap.Options()
+    config = makeOptions()
     try:
         config.parseOptions(options)
     except usage.UsageError as e:
@@ -435,7 +443,7 @@ def workerMain(
     adopted: list[IStreamServerEndpoint] = [
         AdoptedEndpoint(reactor, fd, family) for fd, family in sockets
     ]
-    service = tap.makeService(config, reactor, serverEndpoints=adopted)
+    service = makeService(config, reactor, serverEndpoints=adopted)
 
     def parentGone() -> None:
         if watch.lost:
@@ -464,7 +472,3 @@ def workerMain(
     reactor.callWhenRunning(start)
     reactor.run()
     return exitCode[0]
-
-
-if __name__ == "__main__":  # pragma: no cover - run in worker processes
-    sys.exit(workerMain(sys.argv[1:]))

@@ -13,25 +13,27 @@ only way to require client certificates (C{--tls-client-ca}: mutual TLS).
 from __future__ import annotations
 
 import importlib
-import re
 import sys
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.application.service import IService, MultiService
 from twisted.internet import endpoints
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
-from ._metrics import ServerMetrics
+from ._observers import CallLog, IServerObserver
 from ._registry import Registry
 from ._server import RpcServerFactory
 from ._service import RpcService
+from ._tlsoptions import readFile, serverTLSOptions
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE
 
+if TYPE_CHECKING:
+    from .metrics import ServerMetrics
+
 DEFAULT_MODULE = "agilerpc.examples.hello"
-DEFAULT_BACKLOG = 1024
+_DEFAULT_BACKLOG = 1024
 
 _log = Logger(namespace="agilerpc.tap")
 
@@ -216,7 +218,7 @@ class Options(usage.Options):
             # Twisted's default backlog of 50 drops connections in a burst
             # (the fault tests saw it at 300 at once); the kernel caps it at
             # net.core.somaxconn.
-            listen = f"tcp:{self['port']}:backlog={DEFAULT_BACKLOG}"
+            listen = f"tcp:{self['port']}:backlog={_DEFAULT_BACKLOG}"
             if self["interface"]:
                 listen += ":interface=" + self["interface"].replace(":", r"\:")
             self["listen"] = [listen]
@@ -295,100 +297,16 @@ class Options(usage.Options):
         return serverTLSOptions(cert, key, clientCA)
 
 
-_PEM_CERTIFICATE = re.compile(
-    rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
-)
-
-
-def _read(option: str, path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise usage.UsageError(
-            f"--{option} {path}: cannot read it: {e.strerror or e}"
-        ) from None
-
-
 def _readToken(path: str) -> bytes:
     """
     The token in the file at C{path}, without surrounding whitespace.
 
     @raise usage.UsageError: if it cannot be read or is empty.
     """
-    token = _read("auth-token-file", path).strip()
+    token = readFile("auth-token-file", path).strip()
     if not token:
         raise usage.UsageError(f"--auth-token-file {path}: the file is empty")
     return token
-
-
-def _certificates(option: str, path: str) -> list[Any]:
-    """
-    Every PEM certificate in the file at C{path}, in order.
-
-    @raise usage.UsageError: if there is none, or one does not load.
-    """
-    from twisted.internet.ssl import Certificate
-
-    blocks = _PEM_CERTIFICATE.findall(_read(option, path))
-    if not blocks:
-        raise usage.UsageError(f"--{option} {path}: no PEM certificate in it")
-    try:
-        return [Certificate.loadPEM(block) for block in blocks]
-    except Exception as e:
-        raise usage.UsageError(f"--{option} {path}: {e}") from None
-
-
-def serverTLSOptions(certPath: str, keyPath: str, clientCAPath: str | None) -> Any:
-    """
-    Twisted's server TLS options for a certificate (with its chain) and key
-    in PEM files; with C{clientCAPath}, clients must present a certificate
-    signed by one of the CAs in that file.
-
-    @return: a L{twisted.internet.ssl.CertificateOptions}.
-    @raise usage.UsageError: if a file cannot be read or loaded, the key
-        does not match the certificate, or the tls extra
-        (C{pip install agilerpc[tls]}) is not installed.
-    """
-    try:
-        from OpenSSL.crypto import FILETYPE_PEM
-        from twisted.internet.ssl import CertificateOptions, KeyPair
-    except ImportError as e:  # pragma: no cover - the tls extra is installed
-        raise usage.UsageError(
-            f"TLS needs pyOpenSSL: pip install 'agilerpc[tls]' ({e})"
-        ) from None
-    chain = _certificates("tls-cert", certPath)
-    keyData = _read("tls-key", keyPath)
-    try:
-        key = KeyPair.load(keyData, FILETYPE_PEM)
-    except Exception as e:
-        raise usage.UsageError(
-            f"--tls-key {keyPath}: not a PEM private key ({e})"
-        ) from None
-    options: dict[str, Any] = {}
-    if clientCAPath is not None:
-        options = {
-            "verify": True,
-            "requireCertificate": True,
-            "caCerts": [
-                c.original for c in _certificates("tls-client-ca", clientCAPath)
-            ],
-        }
-    tls = CertificateOptions(
-        privateKey=key.original,
-        certificate=chain[0].original,
-        extraCertChain=[c.original for c in chain[1:]],
-        **options,
-    )
-    try:
-        # Build the context now: a key that does not match the certificate
-        # is a usage error, not a failure on the first connection.
-        tls.getContext()
-    except Exception as e:
-        raise usage.UsageError(
-            f"--tls-cert {certPath} --tls-key {keyPath}: {e}"
-        ) from None
-    return tls
 
 
 def _endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
@@ -415,7 +333,15 @@ def makeService(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    metrics = None if config["metrics"] is None else ServerMetrics()
+    observers: list[IServerObserver] = []
+    metrics = None
+    if config["metrics"] is not None:
+        from .metrics import ServerMetrics
+
+        metrics = ServerMetrics()
+        observers.append(metrics)
+    if config["log-calls"]:
+        observers.append(CallLog())
     factory = RpcServerFactory(
         config["registry"],
         reactor,
@@ -425,8 +351,7 @@ def makeService(
         authToken=config["auth-token"],
         maxInFlight=config["max-in-flight"],
         maxConnections=config["max-connections"] or None,
-        metrics=metrics,
-        logCalls=bool(config["log-calls"]),
+        observers=observers,
     )
     if serverEndpoints is None:
         serverEndpoints = [_endpoint(reactor, d) for d in config["listen"]]
@@ -469,16 +394,6 @@ def makeService(
     return parent
 
 
-class MetricsSite(Site):
-    """
-    A site that does not log each request: a scrape every few seconds would
-    fill the log.
-    """
-
-    def log(self, request: Any) -> None:
-        pass
-
-
 def _withMetrics(
     service: IService, reactor: Any, description: str, metrics: ServerMetrics
 ) -> IService:
@@ -488,7 +403,7 @@ def _withMetrics(
     """
     from twisted.application.internet import StreamServerEndpointService
 
-    from ._metrics import metricsResource
+    from .metrics import MetricsSite, metricsResource
 
     parent = MultiService()
     service.setServiceParent(parent)

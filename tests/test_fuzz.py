@@ -49,7 +49,7 @@ from agilerpc import (
 from agilerpc._client import RpcClientProtocol
 from agilerpc._server import RpcServerProtocol
 
-from .test_server import RecordingTransport
+from .serverhelpers import RecordingTransport
 
 MAX_SIZE = 1000
 KEEPALIVE = 8.0
@@ -297,7 +297,7 @@ class ServerModel:
     def timerRunning(self) -> bool:
         return not self.outstanding and not self.goaway and not self.lost
 
-    def goAway(self, reason: str) -> None:
+    def sendGoaway(self, reason: str) -> None:
         if self.goaway or self.lost:
             return
         self.goaway = True
@@ -307,7 +307,7 @@ class ServerModel:
     def oversized(self) -> None:
         self.discarding = True
         self._write(("error", None, "MessageTooLarge"))
-        self.goAway("MessageTooLarge")
+        self.sendGoaway("MessageTooLarge")
 
     def frame(self, payload: bytes) -> None:
         try:
@@ -494,10 +494,10 @@ class ServerFuzzTests(SynchronousTestCase):
                         d.errback(KeyError(f"later {x} failed"))
             elif kind == "shutdown":
                 factory.shutdown(FOREVER)
-                model.goAway("shutdown")
+                model.sendGoaway("shutdown")
             else:
                 if model.timerRunning:
-                    model.goAway("idle")
+                    model.sendGoaway("idle")
                 clock.advance(KEEPALIVE + 1)
             self.assertEqual(len(handlers.live()), len(model.pending))
 

@@ -15,14 +15,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from agilerpc import _wire
 
-from .serverprocess import ServerProcess
-from .test_server import (
+from .serverhelpers import (
     Connection,
     LogCollector,
     RecordingTransport,
     ServerTestCase,
     encode,
 )
+from .serverprocess import ServerProcess
 
 
 class BackpressureTests(ServerTestCase):

@@ -2,9 +2,10 @@
 # class's name, which untyped_calls_exclude = ["twisted"] does not match.
 # mypy: disable-error-code="no-untyped-call"
 """
-Tests for L{agilerpc._metrics} and the server's observability hooks: the
-counters an L{ObservedServerProtocol} keeps (driven over a L{StringTransport}
-with a L{Clock} and a fake timer), their Prometheus exposition, a scrape over
+Tests for L{agilerpc.metrics} and the server's observers: the
+L{IServerObserver} interface, the counters L{ServerMetrics} keeps as an
+observer of a server protocol (driven over a L{StringTransport} with a
+L{Clock} and a fake timer), their Prometheus exposition, a scrape over
 HTTP of a real listening metrics resource, the C{system.ping} and
 C{system.stats} built-ins, per-call debug logs, the C{--metrics-port},
 C{--metrics-interface} and C{--log-calls} options of C{twistd agilerpc}, and
@@ -17,6 +18,7 @@ import io
 import json
 import signal
 import sys
+import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -30,25 +32,31 @@ from twisted.python.reflect import namedAny
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.server import Site
+from zope.interface.verify import verifyObject
 
 from agilerpc import Registry, RpcClient, RpcError, RpcServerFactory
-from agilerpc._clientmetrics import ClientCollector
 from agilerpc._logging import jsonLogObserver
-from agilerpc._metrics import (
+from agilerpc._observers import CallLog, IServerObserver, observing
+from agilerpc.metrics import (
     DEFAULT_BUCKETS,
     UNKNOWN_METHOD,
-    ObservedServerProtocol,
+    ClientCollector,
     ServerCollector,
     ServerMetrics,
     metricsResource,
 )
-from agilerpc._server import RpcServerProtocol
 from agilerpc.tap import Options, makeService
 from agilerpc.testing import MemoryServer
 
+from .serverhelpers import (
+    PEER,
+    Connection,
+    ListeningReactor,
+    LogCollector,
+    encode,
+    rawFrame,
+)
 from .serverprocess import ServerProcess
-from .test_server import PEER, Connection, LogCollector, encode, rawFrame
-from .test_tap import _Reactor
 
 
 class FakeTimer:
@@ -85,7 +93,7 @@ class ServerTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.timer = FakeTimer()
-        self.metrics = ServerMetrics(timer=self.timer)
+        self.metrics = ServerMetrics()
         self.pending: list[Deferred[Any]] = []
         registry = Registry()
 
@@ -114,40 +122,82 @@ class ServerTestCase(SynchronousTestCase):
         self.factory = self.makeFactory()
 
     def makeFactory(self, **kwargs: Any) -> RpcServerFactory:
-        kwargs.setdefault("metrics", self.metrics)
+        kwargs.setdefault("observers", [self.metrics])
+        kwargs.setdefault("timer", self.timer)
         return RpcServerFactory(
             self.registry, self.clock, keepalive=10.0, lingerTimeout=1.0, **kwargs
         )
 
 
-class ProtocolChoiceTests(ServerTestCase):
+class ObserverTests(ServerTestCase):
     """
-    The factory builds the instrumented protocol only when something uses it.
+    The factory gives its connections one observer, or none.
     """
 
-    def test_plainWithoutMetrics(self) -> None:
+    def test_noObserver(self) -> None:
         """
-        Without metrics or call logs the factory builds the plain protocol,
-        whose hot path counts nothing.
+        Without observers the factory has none, and its connections report
+        nothing.
         """
-        factory = self.makeFactory(metrics=None)
-        self.assertIs(type(factory.buildProtocol(PEER)), RpcServerProtocol)
+        factory = self.makeFactory(observers=())
+        self.assertIsNone(factory.observer)
+        self.assertEqual(Connection(factory).call(1, "add", 1, 2), [[1, 1, None, 3]])
+        self.assertEqual(self.metrics.calls, {})
 
-    def test_observedWithMetrics(self) -> None:
+    def test_oneObserver(self) -> None:
         """
-        With metrics the factory builds L{ObservedServerProtocol}s and is the
-        server the metrics count for.
+        One observer is told directly.
         """
-        self.assertIs(type(self.factory.buildProtocol(PEER)), ObservedServerProtocol)
-        self.assertIs(self.metrics.factory, self.factory)
+        self.assertIs(self.factory.observer, self.metrics)
 
-    def test_observedWithCallLogs(self) -> None:
+    def test_interface(self) -> None:
         """
-        With C{logCalls} alone the factory builds L{ObservedServerProtocol}s
-        too.
+        L{ServerMetrics}, L{CallLog} and several observers as one provide
+        L{IServerObserver}.
         """
-        factory = self.makeFactory(metrics=None, logCalls=True)
-        self.assertIs(type(factory.buildProtocol(PEER)), ObservedServerProtocol)
+        for observer in [self.metrics, CallLog(), observing([CallLog(), CallLog()])]:
+            self.assertTrue(verifyObject(IServerObserver, observer))
+
+    def test_callLogIgnoresTheRest(self) -> None:
+        """
+        A L{CallLog} logs calls only: connections, refusals, goaways and
+        bytes are not logged.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        factory = self.makeFactory(observers=[CallLog()], maxConnections=1)
+        Connection(factory).sendBytes(rawFrame(b"\xc1"))
+        Connection(factory).lost()
+        self.assertEqual(
+            [
+                e
+                for e in events
+                if e.get("log_namespace") == "agilerpc.server" and "outcome" in e
+            ],
+            [],
+        )
+
+    def test_severalObservers(self) -> None:
+        """
+        Several observers are each told every event.
+        """
+        other = ServerMetrics()
+        factory = self.makeFactory(observers=[self.metrics, other])
+        connection = Connection(factory)
+        connection.call(1, "add", 1, 2)
+        connection.sendBytes(rawFrame(b"\xc1"))
+        factory.shutdown()
+        for metrics in [self.metrics, other]:
+            self.assertEqual(metrics.calls, {("add", "ok"): 1})
+            self.assertEqual(metrics.refused["InvalidRequest"], 1)
+            self.assertEqual(metrics.goaways, {"shutdown": 1})
+            self.assertEqual(metrics.bytesSent, len(connection.transport.value()))
+            self.assertGreater(metrics.bytesReceived, 0)
+        connection.lost()
+        self.assertEqual(
+            (self.metrics.openConnections(), other.openConnections()), (0, 0)
+        )
 
     def test_badBuckets(self) -> None:
         """
@@ -260,9 +310,9 @@ class CallCounterTests(ServerTestCase):
             (self.metrics.inFlight(), self.metrics.openConnections()), (2, 1)
         )
 
-    def test_withoutFactory(self) -> None:
+    def test_withoutServer(self) -> None:
         """
-        Metrics no factory adopted report no connections and no calls in
+        Metrics no server reports to count no connections and no calls in
         flight.
         """
         metrics = ServerMetrics()
@@ -302,7 +352,7 @@ class ConnectionCounterTests(ServerTestCase):
         """
         connections = [Connection(self.factory), Connection(self.factory)]
         self.factory.shutdown()
-        connections[0].protocol.goAway("shutdown")
+        connections[0].protocol.goaway("shutdown")
         self.assertEqual(self.metrics.goaways, {"shutdown": 2})
         self.assertEqual(self.metrics.keepaliveCloses, 0)
 
@@ -408,7 +458,7 @@ class BuiltinTests(ServerTestCase):
         """
         C{system.ping} answers C{"pong"}.
         """
-        connection = Connection(self.makeFactory(metrics=None))
+        connection = Connection(self.makeFactory(observers=()))
         self.assertEqual(connection.call(1, "system.ping"), [[1, 1, None, "pong"]])
 
     def test_stats(self) -> None:
@@ -417,7 +467,7 @@ class BuiltinTests(ServerTestCase):
         requests dispatched (including by closed connections) and the calls
         in flight.
         """
-        factory = self.makeFactory(metrics=None)
+        factory = self.makeFactory(observers=())
         self.clock.advance(5.0)
         gone = Connection(factory)
         gone.call(1, "add", 1, 2)
@@ -450,7 +500,7 @@ class BuiltinTests(ServerTestCase):
 
 class CallLogTests(ServerTestCase):
     """
-    With C{logCalls}, every call is logged at debug level with structured
+    With a L{CallLog} observer, every call is logged at debug level with structured
     fields.
     """
 
@@ -462,7 +512,7 @@ class CallLogTests(ServerTestCase):
         collector = LogCollector()
         globalLogPublisher.addObserver(collector)
         self.addCleanup(globalLogPublisher.removeObserver, collector)
-        factory = self.makeFactory(logCalls=True)
+        factory = self.makeFactory(observers=[self.metrics, CallLog()])
         connection = Connection(factory)
         connection.call(7, "add", 1, 2)
         [event] = [e for e in collector.events if e.get("method") == "add"]
@@ -486,7 +536,7 @@ class CallLogTests(ServerTestCase):
         collector = LogCollector()
         globalLogPublisher.addObserver(collector)
         self.addCleanup(globalLogPublisher.removeObserver, collector)
-        connection = Connection(self.makeFactory(metrics=None))
+        connection = Connection(self.makeFactory(observers=()))
         connection.call(4, "crash")
         connection.send([2, "crash", []])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)
@@ -501,13 +551,15 @@ class CallLogTests(ServerTestCase):
 
     def test_callLoggedWithoutMetrics(self) -> None:
         """
-        Calls are logged with C{logCalls} and no metrics, timed with the
-        real clock.
+        Calls are logged with a L{CallLog} alone, timed with the factory's
+        default timer.
         """
         collector = LogCollector()
         globalLogPublisher.addObserver(collector)
         self.addCleanup(globalLogPublisher.removeObserver, collector)
-        connection = Connection(self.makeFactory(metrics=None, logCalls=True))
+        connection = Connection(
+            self.makeFactory(observers=[CallLog()], timer=time.perf_counter)
+        )
         connection.call(1, "fail")
         [event] = [e for e in collector.events if e.get("method") == "fail"]
         self.assertEqual(event["outcome"], "CustomError")
@@ -526,7 +578,7 @@ class ScrapeTests(TestCase):
         format, after calls moved them.
         """
         metrics = ServerMetrics()
-        factory = RpcServerFactory(Registry(), Clock(), metrics=metrics)
+        factory = RpcServerFactory(Registry(), Clock(), observers=[metrics])
         connection = Connection(factory)
         connection.call(1, "system.ping")
         connection.call(2, "system.ping")
@@ -652,10 +704,9 @@ class MetricsOptionsTests(SynchronousTestCase):
     def test_makeService(self) -> None:
         """
         With C{--metrics-port}, the service also serves HTTP on that port, and
-        the server counts into metrics; C{--log-calls} sets the factory's
-        C{logCalls}.
+        the server counts into metrics; C{--log-calls} logs calls too.
         """
-        reactor = _Reactor()
+        reactor = ListeningReactor()
         service = makeService(
             parse(
                 "--port",
@@ -676,9 +727,8 @@ class MetricsOptionsTests(SynchronousTestCase):
         self.assertEqual((rpcPort, metricsPort, interface), (0, 9100, "127.0.0.1"))
         assert isinstance(factory, RpcServerFactory)
         self.assertIsInstance(site, Site)
-        self.assertIsNotNone(factory.metrics)
-        self.assertTrue(factory.logCalls)
-        self.assertIs(type(factory.buildProtocol(PEER)), ObservedServerProtocol)
+        observers = getattr(factory.observer, "observers", ())
+        self.assertEqual([type(o) for o in observers], [ServerMetrics, CallLog])
 
 
 class JsonLogObserverTests(SynchronousTestCase):
@@ -848,7 +898,7 @@ class ClientCollectorTests(SynchronousTestCase):
         server.flush()
         connection = server.openConnections()[0]
         unrun = client.callRemote("one")
-        connection.server.goAway("shutdown")
+        connection.server.goaway("shutdown")
         server.flush()
         self.assertEqual(self.successResultOf(afterDrop), 1)
         self.assertEqual(self.successResultOf(unrun), 1)

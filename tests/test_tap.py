@@ -15,13 +15,14 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from agilerpc import RpcServerFactory, RpcServerProtocol, RpcService, _wire
 from agilerpc.tap import DEFAULT_MODULE, Options, makeService
 
+from .serverhelpers import ListeningReactor
 from .serverprocess import serverEnvironment, twistdPath
 
 _HELLO_NAMES = [
@@ -427,49 +428,13 @@ class OptionsErrorTests(SynchronousTestCase):
         self.assertUsageError(["--listen", "tcp:http"], "--listen tcp:http")
 
 
-class _Port:
-    """
-    A listening port that records when it stops, and what the connections
-    had been sent by then.
-    """
-
-    def __init__(self, reactor: _Reactor, port: int, interface: str) -> None:
-        self.reactor = reactor
-        self.address = IPv4Address("TCP", interface or "0.0.0.0", port)
-
-    def getHost(self) -> IPv4Address:
-        return self.address
-
-    def startListening(self) -> None:
-        pass
-
-    def stopListening(self) -> None:
-        self.reactor.events.append("stopListening")
-
-
-class _Reactor(MemoryReactorClock):
-    """
-    A L{MemoryReactorClock} whose ports record L{stopListening}.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[str] = []
-
-    def listenTCP(
-        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
-    ) -> _Port:
-        self.tcpServers.append((port, factory, backlog, interface))
-        return _Port(self, port, interface)
-
-
 class _GoawayRecorder(StringTransport):
     """
     A transport that records, among the reactor's events, when a goaway is
     written to it.
     """
 
-    def __init__(self, reactor: _Reactor) -> None:
+    def __init__(self, reactor: ListeningReactor) -> None:
         super().__init__()
         self.reactor = reactor
 
@@ -484,8 +449,8 @@ class MakeServiceTests(SynchronousTestCase):
     L{makeService} builds an L{RpcService} listening where the options say.
     """
 
-    def makeService(self, *argv: str) -> tuple[RpcService, _Reactor]:
-        reactor = _Reactor()
+    def makeService(self, *argv: str) -> tuple[RpcService, ListeningReactor]:
+        reactor = ListeningReactor()
         service = makeService(parse(*argv), reactor)
         assert isinstance(service, RpcService)
         return service, reactor
@@ -540,7 +505,7 @@ class MakeServiceTests(SynchronousTestCase):
         flag and registry, and the given reactor.
         """
         options = parse("--keepalive", "2.5", "--max-message-size", "1000", "--debug")
-        reactor = _Reactor()
+        reactor = ListeningReactor()
         service = makeService(options, reactor)
         assert isinstance(service, RpcService)
         factory = service.factory
@@ -595,7 +560,7 @@ class ServiceStopTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.reactor = _Reactor()
+        self.reactor = ListeningReactor()
         options = parse("--shutdown-grace", "3")
         self.pending: Deferred[str] = Deferred()
         options["registry"].register(lambda: self.pending, "wait")
@@ -716,7 +681,7 @@ class LimitOptionsTests(SynchronousTestCase):
         By default 1000 calls may be in flight per connection, and the
         number of connections is unlimited.
         """
-        service = makeService(parse(), _Reactor())
+        service = makeService(parse(), ListeningReactor())
         assert isinstance(service, RpcService)
         self.assertEqual(service.factory.maxInFlight, 1000)
         self.assertIsNone(service.factory.maxConnections)
@@ -726,7 +691,7 @@ class LimitOptionsTests(SynchronousTestCase):
         The options' values are the factory's limits.
         """
         options = parse("--max-in-flight", "7", "--max-connections", "3")
-        service = makeService(options, _Reactor())
+        service = makeService(options, ListeningReactor())
         assert isinstance(service, RpcService)
         self.assertEqual(service.factory.maxInFlight, 7)
         self.assertEqual(service.factory.maxConnections, 3)
@@ -748,7 +713,7 @@ class LimitOptionsTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write("tok\n")
-        service = makeService(parse("--auth-token-file", path), _Reactor())
+        service = makeService(parse("--auth-token-file", path), ListeningReactor())
         assert isinstance(service, RpcService)
         self.assertEqual(service.factory.authToken, b"tok")
 
@@ -779,7 +744,7 @@ class TLSOptionsTests(SynchronousTestCase):
         """
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        reactor = _Reactor()
+        reactor = ListeningReactor()
         argv = self.tlsArgs("--listen", "tcp:5000", "--listen", "tcp:5001")
         service = makeService(parse(*argv), reactor)
         assert isinstance(service, RpcService)
@@ -809,7 +774,7 @@ class TLSOptionsTests(SynchronousTestCase):
         """
         Without the options the factory is not wrapped.
         """
-        service = makeService(parse(), _Reactor())
+        service = makeService(parse(), ListeningReactor())
         assert isinstance(service, RpcService)
         self.assertIs(service.listeningFactory, service.factory)
 

@@ -422,7 +422,7 @@ class SupervisorTests(SynchronousTestCase):
 
     def test_spawnsWorkers(self) -> None:
         """
-        Each worker runs C{python -m agilerpc._workers} with the parent's
+        Each worker runs C{python -m agilerpc._workerprocess} with the parent's
         sockets at descriptors 3 and 4, a pipe on stdin, its output read by
         the parent, and the parent's command line.
         """
@@ -435,7 +435,7 @@ class SupervisorTests(SynchronousTestCase):
                 [
                     "/py",
                     "-m",
-                    "agilerpc._workers",
+                    "agilerpc._workerprocess",
                     "--fds",
                     f"3:{socket.AF_INET},4:{socket.AF_UNIX}",
                     "--",
@@ -651,6 +651,8 @@ class WorkerMainTests(SynchronousTestCase):
         fd = os.open(os.devnull, os.O_RDONLY)
         code = workerMain(
             ["--fds", f"{fd}:{socket.AF_INET}", "--", "--port", "0", "--workers", "2"],
+            tap.Options,
+            tap.makeService,
             reactor,
             self.beginner,
             self.parentRead,
@@ -680,6 +682,8 @@ class WorkerMainTests(SynchronousTestCase):
         """
         code = workerMain(
             ["--fds", "3:2", "--", "--workers", "0"],
+            tap.Options,
+            tap.makeService,
             _WorkerReactor(),
             self.beginner,
             self.parentRead,
@@ -696,6 +700,8 @@ class WorkerMainTests(SynchronousTestCase):
         self.addCleanup(os.close, fd)
         code = workerMain(
             ["--fds", f"{fd}:{socket.AF_APPLETALK}", "--", "--port", "0"],
+            tap.Options,
+            tap.makeService,
             reactor,
             self.beginner,
             self.parentRead,

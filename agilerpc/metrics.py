@@ -1,36 +1,51 @@
 """
-Server metrics: plain counters kept by an instrumented server protocol, read
-by a Prometheus collector when scraped, and served over HTTP by Twisted's
-web server in the same reactor.
+Prometheus metrics of agilerpc servers and clients.
 
-Nothing here costs anything while metrics are off: the factory builds the
-plain L{RpcServerProtocol} then, and only L{ObservedServerProtocol}, used
-when a factory has L{ServerMetrics} (or logs every call), times and counts
-calls.  Even then the hot path only adds to ints and dicts: the Prometheus
-metric families are built at scrape time.
+    from prometheus_client import REGISTRY
+    from agilerpc.metrics import ClientCollector, ServerMetrics
 
-C{prometheus_client} (the C{metrics} extra) is imported only by
-L{ServerCollector} and L{metricsResource}.
+    metrics = ServerMetrics()
+    factory = RpcServerFactory(registry, reactor, observers=[metrics])
+    REGISTRY.register(ServerCollector(metrics))     # or serve metricsResource(metrics)
+    REGISTRY.register(ClientCollector(client, name="billing"))
+
+L{ServerMetrics} is an L{IServerObserver}: the server tells it what its
+connections do and it adds to plain ints and dicts; the Prometheus metric
+families are built only when scraped.  L{ClientCollector} reads an
+L{RpcClient}'s public state when scraped, so the client counts nothing for it.
+
+C{prometheus_client} (the C{metrics} extra) is imported only when scraped or
+when L{metricsResource} is called.  This module loads C{twisted.web}:
+C{import agilerpc} does not import it.
 """
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import Request, Site
+from zope.interface import implementer
 
-from . import _wire
-from ._server import RpcServerProtocol
+from ._observers import IServerObserver
+from ._serverconnection import REFUSAL_REASONS
 
 if TYPE_CHECKING:
-    from ._server import RpcServerFactory
+    from ._client import RpcClient
 
-_log = Logger(namespace="agilerpc.server")
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "REFUSAL_REASONS",
+    "UNKNOWN_METHOD",
+    "ClientCollector",
+    "MethodStats",
+    "MetricsSite",
+    "ServerCollector",
+    "ServerMetrics",
+    "metricsResource",
+]
 
 #: Latency bucket bounds in seconds: an RPC on a LAN takes from tens of
 #: microseconds to seconds.
@@ -52,9 +67,6 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
     5.0,
     10.0,
 )
-
-#: Why a frame (or a connection, for C{ServerBusy}) was refused.
-REFUSAL_REASONS = ("InvalidRequest", "MessageTooLarge", "Unauthorized", "ServerBusy")
 
 #: The method label of calls to methods the server does not serve, so that
 #: clients cannot grow the label set without bound.
@@ -82,9 +94,11 @@ class MethodStats:
         self.total = 0.0
 
 
+@implementer(IServerObserver)
 class ServerMetrics:
     """
-    The counters of one server (one L{RpcServerFactory}), as plain numbers.
+    The counters of one server, as plain numbers: give it to
+    L{RpcServerFactory}'s C{observers}.
 
     @ivar methods: the L{MethodStats} of each method called; an outcome is
         C{"ok"} or the error type sent (C{"MethodNotFound"}, C{"ValueError"},
@@ -94,25 +108,20 @@ class ServerMetrics:
     @ivar refused: frames refused, by reason (see L{REFUSAL_REASONS}).
     @ivar bytesReceived: bytes read from clients.
     @ivar bytesSent: bytes written to clients, frame headers included.
-    @ivar factory: the server these count for (set by the factory).
+    @ivar connections: the open connections.
     """
 
-    def __init__(
-        self,
-        buckets: Sequence[float] = DEFAULT_BUCKETS,
-        timer: Callable[[], float] = time.perf_counter,
-    ) -> None:
+    def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
         if list(buckets) != sorted(set(buckets)) or not buckets:
             raise ValueError("buckets must be increasing and not empty")
         self.buckets = tuple(buckets)
-        self.timer = timer
         self.methods: dict[str, MethodStats] = {}
         self.keepaliveCloses = 0
         self.goaways: dict[str, int] = {}
         self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self.bytesReceived = 0
         self.bytesSent = 0
-        self.factory: RpcServerFactory | None = None
+        self.connections: set[Any] = set()
 
     def recordCall(self, method: str, outcome: str, duration: float) -> None:
         """
@@ -141,142 +150,51 @@ class ServerMetrics:
         """
         The connections open now (accepted or being refused).
         """
-        return 0 if self.factory is None else len(self.factory.connections)
+        return len(self.connections)
 
     def inFlight(self) -> int:
         """
         The calls dispatched and not yet answered now.
         """
-        if self.factory is None:
-            return 0
-        return sum(len(p._outstanding) for p in self.factory.connections)
+        return sum(c.inFlight for c in self.connections)
 
+    # -- IServerObserver ----------------------------------------------------
 
-class ObservedServerProtocol(RpcServerProtocol):
-    """
-    L{RpcServerProtocol} that counts what it does into the factory's
-    L{ServerMetrics}, when it has some, and logs every call at debug level
-    when the factory's C{logCalls} is set.
+    def connectionOpened(self, connection: Any) -> None:
+        self.connections.add(connection)
 
-    It only wraps the plain protocol's methods, so that the plain one keeps
-    its hot path free of any of this.
-    """
+    def connectionClosed(self, connection: Any) -> None:
+        self.connections.discard(connection)
 
-    def __init__(self, factory: RpcServerFactory) -> None:
-        super().__init__(factory)
-        self._metrics: ServerMetrics | None = factory.metrics
-        self._logCalls = factory.logCalls
-        self._timer = (
-            factory.metrics.timer if factory.metrics is not None else time.perf_counter
-        )
-        # When each outstanding (and the current synchronous) call started.
-        self._starts: dict[int, float] = {}
-
-    # -- calls --------------------------------------------------------------
-
-    # The per-call methods call the plain protocol's directly: cheaper than
-    # super().
-
-    def _request(self, request: _wire.Request) -> None:
-        msgid = request.msgid
-        if msgid in self._outstanding:
-            self._refused("InvalidRequest")
-        else:
-            self._starts[msgid] = self._timer()
-        _baseRequest(self, request)
-
-    def _sendResult(self, msgid: int, result: Any, method: str) -> None:
-        _baseSendResult(self, msgid, result, method)
-        # An unencodable or too large result went out as an error:
-        # _sendError counted it, and took its start time.
-        start = self._starts.pop(msgid, None)
-        if start is None:
+    def callFinished(
+        self, connection: Any, msgid: int, method: str, outcome: str, duration: float
+    ) -> None:
+        stats = self.methods.get(method)
+        if outcome == OK and stats is not None and OK in stats.outcomes:
+            # The usual case, inline.
+            stats.outcomes[OK] += 1
+            stats.counts[bisect_left(self.buckets, duration)] += 1
+            stats.total += duration
             return
-        duration = self._timer() - start
-        metrics = self._metrics
-        if metrics is not None:
-            stats = metrics.methods.get(method)
-            if stats is not None and OK in stats.outcomes:
-                # The usual case, inline.
-                stats.outcomes[OK] += 1
-                stats.counts[bisect_left(metrics.buckets, duration)] += 1
-                stats.total += duration
-            else:
-                metrics.recordCall(method, OK, duration)
-        if self._logCalls:
-            self._logCall(msgid, method, OK, duration)
+        if outcome == "MethodNotFound" and method not in connection.factory.registry:
+            method = UNKNOWN_METHOD
+        self.recordCall(method, outcome, duration)
 
-    def _sendError(self, msgid: int | None, error: dict[str, Any], method: str) -> None:
-        super()._sendError(msgid, error, method)
-        if msgid is not None:
-            outcome = error.get("type")
-            self._finished(msgid, method, outcome if isinstance(outcome, str) else "?")
+    def frameRefused(self, connection: Any, reason: str) -> None:
+        refused = self.refused
+        refused[reason] = refused.get(reason, 0) + 1
 
-    def _finished(self, msgid: int, method: str, outcome: str) -> None:
-        start = self._starts.pop(msgid, None)
-        if start is None:
-            return
-        duration = self._timer() - start
-        metrics = self._metrics
-        if metrics is not None:
-            label = method
-            if outcome == "MethodNotFound" and method not in self.factory.registry:
-                label = UNKNOWN_METHOD
-            metrics.recordCall(label, outcome, duration)
-        if self._logCalls:
-            self._logCall(msgid, method, outcome, duration)
+    def goawaySent(self, connection: Any, reason: str) -> None:
+        goaways = self.goaways
+        goaways[reason] = goaways.get(reason, 0) + 1
+        if reason == "idle":
+            self.keepaliveCloses += 1
 
-    def _logCall(self, msgid: int, method: str, outcome: str, duration: float) -> None:
-        _log.debug(
-            "{peer}: {method} #{msgid}: {outcome} in {duration:.6f}s",
-            peer=self.peer,
-            method=method,
-            msgid=msgid,
-            outcome=outcome,
-            duration=duration,
-        )
+    def receivedBytes(self, connection: Any, count: int) -> None:
+        self.bytesReceived += count
 
-    # -- bytes --------------------------------------------------------------
-
-    def dataReceived(self, data: bytes) -> None:
-        metrics = self._metrics
-        if metrics is not None:
-            metrics.bytesReceived += len(data)
-        _baseDataReceived(self, data)
-
-    def _send(self, payload: bytes) -> None:
-        metrics = self._metrics
-        if metrics is not None and not (self._disconnected or self._writeClosed):
-            metrics.bytesSent += len(payload) + 4
-        _baseSend(self, payload)
-
-    # -- refusals, keepalive and goaways -----------------------------------
-
-    def _refused(self, reason: str) -> None:
-        if self._metrics is not None:
-            refused = self._metrics.refused
-            refused[reason] = refused.get(reason, 0) + 1
-
-    def _refuse(self, error: Any) -> None:
-        self._refused("InvalidRequest")
-        super()._refuse(error)
-
-    def lengthLimitExceeded(self, length: int) -> None:
-        self._refused("MessageTooLarge")
-        super().lengthLimitExceeded(length)
-
-    def timeoutConnection(self) -> None:
-        if self._metrics is not None:
-            self._metrics.keepaliveCloses += 1
-        super().timeoutConnection()
-
-    def goAway(self, reason: str) -> None:
-        if self._metrics is not None and not (self._goawaySent or self._disconnected):
-            goaways = self._metrics.goaways
-            goaways[reason] = goaways.get(reason, 0) + 1
-            if reason in ("Unauthorized", "ServerBusy"):
-                self._refused(reason)
-        super().goAway(reason)
+    def sentBytes(self, connection: Any, count: int) -> None:
+        self.bytesSent += count
 
 
 class ServerCollector:
@@ -400,7 +318,91 @@ def metricsResource(metrics: ServerMetrics, processMetrics: bool = True) -> Reso
     return root
 
 
-_baseRequest = RpcServerProtocol._request
-_baseSendResult = RpcServerProtocol._sendResult
-_baseDataReceived = RpcServerProtocol.dataReceived
-_baseSend = RpcServerProtocol._send
+class MetricsSite(Site):
+    """
+    A site that does not log each request: a scrape every few seconds would
+    fill the log.
+    """
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+class ClientCollector:
+    """
+    Gauges of one L{RpcClient}, labelled C{client=name}: calls queued for a
+    connection, calls unanswered (queued or in flight), whether a connection
+    is ready, and how many of its servers have a ready connection; and
+    counters from its L{ClientStats}: connections (ready or failed), calls by
+    outcome, calls resent after a goaway.
+    """
+
+    def __init__(
+        self, client: RpcClient, name: str = "default", prefix: str = "agilerpc_client"
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.prefix = prefix
+
+    def describe(self) -> list[Any]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        client = self.client
+        p = self.prefix
+        for suffix, documentation, value in [
+            ("queued_calls", "Calls waiting for a connection.", client.queued),
+            (
+                "pending_calls",
+                "Calls not answered yet: queued or in flight.",
+                client.pending,
+            ),
+            (
+                "connected",
+                "1 when a connection is ready to take calls.",
+                client.connected,
+            ),
+            (
+                "ready_endpoints",
+                "Servers with a connection ready to take calls.",
+                len(client.readyEndpoints),
+            ),
+            ("endpoints", "Servers the client knows.", len(client.endpoints)),
+        ]:
+            family = GaugeMetricFamily(
+                f"{p}_{suffix}", documentation, labels=["client"]
+            )
+            family.add_metric([self.name], float(value))
+            yield family
+        stats = client.stats
+        connects = CounterMetricFamily(
+            f"{p}_connections",
+            "Connection attempts, by outcome: ready (said hello) or failed.",
+            labels=["client", "outcome"],
+        )
+        connects.add_metric([self.name, "ready"], stats.connects)
+        connects.add_metric([self.name, "failed"], stats.connectFailures)
+        yield connects
+        calls = CounterMetricFamily(
+            f"{p}_calls",
+            "Calls by outcome: ok, remote_error, lost (connection lost in flight: "
+            "may have run), cancelled (including timeouts).",
+            labels=["client", "outcome"],
+        )
+        for outcome, value in [
+            ("ok", stats.answered),
+            ("remote_error", stats.remoteErrors),
+            ("lost", stats.lost),
+            ("cancelled", stats.cancelled),
+        ]:
+            calls.add_metric([self.name, outcome], value)
+        yield calls
+        resent = CounterMetricFamily(
+            f"{p}_resent_calls",
+            "Calls a goaway proved unrun, sent again on another connection.",
+            labels=["client"],
+        )
+        resent.add_metric([self.name], stats.resent)
+        yield resent

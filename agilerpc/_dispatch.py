@@ -1,0 +1,98 @@
+"""
+Running the handler a request names: the registry's method (or a built-in
+one), its arguments checked, called in the reactor thread or in the thread
+pool, and its result as a plain value or a L{Deferred}.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+
+from ._errors import MethodNotFound
+from ._registry import Method, Registry
+
+PLAIN = "plain"
+DEFERRED = "Deferred"
+COROUTINE = "coroutine"
+
+#: What a handler returned, by type: isinstance(x, Deferred) goes through
+#: ABCMeta (Deferred is an Awaitable) and costs more than a dict lookup.
+kinds: dict[type, str] = {Deferred: DEFERRED}
+
+
+def _kindOf(result: object) -> str:
+    if isinstance(result, Deferred):
+        kind = DEFERRED
+    elif inspect.iscoroutine(result):
+        kind = COROUTINE
+    else:
+        kind = PLAIN
+    kinds[type(result)] = kind
+    return kind
+
+
+class Dispatcher:
+    """
+    Finds and runs handlers for every connection of one server.
+
+    @ivar registry: the methods served.
+    @ivar builtins: methods the server answers itself, found when the
+        registry has none of the name asked for.
+    @ivar reactor: its thread pool runs the handlers registered with
+        C{thread=True}.
+    """
+
+    __slots__ = ("builtins", "reactor", "registry")
+
+    def __init__(
+        self, registry: Registry, builtins: dict[str, Method], reactor: Any
+    ) -> None:
+        self.registry = registry
+        self.builtins = builtins
+        self.reactor = reactor
+
+    def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """
+        Run the handler for C{name} and return what it returned: a plain
+        value, a L{Deferred}, a coroutine, or for a handler registered with
+        C{thread=True}, a L{Deferred} of its result in the thread pool.
+        L{deferred} tells them apart.
+
+        @raise RpcError: C{MethodNotFound} or C{InvalidParams}.
+        @raise Exception: whatever a synchronous handler raised.
+        """
+        method: Method | None = self.registry.lookup(name)
+        if method is None:
+            method = self.builtins.get(name)
+            if method is None:
+                raise MethodNotFound(f"no method named {name!r}")
+        method.checkArguments(args, kwargs)
+        if method.thread:
+            reactor = self.reactor
+            return deferToThreadPool(
+                reactor, reactor.getThreadPool(), method.func, *args, **kwargs
+            )
+        return method.func(*args, **kwargs)
+
+
+def deferred(result: object) -> Deferred[Any] | None:
+    """
+    What to wait for before answering with a handler's C{result}: L{None}
+    for a plain value (answer at once), the L{Deferred} itself, or one
+    running a coroutine.
+
+    Callers may skip this for types that L{kinds} already knows as
+    C{PLAIN}: the usual case, a dict lookup instead of a call.
+    """
+    kind = kinds.get(type(result))
+    if kind is None:
+        kind = _kindOf(result)
+    if kind is PLAIN:
+        return None
+    if kind is COROUTINE:
+        return Deferred.fromCoroutine(result)  # type: ignore[arg-type]
+    return result  # type: ignore[return-value]

@@ -1,0 +1,423 @@
+"""
+The rules of one server connection, with no transport, reactor or clock:
+messages in, decisions out.
+
+L{ServerConnection} is to L{agilerpc.RpcServerProtocol} what
+C{h2.connection.H2Connection} is to Twisted's HTTP/2 protocol.  It decides
+what the hello says, whether a client is authenticated, which frames are
+refused and with what error, which msgid a goaway names (the promise that
+every request up to it is answered and none after it ever runs), how many
+calls may be outstanding, and how a response is encoded to fit the maximum
+message size.  The protocol moves bytes, runs timers and handlers, and does
+what the connection's answers say.
+
+One request, in order: L{ServerConnection.receive} takes its frame's payload
+and returns the L{_wire.Request} to dispatch; the protocol runs the handler;
+L{ServerConnection.result} (or L{ServerConnection.error}) returns the
+response payload to write.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import _wire
+from ._errors import (
+    InvalidRequest,
+    InvalidResult,
+    MessageTooLarge,
+    RpcError,
+    Unauthorized,
+)
+
+_log = Logger(namespace="agilerpc.server")
+
+_TRUNCATED = " [truncated]"
+
+# Looked up once, not per message.
+_parse = _wire.parseClientMessage
+_encodeResult = _wire.encodeResult
+_Request = _wire.Request
+_Notification = _wire.Notification
+
+#: Why a frame (or, for C{ServerBusy}, a connection) is refused.
+REFUSAL_REASONS = ("InvalidRequest", "MessageTooLarge", "Unauthorized", "ServerBusy")
+
+
+def _text(value: object) -> str:
+    """
+    C{value} as a str that msgpack can encode (no lone surrogates).
+    """
+    text = str(value) if isinstance(value, str) else repr(value)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class ServerSettings:
+    """
+    What every connection of one server shares: its limits, its token and
+    its hello.
+
+    @ivar maxMessageSize: the largest frame accepted, and sent, in bytes.
+    @ivar maxInFlight: outstanding calls per connection before the protocol
+        stops reading it.
+    @ivar authToken: the token a client must send first, or L{None}.
+    @ivar debug: send tracebacks of failed calls to callers.
+    @ivar hello: the hello's contents.
+    """
+
+    __slots__ = (
+        "authToken",
+        "debug",
+        "hello",
+        "maxInFlight",
+        "maxMessageSize",
+    )
+
+    def __init__(
+        self,
+        keepalive: float,
+        maxMessageSize: int,
+        maxInFlight: int,
+        authToken: bytes | None,
+        debug: bool,
+        server: str,
+    ) -> None:
+        self.maxMessageSize = maxMessageSize
+        self.maxInFlight = maxInFlight
+        self.authToken = authToken
+        self.debug = debug
+        self.hello: dict[str, Any] = {
+            "protocol": _wire.PROTOCOL_VERSION,
+            "keepalive": keepalive,
+            "max_message_size": maxMessageSize,
+            "server": server,
+        }
+        if authToken is not None:
+            self.hello["auth"] = "token"
+
+
+class Refusal:
+    """
+    A frame refused: send C{payload} (an error response), count C{reason},
+    and with C{goaway} end the connection with a goaway of that reason.
+    """
+
+    __slots__ = ("goaway", "payload", "reason")
+
+    def __init__(self, payload: bytes, reason: str, goaway: bool = False) -> None:
+        self.payload = payload
+        self.reason = reason
+        self.goaway = goaway
+
+
+class Cancel:
+    """
+    The client cancelled an outstanding call: cancel C{call}, the handle
+    given to L{ServerConnection.callStarted}.
+    """
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+
+class ServerConnection:
+    """
+    The protocol state of one server connection.
+
+    @ivar outstanding: the calls dispatched and not answered, by msgid: the
+        handles the protocol gave L{callStarted} (its Deferreds).
+    @ivar callsServed: requests dispatched on this connection.
+    @ivar goawaySent: a goaway was sent; nothing more is dispatched.
+    @ivar serving: requests are dispatched: the client is authenticated (or
+        no token is needed) and no goaway was sent.
+    @ivar lastMsgid: the msgid of the last request dispatched, or L{None}.
+    @ivar peer: the peer's address, for log messages only.
+    """
+
+    __slots__ = (
+        "callsServed",
+        "goawaySent",
+        "lastMsgid",
+        "outstanding",
+        "peer",
+        "serving",
+        "settings",
+    )
+
+    def __init__(self, settings: ServerSettings, peer: object = None) -> None:
+        self.settings = settings
+        self.peer = peer
+        # Requests are dispatched: authenticated, and no goaway sent.  One
+        # flag for both keeps the hot path to one check.
+        self.serving = settings.authToken is None
+        self.lastMsgid: int | None = None
+        self.goawaySent = False
+        self.outstanding: dict[int, Any] = {}
+        self.callsServed = 0
+
+    # -- messages in ---------------------------------------------------------
+
+    def receive(
+        self, payload: bytes
+    ) -> _wire.Request | _wire.Notification | Refusal | Cancel | None:
+        """
+        One frame from the client, decided: a L{_wire.Request} or
+        L{_wire.Notification} to dispatch (a request's msgid is then the last
+        one dispatched), a L{Refusal} to send, a L{Cancel} to do, or L{None}
+        when there is nothing to do.
+        """
+        try:
+            message = _parse(payload)
+        except InvalidRequest as e:
+            # After a goaway malformed messages get no answer (PROTOCOL.md).
+            return None if self.goawaySent else self._refuse(e)
+        if not self.serving:
+            if not self.goawaySent:
+                return self._authenticate(message)
+            # Nothing is dispatched after a goaway; cancels of calls still
+            # running are still honoured.
+            if type(message) is _wire.Control:
+                return self._control(message)
+            return None
+        if type(message) is _Request:
+            msgid = message.msgid
+            if msgid in self.outstanding:
+                error = InvalidRequest(
+                    f"msgid {msgid} is already outstanding on this connection",
+                    {"msgid": msgid},
+                )
+                return Refusal(
+                    _wire.encodeError(None, error.toWire()), "InvalidRequest"
+                )
+            self.lastMsgid = msgid
+            self.callsServed += 1
+            return message
+        if type(message) is _Notification:
+            return message
+        assert type(message) is _wire.Control
+        return self._control(message)
+
+    def _authenticate(
+        self, message: _wire.Request | _wire.Notification | _wire.Control
+    ) -> Refusal | None:
+        """
+        The first frame of a connection to a server with a token must be
+        C{[3, "auth", token]}; anything else, or a wrong token, is refused
+        with C{Unauthorized} and a goaway.
+        """
+        token = self.settings.authToken
+        assert token is not None
+        if type(message) is _wire.Control and message.kind == "auth":
+            offered = message.body[0] if message.body else None
+            if isinstance(offered, str):
+                offered = offered.encode("utf-8")
+            if isinstance(offered, bytes) and hmac.compare_digest(offered, token):
+                self.serving = True
+                return None
+            why = "wrong token"
+        else:
+            why = "no auth before the first message"
+        # Never log the token offered: it may be a real one, mistyped.
+        _log.warn("{peer}: refused: {why}", peer=self.peer, why=why)
+        msgid = message.msgid if type(message) is _wire.Request else None
+        error = Unauthorized(f"authentication failed: {why}")
+        return Refusal(
+            _wire.encodeError(msgid, error.toWire()), "Unauthorized", goaway=True
+        )
+
+    def _refuse(self, error: InvalidRequest) -> Refusal:
+        data = error.data
+        msgid = data.get("msgid") if isinstance(data, dict) else None
+        if msgid is not None and msgid in self.outstanding:
+            # Its answer would read as the outstanding call's.
+            msgid = None
+        return Refusal(_wire.encodeError(msgid, error.toWire()), "InvalidRequest")
+
+    def _control(self, message: _wire.Control) -> Refusal | Cancel | None:
+        if message.kind == "cancel":
+            if message.body and _wire.isMsgid(message.body[0]):
+                call = self.outstanding.get(message.body[0])
+                return None if call is None else Cancel(call)
+            if not self.goawaySent:
+                return self._refuse(InvalidRequest("cancel needs a msgid"))
+        # Other kinds are ignored, so that clients can add optional ones.
+        return None
+
+    def frameTooLarge(self, length: int) -> bytes:
+        """
+        The error response refusing a frame of C{length} bytes, over the
+        maximum message size.  The stream cannot be resynced after it: the
+        connection ends with a C{MessageTooLarge} goaway.
+        """
+        limit = self.settings.maxMessageSize
+        _log.warn(
+            "{peer}: refused a frame of {length} bytes (limit {limit})",
+            peer=self.peer,
+            length=length,
+            limit=limit,
+        )
+        error = MessageTooLarge(
+            f"a frame of {length} bytes exceeds the maximum message size of "
+            f"{limit} bytes"
+        )
+        return _wire.encodeError(None, error.toWire())
+
+    # -- calls ---------------------------------------------------------------
+
+    @property
+    def inFlight(self) -> int:
+        """
+        The calls dispatched and not answered yet.
+        """
+        return len(self.outstanding)
+
+    def callStarted(self, msgid: int, call: Any) -> bool:
+        """
+        The request C{msgid} will be answered later; C{call} is what a
+        L{Cancel} of it hands back.
+
+        @return: whether the connection is at its in-flight limit, so that
+            reading it must stop until a call ends.
+        """
+        outstanding = self.outstanding
+        outstanding[msgid] = call
+        return len(outstanding) >= self.settings.maxInFlight
+
+    def callEnded(self, msgid: int) -> bool:
+        """
+        The call C{msgid} is answered (or failed).
+
+        @return: whether it was outstanding.
+        """
+        return self.outstanding.pop(msgid, None) is not None
+
+    def belowInFlightLimit(self) -> bool:
+        """
+        Whether the connection may be read again.
+        """
+        return len(self.outstanding) < self.settings.maxInFlight
+
+    # -- messages out --------------------------------------------------------
+
+    def hello(self) -> bytes:
+        """
+        The hello, the first frame of every accepted connection.
+        """
+        return _wire.encodeHello(self.settings.hello)
+
+    def goaway(self, reason: str) -> bytes | None:
+        """
+        The goaway to send, naming the last request dispatched, or L{None}
+        when one was sent already.  Nothing is dispatched after it.
+        """
+        if self.goawaySent:
+            return None
+        self.goawaySent = True
+        self.serving = False
+        return _wire.encodeGoaway(self.lastMsgid, reason)
+
+    def result(self, msgid: int, result: Any, method: str) -> bytes:
+        """
+        The response carrying C{result}.
+
+        @raise RpcError: C{InvalidResult} if msgpack cannot encode it, or
+            C{MessageTooLarge} if it is over the maximum message size: send
+            that error instead (see L{error}).
+        """
+        try:
+            payload = _encodeResult(msgid, result)
+        except Exception as e:
+            _log.error(
+                "{peer}: {method} #{msgid} returned a result msgpack cannot encode: {error}",
+                peer=self.peer,
+                method=method,
+                msgid=msgid,
+                error=e,
+            )
+            raise InvalidResult(
+                f"{method}() returned a result that cannot be encoded: {e}"
+            ) from None
+        if len(payload) > self.settings.maxMessageSize:
+            raise MessageTooLarge(
+                f"the result of {method}() is {len(payload)} bytes, more than the "
+                f"maximum message size of {self.settings.maxMessageSize} bytes"
+            )
+        return payload
+
+    def errorFor(self, failure: Failure) -> dict[str, Any]:
+        """
+        The error map sent for a failed call: an L{RpcError} as it asks, a
+        cancellation as C{Cancelled}, anything else as its class name and
+        C{str()}; a traceback only when the server runs with debug.
+        """
+        exc = failure.value
+        if isinstance(exc, RpcError):
+            return exc.toWire()
+        if isinstance(exc, CancelledError):
+            return {"type": "Cancelled", "message": "the call was cancelled"}
+        try:
+            message = str(exc)
+        except Exception:
+            message = f"<unprintable {type(exc).__name__} object>"
+        error: dict[str, Any] = {"type": type(exc).__name__, "message": message}
+        if self.settings.debug:
+            error["data"] = {"traceback": failure.getTraceback()}
+        return error
+
+    def error(self, msgid: int | None, error: dict[str, Any], method: str) -> bytes:
+        """
+        The error response for a call, whatever the error holds: one that
+        msgpack cannot encode is sent as its type and message only, and one
+        too large for the maximum message size without its data, then with
+        its message cut.
+        """
+        try:
+            payload = _wire.encodeError(msgid, error)
+        except Exception as e:
+            _log.error(
+                "{peer}: {method} #{msgid}: its error cannot be encoded ({reason}); "
+                "sending its type and message only",
+                peer=self.peer,
+                method=method,
+                msgid=msgid,
+                reason=e,
+            )
+            error = {
+                "type": _text(error.get("type")),
+                "message": _text(error.get("message")),
+            }
+            payload = _wire.encodeError(msgid, error)
+        if len(payload) > self.settings.maxMessageSize:
+            payload = self._shrinkError(msgid, error, method)
+        return payload
+
+    def _shrinkError(
+        self, msgid: int | None, error: dict[str, Any], method: str
+    ) -> bytes:
+        """
+        An error response that fits the maximum message size: C{error}
+        without its data, then with its message cut, or at worst a
+        C{MessageTooLarge} error.
+        """
+        limit = self.settings.maxMessageSize
+        shrunk = {"type": _text(error.get("type")), "message": ""}
+        # The message is encoded with at most a 5-byte str header.
+        room = limit - len(_wire.encodeError(msgid, shrunk)) - 5
+        message = _text(error.get("message"))
+        encoded = message.encode("utf-8")
+        if len(encoded) > room:
+            cut = room - len(_TRUNCATED)
+            message = encoded[: max(cut, 0)].decode("utf-8", "ignore") + _TRUNCATED
+        shrunk["message"] = message
+        payload = _wire.encodeError(msgid, shrunk)
+        if len(payload) <= limit:
+            return payload
+        tooLarge = MessageTooLarge(f"the error of {method}() is too large to send")
+        return _wire.encodeError(msgid, tooLarge.toWire())
