@@ -11,7 +11,7 @@ writes.  A handler that answers later (a Deferred, a coroutine, a thread)
 is outstanding until it does.
 
 The connection's life has explicit states (L{RpcServerProtocol.state}):
-C{SERVING}, then C{GOING_AWAY} (a goaway was sent, outstanding calls are
+C{SERVING}, then C{GOAWAY_SENT} (a goaway was sent, outstanding calls are
 still answered) or C{DRAINING} (the client closed its side), then
 C{LINGERING} (our side is closed, the client's is read until it closes),
 then C{CLOSED}.
@@ -61,7 +61,7 @@ _Notification = _wire.Notification
 # The connection's life, in the order it goes through them; writing is
 # allowed before LINGERING.
 SERVING = 0
-GOING_AWAY = 1
+GOAWAY_SENT = 1
 DRAINING = 2
 LINGERING = 3
 CLOSED = 4
@@ -80,7 +80,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
 
     @ivar connection: the connection's rules and state (sans-IO).
     @ivar state: where the connection is in its life: C{SERVING},
-        C{GOING_AWAY}, C{DRAINING}, C{LINGERING} or C{CLOSED}.
+        C{GOAWAY_SENT}, C{DRAINING}, C{LINGERING} or C{CLOSED}.
     @ivar peer: the client's address.
     """
 
@@ -304,7 +304,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         else:
             self._callStarted(msgid, later, method)
 
-    def _otherMessage(self, message: _wire.Notification | Refusal | Cancel) -> None:
+    def _otherMessage(
+        self, message: _wire.Request | _wire.Notification | Refusal | Cancel
+    ) -> None:
+        """
+        Anything but a request (see L{ServerConnection.receive}).
+        """
         if type(message) is _Notification:
             self._notify(message)
         elif type(message) is Cancel:
@@ -414,7 +419,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._updateReading()
         if self.connection.outstanding:
             return
-        if state == GOING_AWAY:
+        if state == GOAWAY_SENT:
             self._halfClose()
         elif state == DRAINING:
             self.transport.loseConnection()
@@ -504,7 +509,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         if payload is None:
             return
         if self.state == SERVING:
-            self.state = GOING_AWAY
+            self.state = GOAWAY_SENT
         self.setTimeout(None)  # type: ignore[no-untyped-call]
         self._send(payload)
         if self._observer is not None:

@@ -14,8 +14,7 @@ bound to the same port): a connection waiting in the shared accept queue is
 never lost when a worker dies or stops, since the other processes accept it;
 every listener the parent can open is shared unchanged (port 0, C{unix:},
 strports options); and no other process of the same user can bind the port
-and take a share of the connections.  In the bench's B scenario on two cores
-the two did not differ beyond the noise (README, "All cores").
+and take a share of the connections.
 
 Workers that exit are started again, after a delay that doubles with each
 quick death (bounded by L{WorkerSupervisor.maxDelay}).  Stopping the parent

@@ -216,8 +216,7 @@ class Options(usage.Options):
         self["registry"] = registry
         if not self["listen"]:
             # Twisted's default backlog of 50 drops connections in a burst
-            # (the fault tests saw it at 300 at once); the kernel caps it at
-            # net.core.somaxconn.
+            # (bench/NOTES.md); the kernel caps it at net.core.somaxconn.
             listen = f"tcp:{self['port']}:backlog={_DEFAULT_BACKLOG}"
             if self["interface"]:
                 listen += ":interface=" + self["interface"].replace(":", r"\:")

@@ -184,7 +184,7 @@ class LightImportTests(SynchronousTestCase):
 
         self.assertIs(agilerpc.ServerMetrics, agilerpc.metrics.ServerMetrics)
         with self.assertRaises(AttributeError):
-            agilerpc.nothing  # type: ignore[attr-defined]  # noqa: B018
+            agilerpc.nothing  # noqa: B018
 
     def test_blockingClientInstallsNoReactor(self) -> None:
         """

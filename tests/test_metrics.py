@@ -163,9 +163,10 @@ class ObserverTests(ServerTestCase):
         A L{CallLog} logs calls only: connections, refusals, goaways and
         bytes are not logged.
         """
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        collector = LogCollector()
+        globalLogPublisher.addObserver(collector)
+        self.addCleanup(globalLogPublisher.removeObserver, collector)
+        events = collector.events
         factory = self.makeFactory(observers=[CallLog()], maxConnections=1)
         Connection(factory).sendBytes(rawFrame(b"\xc1"))
         Connection(factory).lost()
