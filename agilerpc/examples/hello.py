@@ -1,6 +1,9 @@
 """
 The example handlers: serve them with
 C{twistd -n agilerpc --module agilerpc.examples.hello}.
+
+Their docstrings are written as plain text, without epytext markup: a
+server sends them to callers as they are (C{system.describe}).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from agilerpc import rpc
 @rpc
 def sayHello(name: str) -> str:
     """
-    Greet C{name}.
+    Return a greeting for name: "hello " followed by it.
     """
     return "hello " + name
 
@@ -24,7 +27,7 @@ def sayHello(name: str) -> str:
 @rpc
 def add(a: Any, b: Any) -> Any:
     """
-    Return C{a + b}.
+    Return a + b (numbers add, strings and arrays concatenate).
     """
     return a + b
 
@@ -32,7 +35,7 @@ def add(a: Any, b: Any) -> Any:
 @rpc
 def echo(x: Any) -> Any:
     """
-    Return C{x} unchanged.
+    Return x unchanged.
     """
     return x
 
@@ -46,7 +49,7 @@ def _reactor() -> IReactorTime:
 @rpc
 def sleep(seconds: float) -> Deferred[float]:
     """
-    Wait C{seconds} without blocking the server, then return C{seconds}.
+    Wait this many seconds without blocking the server, then return them.
     """
     from twisted.internet.task import deferLater
 
