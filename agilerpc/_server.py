@@ -79,6 +79,10 @@ def _text(value: object) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+# Results that cannot hold an extension value or nest: no need to check
+# what msgpack made of them.
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+
 _PLAIN = "plain"
 _DEFERRED = "Deferred"
 _COROUTINE = "coroutine"
@@ -502,6 +506,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             return
         try:
             payload = _wire.encodeResult(msgid, result)
+            if type(result) not in _SCALARS:
+                _wire.checkDecodable(payload)
         except Exception as e:
             _log.error(
                 "{peer}: {method} #{msgid} returned a result msgpack cannot encode: {error}",
@@ -511,7 +517,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 error=e,
             )
             error: RpcError = InvalidResult(
-                f"{method}() returned a result that cannot be encoded: {e}"
+                f"the result of {method} cannot be sent: {_wire.whyUnencodable(e)}"
             )
             self._sendError(msgid, error.toWire(), method)
             return
