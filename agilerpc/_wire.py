@@ -29,6 +29,8 @@ NOTIFICATION = 2
 CONTROL = 3
 
 DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
+#: The arrays and maps one request may hold, the message's own included.
+DEFAULT_MAX_CONTAINERS = 65536
 MAX_MSGID = 2**32 - 1
 
 HEADER = struct.Struct(">I")
@@ -92,6 +94,8 @@ def _whyUndecodable(e: Exception) -> str:
     (docs/PROTOCOL.md section 3) rather than the decoder's.
     """
     text = str(e)
+    if isinstance(e, _TooManyContainers):
+        return f"the message holds {text}"
     if isinstance(e, _ExtensionValue) or "max_ext_len" in text:
         return "extension types are not part of protocol version 1"
     if isinstance(e, msgpack.ExtraData):
@@ -111,7 +115,30 @@ def _whyUndecodable(e: Exception) -> str:
     return "not a msgpack value"
 
 
-def unpack(payload: bytes) -> list[Any]:
+class _TooManyContainers(ValueError):
+    """
+    A payload holds more arrays and maps than its receiver accepts.
+    """
+
+
+def _countingHook(limit: int) -> Any:
+    """
+    A C{list_hook}/C{object_hook} for msgpack that lets C{limit} arrays and
+    maps through, then refuses the next, before more are built.
+    """
+    left = limit
+
+    def count(value: Any) -> Any:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise _TooManyContainers(f"more than {limit} arrays and maps")
+        return value
+
+    return count
+
+
+def unpack(payload: bytes, maxContainers: int | None = None) -> list[Any]:
     """
     Decode one message payload into its array.
 
@@ -122,11 +149,27 @@ def unpack(payload: bytes) -> list[Any]:
     integer keys, and refusing them would make a whole message undecodable.
     Extension types are refused.
 
-    @raise ValueError: if C{payload} is not exactly one msgpack array; its
-        message says what is wrong in the protocol's terms.
+    Building arrays and maps is what makes decoding slow (a frame of eight
+    million empty arrays takes seconds), so a receiver may bound how many one
+    message holds: with C{maxContainers}, a payload that may hold more (it
+    has more bytes that start an array or a map) is decoded with a hook that
+    counts them and stops at the first one over the limit.
+
+    @raise ValueError: if C{payload} is not exactly one msgpack array, or
+        holds more than C{maxContainers} arrays and maps; its message says
+        what is wrong in the protocol's terms.
     """
     try:
-        message = _unpackb(payload, **_STRICT)
+        if (
+            maxContainers is not None
+            and len(payload) > maxContainers
+            and len(payload) - len(payload.translate(None, _CONTAINER_BYTES))
+            > maxContainers
+        ):
+            hook = _countingHook(maxContainers)
+            message = _unpackb(payload, list_hook=hook, object_hook=hook, **_STRICT)
+        else:
+            message = _unpackb(payload, **_STRICT)
     except Exception as e:
         # msgpack raises ValueError subclasses (ExtraData, FormatError,
         # StackError), but also TypeError (unhashable map key) and
@@ -194,6 +237,38 @@ def checkDecodable(payload: bytes) -> None:
         and size - len(payload.translate(None, _CONTAINER_BYTES)) > MAX_DEPTH
     ):
         unpack(payload)
+
+
+#: Bytes that start a msgpack integer.
+_INTEGER_BYTES = frozenset(
+    [*range(0x00, 0x80), *range(0xCC, 0xD4), *range(0xE0, 0x100)]
+)
+
+
+def peekMsgid(payload: bytes, code: int) -> int | None:
+    """
+    The msgid of a message of type C{code} (L{REQUEST} or L{RESPONSE}) whose
+    payload cannot be decoded as a whole, read from its first elements
+    alone: C{[code, msgid, ...}; L{None} if those cannot be read either.
+
+    Only integers are decoded on the way, so that reading costs the same
+    whatever the rest of the payload holds.
+    """
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(payload)
+    try:
+        if unpacker.read_array_header() < 2:
+            return None
+        for want in (code, None):
+            offset = unpacker.tell()
+            if offset >= len(payload) or payload[offset] not in _INTEGER_BYTES:
+                return None
+            value = unpacker.unpack()
+            if want is not None and value != want:
+                return None
+    except Exception:
+        return None
+    return value if isMsgid(value) else None
 
 
 def encodeRequest(
@@ -366,18 +441,24 @@ def _parseCall(
     return method, args, kwargs
 
 
-def parseClientMessage(payload: bytes) -> Request | Notification | Control:
+def parseClientMessage(
+    payload: bytes, maxContainers: int | None = DEFAULT_MAX_CONTAINERS
+) -> Request | Notification | Control:
     """
-    Decode and check a message a client sent to a server.
+    Decode and check a message a client sent to a server, which holds at
+    most C{maxContainers} arrays and maps (L{None}: any number).
 
     @raise InvalidRequest: if it is not a valid request, notification or
         control message.  Its C{data} is C{{"msgid": msgid}} when the message
         carried a valid msgid, so the error can be sent back for that call.
     """
     try:
-        message = unpack(payload)
+        message = unpack(payload, maxContainers)
     except ValueError as e:
-        raise InvalidRequest(str(e)) from None
+        msgid = peekMsgid(payload, REQUEST)
+        if msgid is None:
+            raise InvalidRequest(str(e)) from None
+        raise InvalidRequest(str(e), {"msgid": msgid}) from None
     # The common shape first, checked inline: [0, msgid, method, args].
     if len(message) == 4:
         code, msgid, method, args = message

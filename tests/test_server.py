@@ -938,9 +938,9 @@ class ErrorTests(ServerTestCase):
 MALFORMED: list[tuple[str, bytes, int | None]] = [
     ("empty frame", b"", None),
     ("not msgpack", b"\xc1", None),
-    ("truncated msgpack", msgpack.packb([0, 1, "echo", ["abc"]])[:-1], None),
-    ("extra bytes", msgpack.packb([0, 1, "echo", [1]]) + b"\x01", None),
-    ("two messages", msgpack.packb([0, 1, "echo", [1]]) * 2, None),
+    ("truncated msgpack", msgpack.packb([0, 1, "echo", ["abc"]])[:-1], 1),
+    ("extra bytes", msgpack.packb([0, 1, "echo", [1]]) + b"\x01", 1),
+    ("two messages", msgpack.packb([0, 1, "echo", [1]]) * 2, 1),
     ("not an array", msgpack.packb({"a": 1}), None),
     ("an integer", msgpack.packb(0), None),
     ("empty array", msgpack.packb([]), None),
@@ -963,8 +963,9 @@ MALFORMED: list[tuple[str, bytes, int | None]] = [
     ("args nil", msgpack.packb([0, 7, "echo", None]), 7),
     ("kwargs not a map", msgpack.packb([0, 7, "echo", [], [1]]), 7),
     ("kwargs key not a str", b"\x95\x00\x07\xa4echo\x90\x81\xc4\x01x\x01", 7),
-    ("array as a map key", b"\x94\x00\x07\xa4echo\x91\x81\x90\x02", None),
-    ("invalid utf-8", b"\x94\x00\x07\xa4ech\xff\x90", None),
+    ("array as a map key", b"\x94\x00\x07\xa4echo\x91\x81\x90\x02", 7),
+    ("invalid utf-8", b"\x94\x00\x07\xa4ech\xff\x90", 7),
+    ("invalid utf-8 before the msgid", b"\x94\xa1\xff\x07\x90", None),
     ("notification too short", msgpack.packb([2, "echo"]), None),
     ("notification method not a str", msgpack.packb([2, 5, [1]]), None),
     ("notification args not an array", msgpack.packb([2, "echo", 1]), None),
@@ -974,8 +975,9 @@ MALFORMED: list[tuple[str, bytes, int | None]] = [
     ("cancel msgid a str", msgpack.packb([3, "cancel", "1"]), None),
     ("array count beyond the payload", b"\xdd\xff\xff\xff\xff\x00", None),
     ("map count beyond the payload", b"\xdf\xff\xff\xff\xff\x00", None),
-    ("str length beyond the payload", b"\x94\x00\x07\xdb\xff\xff\xff\xff", None),
-    ("nested 1025 deep", b"\x94\x00\x07\xa4echo\x91" + b"\x91" * 1022 + b"\x90", None),
+    ("str length beyond the payload", b"\x94\x00\x07\xdb\xff\xff\xff\xff", 7),
+    ("msgid width beyond the payload", b"\x94\x00\xce\xff", None),
+    ("nested 1025 deep", b"\x94\x00\x07\xa4echo\x91" + b"\x91" * 1022 + b"\x90", 7),
 ]
 
 
@@ -988,8 +990,9 @@ class MalformedTests(ServerTestCase):
     def test_everyKind(self) -> None:
         """
         Each kind of malformed message is answered with one C{InvalidRequest},
-        carrying the msgid when the message had a valid one; nothing runs; the
-        next request is answered.
+        carrying the msgid when the message had a valid one, even when the
+        rest of it cannot be decoded; nothing runs; the next request is
+        answered.
         """
         for name, payload, msgid in MALFORMED:
             connection = self.connect(maxMessageSize=4096)
@@ -1853,8 +1856,8 @@ class SpecTests(ServerTestCase):
     def test_extensionInRequestRefused(self) -> None:
         """
         A request holding an extension value, of any extension type, the
-        timestamp type -1 included, is malformed: C{InvalidRequest} with a
-        nil msgid, saying why, and nothing is dispatched.
+        timestamp type -1 included, is malformed: C{InvalidRequest} for its
+        msgid, saying why, and nothing is dispatched.
         """
         connection = self.connect()
         for ext in [
@@ -1866,7 +1869,7 @@ class SpecTests(ServerTestCase):
             connection.sendBytes(rawFrame(payload))
             self.assertError(
                 connection.received(),
-                None,
+                1,
                 "InvalidRequest",
                 "extension types are not part of protocol version 1",
             )

@@ -1017,7 +1017,8 @@ class ParseClientMessageTests(SynchronousTestCase):
     def test_notAMessage(self) -> None:
         """
         Empty payloads, non-msgpack bytes, values that are not arrays, extra
-        data and invalid UTF-8 are refused without a msgid.
+        data and invalid UTF-8 are refused; with the msgid when the payload
+        starts with a request type code and a valid msgid.
         """
         for payload in [
             b"",
@@ -1025,9 +1026,10 @@ class ParseClientMessageTests(SynchronousTestCase):
             b"\x01",
             b"\x81\xa1a\x01",
             b"\x90\x90",
-            b"\x94\x00\x01\xa2\xc3\x28\x90",
+            b"\x94\x02\x01\xa2\xc3\x28\x90",
         ]:
             self.assertInvalid(payload)
+        self.assertInvalid(b"\x94\x00\x01\xa2\xc3\x28\x90", {"msgid": 1})
 
     def test_emptyArray(self) -> None:
         """
@@ -1091,9 +1093,9 @@ class ParseClientMessageTests(SynchronousTestCase):
     def test_unhashableKeyAnywhere(self) -> None:
         """
         An array used as a map key makes the whole message undecodable:
-        refused without a msgid even though the msgid was valid.
+        refused, with the msgid read from the start of the payload.
         """
-        self.assertInvalid(b"\x94\x00\x05\xa1m\x91\x81\x90\x01")
+        self.assertInvalid(b"\x94\x00\x05\xa1m\x91\x81\x90\x01", {"msgid": 5})
 
     def test_kwargsNotMapMessage(self) -> None:
         """
@@ -1133,9 +1135,11 @@ class ParseClientMessageTests(SynchronousTestCase):
 
     def test_tooDeep(self) -> None:
         """
-        Arguments nested beyond the limit are refused without a msgid.
+        Arguments nested beyond the limit are refused, with the msgid.
         """
-        self.assertInvalid(b"\x94\x00\x01\xa1m" + b"\x91" * 1024 + b"\xc0")
+        self.assertInvalid(
+            b"\x94\x00\x01\xa1m" + b"\x91" * 1024 + b"\xc0", {"msgid": 1}
+        )
         request = wire.parseClientMessage(
             b"\x94\x00\x01\xa1m" + b"\x91" * 1023 + b"\xc0"
         )
