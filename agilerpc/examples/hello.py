@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from agilerpc import rpc
+from agilerpc import InvalidParams, rpc
 
 
 @rpc
@@ -49,8 +49,19 @@ def _reactor() -> IReactorTime:
 @rpc
 def sleep(seconds: float) -> Deferred[float]:
     """
-    Wait this many seconds without blocking the server, then return them.
+    Wait this many seconds (a number from 0 to 86400) without blocking the
+    server, then return them.
     """
     from twisted.internet.task import deferLater
 
+    # bool is an int, and NaN compares false with everything: both would
+    # reach callLater, which asserts on them.
+    if type(seconds) not in (int, float) or not 0 <= seconds <= _LONGEST_SLEEP:
+        raise InvalidParams(
+            f"sleep: seconds must be a number from 0 to {_LONGEST_SLEEP}, "
+            f"not {seconds!r}"
+        )
     return deferLater(_reactor(), seconds, lambda: seconds)
+
+
+_LONGEST_SLEEP = 86400
