@@ -572,6 +572,9 @@ class RpcServerFactory(Factory):
     @ivar debug: send tracebacks to callers (for development only).
     @ivar maxInFlight: outstanding calls per connection before the server
         stops reading that connection until some finish.
+    @ivar maxContainers: the arrays and maps one request may hold (its own
+        array included); a request with more is refused with
+        C{InvalidRequest} before they are built.  L{None}: no limit.
     @ivar maxConnections: accepted connections at once; further ones get a
         C{ServerBusy} goaway instead of a hello.  L{None}: no limit.
     @ivar authToken: when set, each connection must first send
@@ -607,6 +610,7 @@ class RpcServerFactory(Factory):
         authToken: bytes | None = None,
         observers: Sequence[IServerObserver] = (),
         timer: Callable[[], float] = time.perf_counter,
+        maxContainers: int | None = _wire.DEFAULT_MAX_CONTAINERS,
     ) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
@@ -618,6 +622,9 @@ class RpcServerFactory(Factory):
             raise ValueError("maxConnections must be >= 1 or None")
         if authToken is not None and not authToken:
             raise ValueError("authToken cannot be empty")
+        if maxContainers is not None and maxContainers < 1:
+            raise ValueError("maxContainers must be >= 1 or None")
+        self.maxContainers = maxContainers
         self.maxInFlight = maxInFlight
         self.maxConnections = maxConnections
         self.authToken = authToken
@@ -645,6 +652,7 @@ class RpcServerFactory(Factory):
             authToken,
             debug,
             f"agilerpc/{__version__}",
+            maxContainers,
         )
         self.stopping = False
         self._drained: list[Deferred[None]] = []

@@ -39,9 +39,14 @@ _log = Logger(namespace="agilerpc.server")
 
 _TRUNCATED = " [truncated]"
 
+# Results that cannot hold an extension value or nest: no need to check
+# what msgpack made of them.
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+
 # Looked up once, not per message.
 _parse = _wire.parseClientMessage
 _encodeResult = _wire.encodeResult
+_checkDecodable = _wire.checkDecodable
 _Request = _wire.Request
 _Notification = _wire.Notification
 
@@ -65,6 +70,8 @@ class ServerSettings:
     @ivar maxMessageSize: the largest frame accepted, and sent, in bytes.
     @ivar maxInFlight: outstanding calls per connection before the protocol
         stops reading it.
+    @ivar maxContainers: the arrays and maps one request may hold, or
+        L{None} for no limit.
     @ivar authToken: the token a client must send first, or L{None}.
     @ivar debug: send tracebacks of failed calls to callers.
     @ivar hello: the hello's contents.
@@ -74,6 +81,7 @@ class ServerSettings:
         "authToken",
         "debug",
         "hello",
+        "maxContainers",
         "maxInFlight",
         "maxMessageSize",
     )
@@ -86,8 +94,10 @@ class ServerSettings:
         authToken: bytes | None,
         debug: bool,
         server: str,
+        maxContainers: int | None = _wire.DEFAULT_MAX_CONTAINERS,
     ) -> None:
         self.maxMessageSize = maxMessageSize
+        self.maxContainers = maxContainers
         self.maxInFlight = maxInFlight
         self.authToken = authToken
         self.debug = debug
@@ -174,10 +184,18 @@ class ServerConnection:
         when there is nothing to do.
         """
         try:
-            message = _parse(payload)
+            message = _parse(payload, self.settings.maxContainers)
         except InvalidRequest as e:
-            # After a goaway malformed messages get no answer (PROTOCOL.md).
-            return None if self.goawaySent else self._refuse(e)
+            if self.serving:
+                return self._refuse(e)
+            if self.goawaySent:
+                # After a goaway malformed messages get no answer
+                # (PROTOCOL.md).
+                return None
+            # An unauthenticated peer learns nothing about its input.
+            data = e.data
+            msgid = data.get("msgid") if isinstance(data, dict) else None
+            return self._unauthorized(msgid, "no auth before the first message")
         if not self.serving:
             if not self.goawaySent:
                 return self._authenticate(message)
@@ -224,9 +242,17 @@ class ServerConnection:
             why = "wrong token"
         else:
             why = "no auth before the first message"
+        return self._unauthorized(
+            message.msgid if type(message) is _Request else None, why
+        )
+
+    def _unauthorized(self, msgid: int | None, why: str) -> Refusal:
+        """
+        Refuse this connection: an C{Unauthorized} error for C{msgid}, then a
+        goaway.
+        """
         # Never log the token offered: it may be a real one, mistyped.
         _log.warn("{peer}: refused: {why}", peer=self.peer, why=why)
-        msgid = message.msgid if type(message) is _wire.Request else None
         error = Unauthorized(f"authentication failed: {why}")
         return Refusal(
             _wire.encodeError(msgid, error.toWire()), "Unauthorized", goaway=True
@@ -333,6 +359,8 @@ class ServerConnection:
         """
         try:
             payload = _encodeResult(msgid, result)
+            if type(result) not in _SCALARS:
+                _checkDecodable(payload)
         except Exception as e:
             _log.error(
                 "{peer}: {method} #{msgid} returned a result msgpack cannot encode: {error}",
@@ -342,7 +370,7 @@ class ServerConnection:
                 error=e,
             )
             raise InvalidResult(
-                f"{method}() returned a result that cannot be encoded: {e}"
+                f"the result of {method} cannot be sent: {_wire.whyUnencodable(e)}"
             ) from None
         if len(payload) > self.settings.maxMessageSize:
             raise MessageTooLarge(
