@@ -733,7 +733,7 @@ class TLSOptionsTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        from .test_tls import pki
+        from .tlshelpers import pki
 
         self.pki = pki()
 
