@@ -23,7 +23,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from agilerpc import MethodNotFound, Registry, RpcError, RpcServerFactory
+from agilerpc import MethodNotFound, Registry, RpcError, RpcServerFactory, _server
 from agilerpc._server import RpcServerProtocol
 
 from .serverhelpers import (
@@ -1692,3 +1692,44 @@ class SpecTests(ServerTestCase):
         )
         connection.sendBytes(rawFrame(payload))
         self.assertEqual(connection.received(), [[1, 1, None, {1: "c"}]])
+
+
+class ConnectionStateTests(ServerTestCase):
+    """
+    The connection's life goes through explicit states, each step a test
+    of its own elsewhere; here the path.
+    """
+
+    def test_goawayPath(self) -> None:
+        """
+        SERVING, then GOAWAY_SENT while a call is outstanding, LINGERING once
+        it is answered (our side closed), CLOSED when the connection is gone.
+        """
+        connection = self.connect()
+        protocol = connection.protocol
+        self.assertEqual(protocol.state, _server.SERVING)
+        connection.request(1, "later", "a")
+        protocol.goaway("shutdown")
+        self.assertEqual(protocol.state, _server.GOAWAY_SENT)
+        self.pending["a"].callback("done")
+        self.assertEqual(protocol.state, _server.LINGERING)
+        self.assertEqual(connection.transport.closes, ["loseWriteConnection"])
+        connection.lost()
+        self.assertEqual(protocol.state, _server.CLOSED)
+        connection.received()
+
+    def test_drainingPath(self) -> None:
+        """
+        The client's end of stream makes the connection DRAINING: a goaway
+        then still goes out, and the last answer closes the connection.
+        """
+        connection = self.connect()
+        protocol = connection.protocol
+        connection.request(1, "later", "a")
+        connection.clientCloses()
+        self.assertEqual(protocol.state, _server.DRAINING)
+        protocol.goaway("shutdown")
+        self.assertEqual(protocol.state, _server.DRAINING)
+        self.pending["a"].callback("done")
+        self.assertEqual(connection.transport.closes, ["loseConnection"])
+        connection.received()
