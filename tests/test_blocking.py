@@ -300,7 +300,7 @@ class CallTests(Harness, SynchronousTestCase):
     def test_helloThenCall(self) -> None:
         """
         The client reads the hello, sends exactly one request frame with
-        msgid 1, and returns the result.
+        msgid 0, and returns the result.
         """
         frames: list[bytes] = []
 
@@ -311,7 +311,7 @@ class CallTests(Harness, SynchronousTestCase):
             payload = c._read(_wire.HEADER.unpack(header)[0])
             assert payload is not None
             frames.append(header + payload)
-            c.respond(1, "hello zhangsan")
+            c.respond(0, "hello zhangsan")
             frames.append(c._read(1) or b"")
 
         server, client = self.fake(script)
@@ -322,7 +322,7 @@ class CallTests(Harness, SynchronousTestCase):
         server.join()
         self.assertEqual(
             frames,
-            [_wire.frame(_wire.pack([0, 1, "sayHello", ["zhangsan"]])), b""],
+            [_wire.frame(_wire.pack([0, 0, "sayHello", ["zhangsan"]])), b""],
         )
 
     def test_resultTypes(self) -> None:
@@ -343,9 +343,7 @@ class CallTests(Harness, SynchronousTestCase):
             [[v] for v in values] + [[b"list"], [b"x"]],
         )
         # Strictly increasing msgids on the one connection.
-        self.assertEqual(
-            [m[1] for m in server.connections[0].received], list(range(1, 9))
-        )
+        self.assertEqual([m[1] for m in server.connections[0].received], list(range(8)))
 
     def test_kwargs(self) -> None:
         """
@@ -359,7 +357,7 @@ class CallTests(Harness, SynchronousTestCase):
         server.join()
         self.assertEqual(
             server.connections[0].received,
-            [[0, 1, "add", [], {"a": 1, "b": 2}], [0, 2, "add", [1, 2]]],
+            [[0, 0, "add", [], {"a": 1, "b": 2}], [0, 1, "add", [1, 2]]],
         )
 
     def test_remoteErrors(self) -> None:
@@ -414,7 +412,7 @@ class CallTests(Harness, SynchronousTestCase):
         self.assertEqual(client.call("echo", ("ok",)), "ok")
         client.close()
         server.join()
-        self.assertEqual(server.connections[0].received, [[0, 1, "echo", ["ok"]]])
+        self.assertEqual(server.connections[0].received, [[0, 0, "echo", ["ok"]]])
 
     def test_responseSentByteByByte(self) -> None:
         """
@@ -548,7 +546,7 @@ class LimitTests(Harness, SynchronousTestCase):
         self.assertEqual(client.call("echo", ("y",)), "y")
         client.close()
         server.join()
-        self.assertEqual(server.connections[0].received, [[0, 1, "echo", ["y"]]])
+        self.assertEqual(server.connections[0].received, [[0, 0, "echo", ["y"]]])
 
     def test_requestOfExactlyMaxSizeIsSent(self) -> None:
         """
@@ -568,26 +566,29 @@ class LimitTests(Harness, SynchronousTestCase):
 
     def test_oversizedResponseFrame(self) -> None:
         """
-        A frame from the server larger than its own max_message_size raises
-        L{agilerpc.InvalidResponse} and closes the connection; its body is
+        A frame from the server larger than the client's own limit
+        (C{maxReceiveSize}) is a protocol violation: the call in flight
+        raises L{agilerpc.CallLost} and the connection is closed; its body is
         not read.
         """
 
         def script(c: FakeConnection) -> None:
-            c.hello(maxMessageSize=100)
+            c.hello(maxMessageSize=2**40)
             c.receiveRequest()
             c.sendRaw(_wire.HEADER.pack(101))
             c.readToEnd()
 
         server, client = self.fake(script)
-        e = self.assertRaises(agilerpc.InvalidResponse, client.call, "echo", ("x",))
+        client.maxReceiveSize = 100
+        e = self.assertRaises(agilerpc.CallLost, client.call, "echo", ("x",))
         self.assertIn("frame of 101 bytes", str(e))
         server.join()
 
     def test_malformedResponse(self) -> None:
         """
-        A message that is not a valid server message raises
-        L{agilerpc.InvalidResponse} and closes the connection.
+        A message that is not a valid server message is a protocol
+        violation: the call in flight raises L{agilerpc.CallLost} (it may
+        have run) and the connection is closed.
         """
 
         def script(c: FakeConnection) -> None:
@@ -597,23 +598,24 @@ class LimitTests(Harness, SynchronousTestCase):
             c.readToEnd()
 
         server, client = self.fake(script)
-        self.assertRaises(agilerpc.InvalidResponse, client.call, "echo", ("x",))
+        e = self.assertRaises(agilerpc.CallLost, client.call, "echo", ("x",))
+        self.assertIn("broke the protocol", str(e))
         server.join()
 
     def test_eofInsideFrame(self) -> None:
         """
-        The connection closing inside a frame raises
-        L{agilerpc.InvalidResponse}.
+        The connection closing inside a frame loses the call in flight:
+        L{agilerpc.CallLost}.
         """
 
         def script(c: FakeConnection) -> None:
             c.hello()
             c.receiveRequest()
-            c.sendRaw(_wire.frame(_wire.pack([1, 1, None, "x" * 10]))[:-3])
+            c.sendRaw(_wire.frame(_wire.pack([1, 0, None, "x" * 10]))[:-3])
 
         server, client = self.fake(script)
-        e = self.assertRaises(agilerpc.InvalidResponse, client.call, "echo", ("x",))
-        self.assertIn("inside a frame", str(e))
+        e = self.assertRaises(agilerpc.CallLost, client.call, "echo", ("x",))
+        self.assertIn("may or may not have run", str(e))
         server.join()
 
 
@@ -652,7 +654,7 @@ class HelloTests(Harness, SynchronousTestCase):
 
         server, client = self.fake(script)
         e = self.assertRaises(agilerpc.InvalidResponse, client.call, "echo", ("x",))
-        self.assertIn("expected a hello", str(e))
+        self.assertIn("a response before the hello", str(e))
         server.join()
 
     def test_helloInfoNotMap(self) -> None:
@@ -824,7 +826,7 @@ class GoawayTests(Harness, SynchronousTestCase):
         def first(c: FakeConnection) -> None:
             c.hello()
             c.serve(c.receiveRequest())
-            c.goaway(1, "idle")
+            c.goaway(0, "idle")
             c.halfClose()
             sent.set()
             after.append(c.readToEnd())
@@ -837,7 +839,7 @@ class GoawayTests(Harness, SynchronousTestCase):
         server.join()
         self.assertEqual(after, [[]])
         self.assertEqual(server.executed, [(0, "incr", ["a"]), (1, "incr", ["b"])])
-        self.assertEqual(server.connections[1].received, [[0, 1, "incr", ["b"]]])
+        self.assertEqual(server.connections[1].received, [[0, 0, "incr", ["b"]]])
 
     def test_eofBeforeSend(self) -> None:
         """
@@ -869,8 +871,8 @@ class GoawayTests(Harness, SynchronousTestCase):
         def first(c: FakeConnection) -> None:
             c.hello()
             c.serve(c.receiveRequest())
-            c.receiveRequest()  # msgid 2: not run
-            c.goaway(1, "idle")
+            c.receiveRequest()  # msgid 1: not run
+            c.goaway(0, "idle")
             c.halfClose()
             c.readToEnd()
 
@@ -882,9 +884,9 @@ class GoawayTests(Harness, SynchronousTestCase):
         self.assertEqual(server.executed, [(0, "incr", ["a"]), (1, "incr", ["b"])])
         self.assertEqual(
             server.connections[0].received,
-            [[0, 1, "incr", ["a"]], [0, 2, "incr", ["b"]]],
+            [[0, 0, "incr", ["a"]], [0, 1, "incr", ["b"]]],
         )
-        self.assertEqual(server.connections[1].received, [[0, 1, "incr", ["b"]]])
+        self.assertEqual(server.connections[1].received, [[0, 0, "incr", ["b"]]])
 
     def test_goawayNilLastMsgid(self) -> None:
         """
@@ -917,7 +919,7 @@ class GoawayTests(Harness, SynchronousTestCase):
         def first(c: FakeConnection) -> None:
             c.hello()
             r = c.receiveRequest()
-            c.goaway(1, "shutdown")
+            c.goaway(0, "shutdown")
             c.serve(r)
             c.halfClose()
             after.append(c.readToEnd())
@@ -933,25 +935,25 @@ class GoawayTests(Harness, SynchronousTestCase):
     def test_goawayCoveringOurMsgidThenEOF(self) -> None:
         """
         If the connection ends after a goaway that covers our request but
-        before its response, the call raises L{agilerpc.ConnectionLost} and
+        before its response, the call raises L{agilerpc.CallLost} and
         is not resent.
         """
 
         def first(c: FakeConnection) -> None:
             c.hello()
             c.receiveRequest()
-            c.goaway(1, "shutdown")
+            c.goaway(0, "shutdown")
 
         server, client = self.fake(first, serveForever)
-        self.assertRaises(agilerpc.ConnectionLost, client.call, "incr", ("a",))
+        self.assertRaises(agilerpc.CallLost, client.call, "incr", ("a",))
         server.join()
         self.assertEqual(server.attempts, 1)
 
-    def test_refusedFrameNotResent(self) -> None:
+    def test_refusedFrameResent(self) -> None:
         """
-        An error with a nil msgid followed by a goaway that proves our request
-        unrun (the server refused our frame) raises that error instead of
-        resending a request that would be refused again.
+        An error with a nil msgid fails no call; the goaway that follows
+        proves our request unrun, so it is sent again on a new connection
+        (PROTOCOL.md 8.3: only C{"Unauthorized"} is an exception).
         """
 
         def first(c: FakeConnection) -> None:
@@ -963,10 +965,9 @@ class GoawayTests(Harness, SynchronousTestCase):
             c.readToEnd()
 
         server, client = self.fake(first, serveForever)
-        e = self.assertRaises(agilerpc.MessageTooLarge, client.call, "incr", ("a",))
-        self.assertEqual(e.message, "too big")
-        self.assertEqual(server.attempts, 1)
-        self.assertEqual(server.executed, [])
+        self.assertEqual(client.call("incr", ("a",)), "a")
+        self.assertEqual(server.attempts, 2)
+        self.assertEqual(server.executed, [(1, "incr", ["a"])])
 
     def test_failedSendResent(self) -> None:
         """
@@ -1001,7 +1002,7 @@ class GoawayTests(Harness, SynchronousTestCase):
 
         count = _blocking._MAX_RESENDS
         server, client = self.fake(*[goaway] * (count + 1))
-        e = self.assertRaises(agilerpc.ConnectionLost, client.call, "incr", ("a",))
+        e = self.assertRaises(agilerpc.NotServed, client.call, "incr", ("a",))
         self.assertIn("it was not run", str(e))
         self.assertEqual(server.attempts, count)
 
@@ -1043,7 +1044,7 @@ class BetweenCallsTests(Harness, SynchronousTestCase):
         client.call("add", (), MappingProxyType({"a": 1}))
         client.close()
         server.join()
-        self.assertEqual(server.connections[0].received, [[0, 1, "add", [], {"a": 1}]])
+        self.assertEqual(server.connections[0].received, [[0, 0, "add", [], {"a": 1}]])
 
 
 class LostTests(Harness, SynchronousTestCase):
@@ -1054,7 +1055,7 @@ class LostTests(Harness, SynchronousTestCase):
     def test_eofMidCall(self) -> None:
         """
         End-of-stream without a goaway while a call is in flight raises
-        L{agilerpc.ConnectionLost} and the call is not resent; the next call
+        L{agilerpc.CallLost} and the call is not resent; the next call
         opens a new connection.
         """
 
@@ -1063,7 +1064,7 @@ class LostTests(Harness, SynchronousTestCase):
             c.run(c.receiveRequest())
 
         server, client = self.fake(first, serveForever)
-        e = self.assertRaises(agilerpc.ConnectionLost, client.call, "incr", ("a",))
+        e = self.assertRaises(agilerpc.CallLost, client.call, "incr", ("a",))
         self.assertIn("may or may not have run", str(e))
         self.assertEqual(server.attempts, 1)
         self.assertEqual(client.call("incr", ("b",)), "b")
@@ -1074,7 +1075,7 @@ class LostTests(Harness, SynchronousTestCase):
 
     def test_resetMidCall(self) -> None:
         """
-        A reset while a call is in flight raises L{agilerpc.ConnectionLost}.
+        A reset while a call is in flight raises L{agilerpc.CallLost}.
         """
 
         def first(c: FakeConnection) -> None:
@@ -1087,7 +1088,7 @@ class LostTests(Harness, SynchronousTestCase):
 
         server, client = self.fake(first)
         server.tcp = True
-        e = self.assertRaises(agilerpc.ConnectionLost, client.call, "incr", ("a",))
+        e = self.assertRaises(agilerpc.CallLost, client.call, "incr", ("a",))
         self.assertIn("Connection reset by peer", str(e))
         self.assertIn("may or may not have run", str(e))
         server.join()
@@ -1153,12 +1154,13 @@ class TimeoutTests(Harness, SynchronousTestCase):
         server, client = self.fake(script, timeout=0.2)
         e = self.assertRaises(TimeoutError, client.call, "sleep", ("first",))
         self.assertEqual(
-            str(e), "sleep() on fake.invalid:9988 did not finish within 0.2 s"
+            str(e),
+            "sleep() on fake.invalid:9988 timed out after 0.2 s; it may or may not have run",
         )
         self.assertEqual(client.call("echo", ("second",)), "second")
         client.close()
         server.join()
-        self.assertEqual(cancels, [[3, "cancel", 1]])
+        self.assertEqual(cancels, [[3, "cancel", 0]])
         self.assertEqual(server.attempts, 1)
 
     def test_lateLargeResponseDropped(self) -> None:
@@ -1293,7 +1295,7 @@ class CloseTests(Harness, SynchronousTestCase):
         with FakeClient(server) as client:
             self.assertEqual(client.call("echo", ("x",)), "x")
         server.join()
-        self.assertEqual(server.connections[0].received, [[0, 1, "echo", ["x"]]])
+        self.assertEqual(server.connections[0].received, [[0, 0, "echo", ["x"]]])
         self.assertRaises(agilerpc.ClientClosed, client.call, "echo", ("y",))
         self.assertEqual(server.attempts, 1)
 
@@ -1436,7 +1438,7 @@ class IntegrationTests(SynchronousTestCase):
     def test_killedMidCall(self) -> None:
         """
         A server killed while a call is in flight makes it raise
-        L{agilerpc.ConnectionLost}; it is not resent, and the next call
+        L{agilerpc.CallLost}; it is not resent, and the next call
         reaches the server that replaced it.
         """
         ledger = os.path.abspath(self.mktemp())
@@ -1457,7 +1459,7 @@ class IntegrationTests(SynchronousTestCase):
         time.sleep(0.3)
         server.stop(signal.SIGKILL)
         thread.join(WAIT)
-        self.assertEqual([type(e) for e in errors], [agilerpc.ConnectionLost])
+        self.assertEqual([type(e) for e in errors], [agilerpc.CallLost])
         replacement = ServerProcess.start(self, port=server.port, ledger=ledger)
         self.assertEqual(client.call("incr", ("after",)), 1)
         self.assertNotEqual(client.call("pid"), server.pid)

@@ -108,7 +108,7 @@ class CallCommandTests(CLIHarness, SynchronousTestCase):
         server.join()
         self.assertEqual(
             server.connections[0].received,
-            [[0, 1, "sayHello", ["zhangsan", 1, "2", [1, None], "{"]]],
+            [[0, 0, "sayHello", ["zhangsan", 1, "2", [1, None], "{"]]],
         )
         self.assertEqual(
             made, [{"host": "127.0.0.1", "port": 9988, "timeout": 10.0, "retry": 0}]
@@ -135,7 +135,7 @@ class CallCommandTests(CLIHarness, SynchronousTestCase):
         self.assertEqual((status, out), (0, "3\n"))
         server.join()
         self.assertEqual(
-            server.connections[0].received, [[0, 1, "add", [1], {"b": 2, "c": "x"}]]
+            server.connections[0].received, [[0, 0, "add", [1], {"b": 2, "c": "x"}]]
         )
         self.assertEqual(made[0]["host"], "::1")
         self.assertIsNone(made[0]["timeout"])
@@ -222,8 +222,8 @@ class CallCommandTests(CLIHarness, SynchronousTestCase):
             (
                 4,
                 "",
-                "agilerpc: timed out: sleep() on fake.invalid:9988 did not finish "
-                "within 0.2 s\n",
+                "agilerpc: timed out: sleep() on fake.invalid:9988 timed out after "
+                "0.2 s; it may or may not have run\n",
             ),
         )
 
@@ -329,7 +329,7 @@ class MethodsCommandTests(CLIHarness, SynchronousTestCase):
         )
         server.join()
         self.assertEqual(
-            server.connections[0].received, [[0, 1, "system.describe", []]]
+            server.connections[0].received, [[0, 0, "system.describe", []]]
         )
 
     def test_methodsJSON(self) -> None:
