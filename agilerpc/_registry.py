@@ -123,16 +123,72 @@ class Method:
             try:
                 self.signature.bind(*args, **kwargs)
             except TypeError as e:
-                raise InvalidParams(f"{self.name}(): {e}") from None
+                raise InvalidParams(f"{self.name}: {e}") from None
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> dict[str, Any]:
         """
-        The signature and docstring, for C{system.describe}.
+        What C{system.describe} says of this method (docs/PROTOCOL.md
+        section 7.2): C{signature} (for display), C{doc}, and the same
+        signature in a form any language can read: C{params} and, when
+        annotated, C{returns}.
         """
-        return {
+        description: dict[str, Any] = {
             "signature": _display(self.signature),
             "doc": inspect.getdoc(self.func) or "",
         }
+        if self.signature is None:
+            return description
+        description["params"] = [_param(p) for p in self.signature.parameters.values()]
+        returns = self.signature.return_annotation
+        if returns is not inspect.Signature.empty:
+            description["returns"] = _annotationText(returns)
+        return description
+
+
+_KINDS = {
+    inspect.Parameter.POSITIONAL_ONLY: "positional",
+    inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional_or_keyword",
+    inspect.Parameter.VAR_POSITIONAL: "var_positional",
+    inspect.Parameter.KEYWORD_ONLY: "keyword",
+    inspect.Parameter.VAR_KEYWORD: "var_keyword",
+}
+
+_DEFAULT_TYPES = (type(None), bool, int, float, str, bytes)
+
+
+def _annotationText(annotation: object) -> str:
+    """
+    An annotation as its source text: C{int}, C{list[str]}, C{'Foo'}.
+    """
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, type):
+        return annotation.__qualname__
+    return inspect.formatannotation(annotation)
+
+
+def _param(parameter: inspect.Parameter) -> dict[str, Any]:
+    """
+    One parameter for C{system.describe}'s C{params}: its C{name}, C{kind},
+    whether it is C{required}, its C{default} when it has one msgpack
+    encodes as a scalar (nil, boolean, integer, float, str, bin) and its
+    C{annotation} text when it has one.
+    """
+    described: dict[str, Any] = {
+        "name": parameter.name,
+        "kind": _KINDS[parameter.kind],
+        "required": parameter.default is inspect.Parameter.empty
+        and parameter.kind
+        not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD),
+    }
+    default = parameter.default
+    if type(default) in _DEFAULT_TYPES and (
+        type(default) is not int or -(2**63) <= default < 2**64
+    ):
+        described["default"] = default
+    if parameter.annotation is not inspect.Parameter.empty:
+        described["annotation"] = _annotationText(parameter.annotation)
+    return described
 
 
 class _Annotation(str):
@@ -287,7 +343,7 @@ class Registry:
         """
         return self.names()
 
-    def _describe(self) -> dict[str, dict[str, str]]:
+    def _describe(self) -> dict[str, dict[str, Any]]:
         """
         The signature and documentation of every method, by name.
         """

@@ -79,6 +79,10 @@ def _text(value: object) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+# Results that cannot hold an extension value or nest: no need to check
+# what msgpack made of them.
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+
 _PLAIN = "plain"
 _DEFERRED = "Deferred"
 _COROUTINE = "coroutine"
@@ -259,7 +263,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
 
     def stringReceived(self, payload: bytes) -> None:
         try:
-            message = _wire.parseClientMessage(payload)
+            message = _wire.parseClientMessage(payload, self.factory.maxContainers)
         except InvalidRequest as e:
             if not self._goawaySent:
                 self._refuse(e)
@@ -502,6 +506,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             return
         try:
             payload = _wire.encodeResult(msgid, result)
+            if type(result) not in _SCALARS:
+                _wire.checkDecodable(payload)
         except Exception as e:
             _log.error(
                 "{peer}: {method} #{msgid} returned a result msgpack cannot encode: {error}",
@@ -511,7 +517,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 error=e,
             )
             error: RpcError = InvalidResult(
-                f"{method}() returned a result that cannot be encoded: {e}"
+                f"the result of {method} cannot be sent: {_wire.whyUnencodable(e)}"
             )
             self._sendError(msgid, error.toWire(), method)
             return
@@ -673,6 +679,9 @@ class RpcServerFactory(Factory):
     @ivar debug: send tracebacks to callers (for development only).
     @ivar maxInFlight: outstanding calls per connection before the server
         stops reading that connection until some finish.
+    @ivar maxContainers: the arrays and maps one request may hold (its own
+        array included); a request with more is refused with
+        C{InvalidRequest} before they are built.  L{None}: no limit.
     @ivar maxConnections: accepted connections at once; further ones get a
         C{ServerBusy} goaway instead of a hello.  L{None}: no limit.
     @ivar authToken: when set, each connection must first send
@@ -705,6 +714,7 @@ class RpcServerFactory(Factory):
         authToken: bytes | None = None,
         metrics: ServerMetrics | None = None,
         logCalls: bool = False,
+        maxContainers: int | None = _wire.DEFAULT_MAX_CONTAINERS,
     ) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
@@ -716,6 +726,9 @@ class RpcServerFactory(Factory):
             raise ValueError("maxConnections must be >= 1 or None")
         if authToken is not None and not authToken:
             raise ValueError("authToken cannot be empty")
+        if maxContainers is not None and maxContainers < 1:
+            raise ValueError("maxContainers must be >= 1 or None")
+        self.maxContainers = maxContainers
         self.maxInFlight = maxInFlight
         self.maxConnections = maxConnections
         self.authToken = authToken

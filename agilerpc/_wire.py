@@ -29,6 +29,8 @@ NOTIFICATION = 2
 CONTROL = 3
 
 DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
+#: The arrays and maps one request may hold, the message's own included.
+DEFAULT_MAX_CONTAINERS = 65536
 MAX_MSGID = 2**32 - 1
 
 HEADER = struct.Struct(">I")
@@ -64,28 +66,209 @@ def pack(message: list[Any]) -> bytes:
     return packer.pack(message)  # type: ignore[no-any-return]
 
 
-def unpack(payload: bytes) -> list[Any]:
+class _ExtensionValue(ValueError):
+    """
+    A payload holds an extension type, which protocol version 1 leaves out.
+    """
+
+
+def _refuseExtension(code: int, data: bytes) -> Any:
+    raise _ExtensionValue(f"extension type {code}")
+
+
+# max_ext_len=0 refuses every extension value with data before it is built,
+# the timestamp type -1 included (msgpack decodes that one without calling
+# ext_hook); ext_hook refuses the ones with no data.
+_STRICT = {"strict_map_key": False, "max_ext_len": 0, "ext_hook": _refuseExtension}
+
+#: Bytes that start an extension value.
+_EXT_BYTES = bytes([0xC7, 0xC8, 0xC9, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8])
+#: Bytes that start an array or a map.
+_CONTAINER_BYTES = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
+MAX_DEPTH = 1024
+
+
+def _whyUndecodable(e: Exception) -> str:
+    """
+    What is wrong with a payload msgpack refused, in the protocol's terms
+    (docs/PROTOCOL.md section 3) rather than the decoder's.
+    """
+    text = str(e)
+    if isinstance(e, _TooManyContainers):
+        return f"the message holds {text}"
+    if isinstance(e, _ExtensionValue) or "max_ext_len" in text:
+        return "extension types are not part of protocol version 1"
+    if isinstance(e, msgpack.ExtraData):
+        return "extra bytes after the message's array"
+    if isinstance(e, UnicodeDecodeError):
+        return "a str is not valid UTF-8"
+    if isinstance(e, TypeError):
+        return "a map key is an array or a map"
+    if isinstance(e, msgpack.FormatError):
+        return "not msgpack: 0xc1 is not a msgpack type"
+    if isinstance(e, msgpack.StackError) or "recursion" in text:
+        return f"nested deeper than {MAX_DEPTH} arrays and maps"
+    if "exceeds max_" in text:
+        return "a str, bin, array or map announces more than the payload holds"
+    if "incomplete" in text:
+        return "the payload ends inside a value (truncated)"
+    return "not a msgpack value"
+
+
+class _TooManyContainers(ValueError):
+    """
+    A payload holds more arrays and maps than its receiver accepts.
+    """
+
+
+def _countingHook(limit: int) -> Any:
+    """
+    A C{list_hook}/C{object_hook} for msgpack that lets C{limit} arrays and
+    maps through, then refuses the next, before more are built.
+    """
+    left = limit
+
+    def count(value: Any) -> Any:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise _TooManyContainers(f"more than {limit} arrays and maps")
+        return value
+
+    return count
+
+
+def unpack(payload: bytes, maxContainers: int | None = None) -> list[Any]:
     """
     Decode one message payload into its array.
 
     msgpack's own limits bound memory and recursion: no string, array or map
     can claim more elements than the payload has bytes, and nesting deeper
-    than msgpack's stack is refused.  Map keys may be any hashable scalar
-    (str, bin, integer, float, boolean, nil): Python data often has integer
-    keys, and refusing them would make a whole message undecodable.
+    than msgpack's stack (1024) is refused.  Map keys may be any hashable
+    scalar (str, bin, integer, float, boolean, nil): Python data often has
+    integer keys, and refusing them would make a whole message undecodable.
+    Extension types are refused.
 
-    @raise ValueError: if C{payload} is not exactly one msgpack array.
+    Building arrays and maps is what makes decoding slow (a frame of eight
+    million empty arrays takes seconds), so a receiver may bound how many one
+    message holds: with C{maxContainers}, a payload that may hold more (it
+    has more bytes that start an array or a map) is decoded with a hook that
+    counts them and stops at the first one over the limit.
+
+    @raise ValueError: if C{payload} is not exactly one msgpack array, or
+        holds more than C{maxContainers} arrays and maps; its message says
+        what is wrong in the protocol's terms.
     """
     try:
-        message = _unpackb(payload, strict_map_key=False)
+        if (
+            maxContainers is not None
+            and len(payload) > maxContainers
+            and len(payload) - len(payload.translate(None, _CONTAINER_BYTES))
+            > maxContainers
+        ):
+            hook = _countingHook(maxContainers)
+            message = _unpackb(payload, list_hook=hook, object_hook=hook, **_STRICT)
+        else:
+            message = _unpackb(payload, **_STRICT)
     except Exception as e:
         # msgpack raises ValueError subclasses (ExtraData, FormatError,
         # StackError), but also TypeError (unhashable map key) and
         # UnicodeDecodeError: all mean the same thing to us.
-        raise ValueError(f"not a msgpack message: {type(e).__name__}: {e}") from None
+        raise ValueError(_whyUndecodable(e)) from None
     if type(message) is not list:
-        raise ValueError(f"message is a {type(message).__name__}, not an array")
+        raise ValueError(f"the message is {_kindName(message)}, not an array")
     return message
+
+
+def _kindName(value: object) -> str:
+    """
+    The msgpack type of a decoded value, for error messages.
+    """
+    if value is None:
+        return "nil"
+    if type(value) is bool:
+        return "a boolean"
+    if type(value) is int:
+        return "an integer"
+    if type(value) is float:
+        return "a float"
+    if type(value) is str:
+        return "a str"
+    if type(value) is bytes:
+        return "a bin"
+    if type(value) is dict:
+        return "a map"
+    return "an array"
+
+
+def whyUnencodable(e: Exception) -> str:
+    """
+    Why L{pack} or L{checkDecodable} refused a value, in the protocol's terms.
+    """
+    if isinstance(e, OverflowError):
+        return "an integer is outside msgpack's range (-2**63 to 2**64 - 1)"
+    if isinstance(e, TypeError):
+        text = str(e)
+        if text.startswith("can not serialize "):
+            return f"a value of Python type {text[18:].removesuffix(' object')} has no msgpack encoding"
+        return "a value has no msgpack encoding"
+    text = str(e)
+    if "recursion" in text:
+        return f"nested deeper than {MAX_DEPTH} arrays and maps"
+    return text
+
+
+def checkDecodable(payload: bytes) -> None:
+    """
+    Check that a payload the encoder produced is one every conforming
+    receiver decodes: no extension value (msgpack encodes C{ExtType} and
+    C{Timestamp} objects) and no nesting deeper than 1024 arrays and maps
+    (msgpack encodes an empty array one level deeper than it decodes).
+
+    Only payloads that could break a rule are decoded to check: one holding
+    a byte that starts an extension value, or more than 1024 bytes that start
+    an array or a map.
+
+    @raise ValueError: if the payload breaks a rule; the message says which.
+    """
+    size = len(payload)
+    if size - len(payload.translate(None, _EXT_BYTES)) or (
+        size > MAX_DEPTH
+        and size - len(payload.translate(None, _CONTAINER_BYTES)) > MAX_DEPTH
+    ):
+        unpack(payload)
+
+
+#: Bytes that start a msgpack integer.
+_INTEGER_BYTES = frozenset(
+    [*range(0x00, 0x80), *range(0xCC, 0xD4), *range(0xE0, 0x100)]
+)
+
+
+def peekMsgid(payload: bytes, code: int) -> int | None:
+    """
+    The msgid of a message of type C{code} (L{REQUEST} or L{RESPONSE}) whose
+    payload cannot be decoded as a whole, read from its first elements
+    alone: C{[code, msgid, ...}; L{None} if those cannot be read either.
+
+    Only integers are decoded on the way, so that reading costs the same
+    whatever the rest of the payload holds.
+    """
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(payload)
+    try:
+        if unpacker.read_array_header() < 2:
+            return None
+        for want in (code, None):
+            offset = unpacker.tell()
+            if offset >= len(payload) or payload[offset] not in _INTEGER_BYTES:
+                return None
+            value = unpacker.unpack()
+            if want is not None and value != want:
+                return None
+    except Exception:
+        return None
+    return value if isMsgid(value) else None
 
 
 def encodeRequest(
@@ -93,10 +276,16 @@ def encodeRequest(
 ) -> bytes:
     """
     Encode a request; C{kwargs} is left off the wire when empty.
+
+    @raise TypeError: (or L{ValueError}, L{OverflowError}) if the arguments
+        cannot be sent: see L{pack} and L{checkDecodable}.
     """
     if kwargs:
-        return pack([REQUEST, msgid, method, args, kwargs])
-    return pack([REQUEST, msgid, method, args])
+        payload = pack([REQUEST, msgid, method, args, kwargs])
+    else:
+        payload = pack([REQUEST, msgid, method, args])
+    checkDecodable(payload)
+    return payload
 
 
 def encodeNotification(
@@ -104,10 +293,16 @@ def encodeNotification(
 ) -> bytes:
     """
     Encode a notification: a call that is never answered.
+
+    @raise TypeError: (or L{ValueError}, L{OverflowError}) if the arguments
+        cannot be sent: see L{pack} and L{checkDecodable}.
     """
     if kwargs:
-        return pack([NOTIFICATION, method, args, kwargs])
-    return pack([NOTIFICATION, method, args])
+        payload = pack([NOTIFICATION, method, args, kwargs])
+    else:
+        payload = pack([NOTIFICATION, method, args])
+    checkDecodable(payload)
+    return payload
 
 
 def encodeResult(msgid: int, result: Any) -> bytes:
@@ -147,6 +342,13 @@ def encodeCancel(msgid: int) -> bytes:
     Encode a client's request to cancel the call C{msgid}.
     """
     return pack([CONTROL, "cancel", msgid])
+
+
+def encodeAuth(token: str | bytes) -> bytes:
+    """
+    Encode a client's token, its first frame to a server that asks for one.
+    """
+    return pack([CONTROL, "auth", token])
 
 
 def isMsgid(value: object) -> bool:
@@ -203,6 +405,12 @@ class Control:
 _EMPTY: dict[str, Any] = {}
 
 
+def _badTypeCode(code: object) -> str:
+    if type(code) is int:
+        return f"unknown message type code {code}"
+    return f"the type code is {_kindName(code)}, not an integer"
+
+
 def _parseCall(
     message: list[Any], offset: int
 ) -> tuple[str, list[Any], dict[str, Any]]:
@@ -219,7 +427,7 @@ def _parseCall(
     method = message[offset]
     args = message[offset + 1]
     if type(method) is not str:
-        raise ValueError("method must be a string")
+        raise ValueError("method must be a str")
     if type(args) is not list:
         raise ValueError("args must be an array")
     if n == 2:
@@ -229,22 +437,28 @@ def _parseCall(
         raise ValueError("kwargs must be a map")
     for key in kwargs:
         if type(key) is not str:
-            raise ValueError("kwargs keys must be strings")
+            raise ValueError("kwargs keys must be str")
     return method, args, kwargs
 
 
-def parseClientMessage(payload: bytes) -> Request | Notification | Control:
+def parseClientMessage(
+    payload: bytes, maxContainers: int | None = DEFAULT_MAX_CONTAINERS
+) -> Request | Notification | Control:
     """
-    Decode and check a message a client sent to a server.
+    Decode and check a message a client sent to a server, which holds at
+    most C{maxContainers} arrays and maps (L{None}: any number).
 
     @raise InvalidRequest: if it is not a valid request, notification or
         control message.  Its C{data} is C{{"msgid": msgid}} when the message
         carried a valid msgid, so the error can be sent back for that call.
     """
     try:
-        message = unpack(payload)
+        message = unpack(payload, maxContainers)
     except ValueError as e:
-        raise InvalidRequest(str(e)) from None
+        msgid = peekMsgid(payload, REQUEST)
+        if msgid is None:
+            raise InvalidRequest(str(e)) from None
+        raise InvalidRequest(str(e), {"msgid": msgid}) from None
     # The common shape first, checked inline: [0, msgid, method, args].
     if len(message) == 4:
         code, msgid, method, args = message
@@ -274,9 +488,9 @@ def parseClientMessage(payload: bytes) -> Request | Notification | Control:
             return Notification(*_parseCall(message, 1))
         if code == CONTROL and type(code) is int:
             if len(message) < 2 or type(message[1]) is not str:
-                raise ValueError("control kind must be a string")
+                raise ValueError("control kind must be a str")
             return Control(message[1], message[2:])
-        raise ValueError(f"unexpected message type {code!r}")
+        raise ValueError(_badTypeCode(code))
     except ValueError as e:
         raise InvalidRequest(str(e)) from None
 
@@ -300,7 +514,9 @@ def parseServerMessage(payload: bytes) -> Response | Control:
                 and 0 <= msgid <= MAX_MSGID
             ):
                 return Response(msgid, None, result)
-        code = message[0] if message else None
+        if not message:
+            raise ValueError("message is an empty array")
+        code = message[0]
         if code == RESPONSE and type(code) is int:
             if len(message) != 4:
                 raise ValueError(f"response has {len(message)} elements, not 4")
@@ -312,8 +528,8 @@ def parseServerMessage(payload: bytes) -> Response | Control:
             return Response(msgid, error, result)
         if code == CONTROL and type(code) is int:
             if len(message) < 2 or type(message[1]) is not str:
-                raise ValueError("control kind must be a string")
+                raise ValueError("control kind must be a str")
             return Control(message[1], message[2:])
-        raise ValueError(f"unexpected message type {code!r}")
+        raise ValueError(_badTypeCode(code))
     except ValueError as e:
         raise InvalidResponse(str(e)) from None

@@ -28,7 +28,7 @@ from ._metrics import ServerMetrics
 from ._registry import Registry
 from ._server import RpcServerFactory
 from ._service import RpcService
-from ._wire import DEFAULT_MAX_MESSAGE_SIZE
+from ._wire import DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_MESSAGE_SIZE
 
 DEFAULT_MODULE = "agilerpc.examples.hello"
 DEFAULT_BACKLOG = 1024
@@ -84,6 +84,14 @@ class Options(usage.Options):
             1000,
             "Calls one connection may have outstanding; past it the server "
             "stops reading that connection until some finish.",
+        ],
+        [
+            "max-containers",
+            None,
+            DEFAULT_MAX_CONTAINERS,
+            "Arrays and maps one request may hold (its own array included); "
+            "more is refused with InvalidRequest before they are built "
+            "(0: no limit).",
         ],
         [
             "max-connections",
@@ -185,6 +193,9 @@ class Options(usage.Options):
         self["max-in-flight"] = _number(int, "max-in-flight", self["max-in-flight"], 1)
         self["max-connections"] = _number(
             int, "max-connections", self["max-connections"], 0
+        )
+        self["max-containers"] = _number(
+            int, "max-containers", self["max-containers"], 0
         )
         self["workers"] = _number(int, "workers", self["workers"], 1)
         self["metrics"] = self._metrics()
@@ -425,6 +436,7 @@ def makeService(
         authToken=config["auth-token"],
         maxInFlight=config["max-in-flight"],
         maxConnections=config["max-connections"] or None,
+        maxContainers=config["max-containers"] or None,
         metrics=metrics,
         logCalls=bool(config["log-calls"]),
     )

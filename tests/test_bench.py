@@ -648,3 +648,27 @@ class ServerLoopTests(SynchronousTestCase):
 
         perRequest = serverloop.measure(200, 10, passes=1)
         self.assertGreater(perRequest, 0)
+
+
+class StallTests(SynchronousTestCase):
+    """
+    L{bench.stall} builds legal worst cases and one over the container limit
+    (timings are not asserted).
+    """
+
+    def test_cases(self) -> None:
+        """
+        Every case fits the maximum message size; the last one holds more
+        arrays than the default limit and is refused.
+        """
+        from bench import stall
+
+        cases = list(stall.cases())
+        self.assertGreaterEqual(len(cases), 5)
+        for name, payload in cases:
+            self.assertLessEqual(len(payload), 8 * 1024 * 1024, name)
+        _, median, outcome = stall.measure(cases[-1][1], passes=1)
+        self.assertGreater(median, 0)
+        self.assertEqual(
+            outcome, "refused: the message holds more than 65536 arrays and maps"
+        )

@@ -10,9 +10,12 @@ import sys
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from agilerpc import Registry
+from agilerpc import InvalidParams, Registry, RpcServerFactory
+from agilerpc import _wire as wire
 from agilerpc.examples import hello
 
 
@@ -49,6 +52,48 @@ class SleepTests(TestCase):
         """
         result = yield hello.sleep(0.01)
         self.assertEqual(result, 0.01)
+
+
+class SleepArgumentTests(SynchronousTestCase):
+    def test_refusesWhatCallLaterCannotTake(self) -> None:
+        """
+        sleep refuses NaN, infinities, negative or huge numbers, booleans and
+        non-numbers as C{InvalidParams}, before they reach the reactor.
+        """
+        refused: list[Any] = [
+            float("nan"),
+            float("inf"),
+            -1,
+            -0.5,
+            86401,
+            True,
+            "1",
+            None,
+        ]
+        for seconds in refused:
+            with self.assertRaises(InvalidParams) as caught:
+                hello.sleep(seconds)
+            self.assertIn(
+                "seconds must be a number from 0 to 86400", str(caught.exception)
+            )
+
+    def test_servedAsInvalidParams(self) -> None:
+        """
+        Through a server, a NaN gets an C{InvalidParams} answer and nothing is
+        logged.
+        """
+        factory = RpcServerFactory(Registry.fromModule(hello), Clock())
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        transport.clear()
+        protocol.dataReceived(
+            wire.frame(wire.encodeRequest(1, "sleep", [float("nan")]))
+        )
+        response = wire.parseServerMessage(transport.value()[4:])
+        assert type(response) is wire.Response and response.error is not None
+        self.assertEqual((response.msgid, response.error["type"]), (1, "InvalidParams"))
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 class MainTests(SynchronousTestCase):

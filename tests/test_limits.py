@@ -22,6 +22,7 @@ from .test_server import (
     RecordingTransport,
     ServerTestCase,
     encode,
+    rawFrame,
 )
 
 
@@ -146,6 +147,74 @@ class MaxInFlightTests(ServerTestCase):
         maxInFlight must be at least 1.
         """
         self.assertRaises(ValueError, self.makeFactory, maxInFlight=0)
+
+
+class MaxContainersTests(ServerTestCase):
+    """
+    C{maxContainers} bounds the arrays and maps one request may hold, so
+    that no single message stalls the server while it builds them.
+    """
+
+    def test_refusedWithMsgid(self) -> None:
+        """
+        A request holding more arrays and maps than the limit is refused
+        with C{InvalidRequest} for its msgid, nothing runs, and the
+        connection goes on.
+        """
+        connection = self.connect(maxContainers=10, maxMessageSize=2**20)
+        payload = b"\x94\x00\x05\xa4echo\x91\x9a" + b"\x90" * 10
+        connection.sendBytes(rawFrame(payload))
+        self.assertError(
+            connection.received(),
+            5,
+            "InvalidRequest",
+            "the message holds more than 10 arrays and maps",
+        )
+        self.assertEqual(self.calls, [])
+        self.assertUsable(connection)
+
+    def test_atLimitAccepted(self) -> None:
+        """
+        Exactly the limit, the message's own array and maps included, is
+        accepted.
+        """
+        connection = self.connect(maxContainers=10, maxMessageSize=2**20)
+        value: list[Any] = [[], {}, [], [], [], [], []]
+        self.assertEqual(connection.call(5, "echo", value), [[1, 5, None, value]])
+
+    def test_lookalikeBytesAccepted(self) -> None:
+        """
+        Bytes inside a bin that look like array headers do not count.
+        """
+        connection = self.connect(maxContainers=10, maxMessageSize=2**20)
+        value = b"\x90" * 1000
+        self.assertEqual(connection.call(5, "echo", value), [[1, 5, None, value]])
+
+    def test_noLimit(self) -> None:
+        """
+        With no limit, any number of arrays is accepted.
+        """
+        connection = self.connect(maxContainers=None, maxMessageSize=2**20)
+        value: list[Any] = [[]] * 70000
+        self.assertEqual(connection.call(5, "echo", value), [[1, 5, None, value]])
+
+    def test_default(self) -> None:
+        """
+        By default a request may hold 65,536 arrays and maps: 65,533 empty
+        arrays in the argument, the argument, the args array and the message.
+        """
+        connection = self.connect(maxMessageSize=2**20)
+        self.assertEqual(connection.protocol.factory.maxContainers, 65536)
+        value: list[Any] = [[]] * 65533
+        self.assertEqual(connection.call(5, "echo", value), [[1, 5, None, value]])
+        connection.request(6, "echo", [*value, []])
+        self.assertError(connection.received(), 6, "InvalidRequest")
+
+    def test_invalidLimit(self) -> None:
+        """
+        A limit below 1 is a configuration error.
+        """
+        self.assertRaises(ValueError, self.makeFactory, maxContainers=0)
 
 
 class MaxConnectionsTests(ServerTestCase):

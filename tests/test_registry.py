@@ -399,6 +399,22 @@ class BuiltinTests(SynchronousTestCase):
             {
                 "signature": "(a: int, b: int = 2) -> int",
                 "doc": "Add two numbers.",
+                "params": [
+                    {
+                        "name": "a",
+                        "kind": "positional_or_keyword",
+                        "required": True,
+                        "annotation": "int",
+                    },
+                    {
+                        "name": "b",
+                        "kind": "positional_or_keyword",
+                        "required": False,
+                        "default": 2,
+                        "annotation": "int",
+                    },
+                ],
+                "returns": "int",
             },
         )
         self.assertEqual(
@@ -412,18 +428,27 @@ class BuiltinTests(SynchronousTestCase):
         """
         self.registry.register(lambda x: x, name="nodoc")
         self.assertEqual(
-            self.call("system.describe")["nodoc"], {"signature": "(x)", "doc": ""}
+            self.call("system.describe")["nodoc"],
+            {
+                "signature": "(x)",
+                "doc": "",
+                "params": [
+                    {"name": "x", "kind": "positional_or_keyword", "required": True}
+                ],
+            },
         )
 
     def test_describeNoSignature(self) -> None:
         """
         A builtin without an introspectable signature is described as
-        C{(...)} and accepts any arguments.
+        C{(...)}, without C{params}, and accepts any arguments.
         """
         method = self.registry.register(max, name="nosig")
         if method.signature is not None:
             raise self.skipTest("max has a signature on this Python")
-        self.assertEqual(self.call("system.describe")["nosig"]["signature"], "(...)")
+        description = self.call("system.describe")["nosig"]
+        self.assertEqual(description["signature"], "(...)")
+        self.assertNotIn("params", description)
         method.checkArguments([1, 2, 3, 4], {"x": 1})
 
 
@@ -458,7 +483,7 @@ class CheckArgumentsTests(SynchronousTestCase):
                 self.method.checkArguments(args, kwargs)
             self.assertEqual(caught.exception.type, "InvalidParams")
             self.assertTrue(
-                caught.exception.message.startswith("plain(): "),
+                caught.exception.message.startswith("plain: "),
                 caught.exception.message,
             )
 

@@ -634,7 +634,7 @@ class ErrorTests(ServerTestCase):
         for msgid, (args, kwargs) in enumerate(cases, 1):
             connection.request(msgid, "echo", *args, **kwargs)
             error = self.assertError(connection.received(), msgid, "InvalidParams")
-            self.assertIn("echo()", error["message"])
+            self.assertTrue(error["message"].startswith("echo: "), error["message"])
         self.assertEqual(self.calls, [])
         self.assertUsable(connection)
 
@@ -741,7 +741,11 @@ class ErrorTests(ServerTestCase):
         events = self.captureLogs()
         connection = self.connect()
         error = self.assertError(connection.call(1, "unencodable"), 1, "InvalidResult")
-        self.assertIn("unencodable()", error["message"])
+        self.assertEqual(
+            error["message"],
+            "the result of unencodable cannot be sent: "
+            "a value of Python type 'object' has no msgpack encoding",
+        )
         self.assertNotIn("data", error)
         logged = [e for e in events if e.get("method") == "unencodable"]
         self.assertEqual(len(logged), 1)
@@ -886,12 +890,6 @@ class ErrorTests(ServerTestCase):
         self.assertError(connection.call(1, "deep"), 1, "InvalidResult")
         self.assertUsable(connection)
 
-    test_resultNestedTooDeep.todo = (  # type: ignore[attr-defined]
-        "agilerpc._wire.pack (msgpack.packb) encodes one level deeper than "
-        "_wire.unpack decodes: a 1025-deep response is sent and refused by the "
-        "client"
-    )
-
     def test_unencodableErrorData(self) -> None:
         """
         An L{RpcError} whose data msgpack cannot encode still gets an error
@@ -940,9 +938,9 @@ class ErrorTests(ServerTestCase):
 MALFORMED: list[tuple[str, bytes, int | None]] = [
     ("empty frame", b"", None),
     ("not msgpack", b"\xc1", None),
-    ("truncated msgpack", msgpack.packb([0, 1, "echo", ["abc"]])[:-1], None),
-    ("extra bytes", msgpack.packb([0, 1, "echo", [1]]) + b"\x01", None),
-    ("two messages", msgpack.packb([0, 1, "echo", [1]]) * 2, None),
+    ("truncated msgpack", msgpack.packb([0, 1, "echo", ["abc"]])[:-1], 1),
+    ("extra bytes", msgpack.packb([0, 1, "echo", [1]]) + b"\x01", 1),
+    ("two messages", msgpack.packb([0, 1, "echo", [1]]) * 2, 1),
     ("not an array", msgpack.packb({"a": 1}), None),
     ("an integer", msgpack.packb(0), None),
     ("empty array", msgpack.packb([]), None),
@@ -965,8 +963,9 @@ MALFORMED: list[tuple[str, bytes, int | None]] = [
     ("args nil", msgpack.packb([0, 7, "echo", None]), 7),
     ("kwargs not a map", msgpack.packb([0, 7, "echo", [], [1]]), 7),
     ("kwargs key not a str", b"\x95\x00\x07\xa4echo\x90\x81\xc4\x01x\x01", 7),
-    ("array as a map key", b"\x94\x00\x07\xa4echo\x91\x81\x90\x02", None),
-    ("invalid utf-8", b"\x94\x00\x07\xa4ech\xff\x90", None),
+    ("array as a map key", b"\x94\x00\x07\xa4echo\x91\x81\x90\x02", 7),
+    ("invalid utf-8", b"\x94\x00\x07\xa4ech\xff\x90", 7),
+    ("invalid utf-8 before the msgid", b"\x94\xa1\xff\x07\x90", None),
     ("notification too short", msgpack.packb([2, "echo"]), None),
     ("notification method not a str", msgpack.packb([2, 5, [1]]), None),
     ("notification args not an array", msgpack.packb([2, "echo", 1]), None),
@@ -976,8 +975,9 @@ MALFORMED: list[tuple[str, bytes, int | None]] = [
     ("cancel msgid a str", msgpack.packb([3, "cancel", "1"]), None),
     ("array count beyond the payload", b"\xdd\xff\xff\xff\xff\x00", None),
     ("map count beyond the payload", b"\xdf\xff\xff\xff\xff\x00", None),
-    ("str length beyond the payload", b"\x94\x00\x07\xdb\xff\xff\xff\xff", None),
-    ("nested 1025 deep", b"\x94\x00\x07\xa4echo\x91" + b"\x91" * 1022 + b"\x90", None),
+    ("str length beyond the payload", b"\x94\x00\x07\xdb\xff\xff\xff\xff", 7),
+    ("msgid width beyond the payload", b"\x94\x00\xce\xff", None),
+    ("nested 1025 deep", b"\x94\x00\x07\xa4echo\x91" + b"\x91" * 1022 + b"\x90", 7),
 ]
 
 
@@ -990,8 +990,9 @@ class MalformedTests(ServerTestCase):
     def test_everyKind(self) -> None:
         """
         Each kind of malformed message is answered with one C{InvalidRequest},
-        carrying the msgid when the message had a valid one; nothing runs; the
-        next request is answered.
+        carrying the msgid when the message had a valid one, even when the
+        rest of it cannot be decoded; nothing runs; the next request is
+        answered.
         """
         for name, payload, msgid in MALFORMED:
             connection = self.connect(maxMessageSize=4096)
@@ -1843,3 +1844,170 @@ class ProtocolTests(SynchronousTestCase):
         protocol.callLater(3, lambda: calls.append(1))
         clock.advance(3)
         self.assertEqual(calls, [1])
+
+
+class SpecTests(ServerTestCase):
+    """
+    The points docs/PROTOCOL.md settles about the server's behaviour beyond
+    the message shapes: extension types, header widths, notifications,
+    thread cancels, the idle timer's start and the built-ins.
+    """
+
+    def test_extensionInRequestRefused(self) -> None:
+        """
+        A request holding an extension value, of any extension type, the
+        timestamp type -1 included, is malformed: C{InvalidRequest} for its
+        msgid, saying why, and nothing is dispatched.
+        """
+        connection = self.connect()
+        for ext in [
+            bytes.fromhex("d50561 62".replace(" ", "")),  # fixext2, type 5
+            bytes.fromhex("d6ff00000001"),  # timestamp -1, 32-bit
+            bytes.fromhex("c70005"),  # ext8 of no data
+        ]:
+            payload = bytes.fromhex("940001a46563686f91") + ext
+            connection.sendBytes(rawFrame(payload))
+            self.assertError(
+                connection.received(),
+                1,
+                "InvalidRequest",
+                "extension types are not part of protocol version 1",
+            )
+        self.assertEqual(self.calls, [])
+        self.assertUsable(connection)
+
+    def test_extensionInResultRefused(self) -> None:
+        """
+        A handler whose result holds an extension value gets
+        C{InvalidResult}, never a response a client would refuse.
+        """
+        for name, value in [
+            ("ext", msgpack.ExtType(5, b"ab")),
+            ("stamp", [{"at": msgpack.Timestamp(1)}]),
+        ]:
+            self.registry.register(lambda value=value: value, name=name)
+        connection = self.connect()
+        for msgid, name in enumerate(["ext", "stamp"], 1):
+            self.assertError(
+                connection.call(msgid, name),
+                msgid,
+                "InvalidResult",
+                f"the result of {name} cannot be sent: "
+                "extension types are not part of protocol version 1",
+            )
+        self.assertUsable(connection)
+
+    def test_resultNotCheckedNeedlessly(self) -> None:
+        """
+        A result holding bytes that look like extension headers, inside a
+        str or a bin or as integers, is sent as it is.
+        """
+        value = [212, "\u0500", b"\xc7\xd4", {"k": [0.5, 216]}]
+        self.registry.register(lambda: value, name="lookalike")
+        connection = self.connect()
+        self.assertEqual(connection.call(1, "lookalike"), [[1, 1, None, value]])
+
+    def test_widerHeadersAccepted(self) -> None:
+        """
+        A str, array, map or bin written with a wider header than it needs
+        is accepted like the smallest one (PROTOCOL.md section 3).
+        """
+        connection = self.connect()
+        # [0, 1, "echo" as str8, [bin16 "ab"]] as an array16
+        payload = bytes.fromhex("dc00040001d9046563686fdc0001c500026162")
+        connection.sendBytes(rawFrame(payload))
+        self.assertEqual(connection.received(), [[1, 1, None, b"ab"]])
+        # [0, 2, "greet", [], {"name": "x"} as a map16]
+        payload = bytes.fromhex("950002a5677265657490de0001a46e616d65a178")
+        connection.sendBytes(rawFrame(payload))
+        self.assertEqual(connection.received(), [[1, 2, None, "hello x"]])
+
+    def test_notificationNotOutstandingForKeepalive(self) -> None:
+        """
+        A notification handler still running does not stop the idle timer:
+        the goaway comes one keepalive after the notification, and the
+        server half-closes without waiting for the handler.
+        """
+        connection = self.connect()
+        connection.send([2, "later", ["n"]])
+        self.reactor.advance(KEEPALIVE)
+        self.assertEqual(connection.received(), [[3, "goaway", None, "idle"]])
+        self.assertEqual(connection.transport.closes, ["loseWriteConnection"])
+        self.pending["n"].callback("done")
+        self.assertEqual(connection.received(), [])
+
+    def test_notificationNotAwaitedAtShutdown(self) -> None:
+        """
+        Shutting down does not wait for a running notification handler: the
+        connection half-closes at once, and the handler is not cancelled.
+        """
+        connection = self.connect()
+        connection.send([2, "later", ["n"]])
+        stopped = self.factory.shutdown()
+        self.assertEqual(connection.received(), [[3, "goaway", None, "shutdown"]])
+        self.assertEqual(connection.transport.closes, ["loseWriteConnection"])
+        connection.lost()
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertFalse(self.pending["n"].called)
+
+    def test_threadCancelFreesMsgid(self) -> None:
+        """
+        A cancelled thread call is answered at the cancel: from then on its
+        msgid is free and the idle timer runs, although the thread still
+        runs.
+        """
+        connection = self.connect()
+        connection.request(1, "threaded", 1)
+        connection.send([3, "cancel", 1])
+        self.assertError(connection.received(), 1, "Cancelled")
+        self.assertEqual(connection.call(1, "add", 1, 2), [[1, 1, None, 3]])
+        self.reactor.advance(KEEPALIVE)
+        self.assertEqual(connection.received(), [[3, "goaway", 1, "idle"]])
+        self.reactor.pool.runAll()
+        self.assertEqual(connection.received(), [])
+
+    def test_idleTimerStartsWithHello(self) -> None:
+        """
+        A connection that sends nothing gets the idle goaway one keepalive
+        after its hello, with a nil last msgid.
+        """
+        connection = self.connect()
+        self.reactor.advance(KEEPALIVE - 0.001)
+        self.assertEqual(connection.received(), [])
+        self.reactor.advance(0.001)
+        self.assertEqual(connection.received(), [[3, "goaway", None, "idle"]])
+
+    def test_listMethods(self) -> None:
+        """
+        C{system.listMethods} lists the handlers and the two introspection
+        built-ins, sorted; C{system.ping} and C{system.stats} answer but are
+        not listed.
+        """
+        connection = self.connect()
+        [[_, _, _, names]] = connection.call(1, "system.listMethods")
+        self.assertEqual(names, sorted(self.registry.names()))
+        self.assertIn("system.describe", names)
+        self.assertIn("system.listMethods", names)
+        self.assertNotIn("system.ping", names)
+        self.assertNotIn("system.stats", names)
+        self.assertEqual(connection.call(2, "system.ping"), [[1, 2, None, "pong"]])
+
+    def test_statsCountsEveryDispatchedRequest(self) -> None:
+        """
+        C{system.stats}' C{calls} counts every request looked up, built-ins,
+        C{MethodNotFound} and the stats request itself included, and no
+        notification or malformed message; C{in_flight} counts the calls
+        still running, not the stats request.
+        """
+        connection = self.connect()
+        connection.call(1, "add", 1, 2)
+        connection.call(2, "system.ping")
+        connection.call(3, "nope")
+        connection.request(4, "later", "a")
+        connection.send([2, "echo", [1]])
+        connection.sendBytes(rawFrame(b"\xc1"))
+        connection.received()
+        [[_, _, _, stats]] = connection.call(5, "system.stats")
+        self.assertEqual((stats["calls"], stats["in_flight"]), (5, 1))
+        self.assertEqual(stats["connections"], 1)
+        self.assertIsInstance(stats["uptime"], float)

@@ -720,16 +720,23 @@ class LimitOptionsTests(SynchronousTestCase):
         assert isinstance(service, RpcService)
         self.assertEqual(service.factory.maxInFlight, 1000)
         self.assertIsNone(service.factory.maxConnections)
+        self.assertEqual(service.factory.maxContainers, 65536)
 
     def test_given(self) -> None:
         """
         The options' values are the factory's limits.
         """
-        options = parse("--max-in-flight", "7", "--max-connections", "3")
+        options = parse(
+            "--max-in-flight", "7", "--max-connections", "3", "--max-containers", "9"
+        )
         service = makeService(options, _Reactor())
         assert isinstance(service, RpcService)
         self.assertEqual(service.factory.maxInFlight, 7)
         self.assertEqual(service.factory.maxConnections, 3)
+        self.assertEqual(service.factory.maxContainers, 9)
+        service = makeService(parse("--max-containers", "0"), _Reactor())
+        assert isinstance(service, RpcService)
+        self.assertIsNone(service.factory.maxContainers)
 
     def test_invalid(self) -> None:
         """
@@ -740,6 +747,8 @@ class LimitOptionsTests(SynchronousTestCase):
         self.assertEqual(str(e), "--max-in-flight must be >= 1, not '0'")
         e = self.assertRaises(usage.UsageError, parse, "--max-connections", "-1")
         self.assertEqual(str(e), "--max-connections must be >= 0, not '-1'")
+        e = self.assertRaises(usage.UsageError, parse, "--max-containers", "-1")
+        self.assertEqual(str(e), "--max-containers must be >= 0, not '-1'")
 
     def test_authToken(self) -> None:
         """

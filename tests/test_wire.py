@@ -179,6 +179,29 @@ def loadVectors() -> list[Vector]:
     return vectors
 
 
+def loadAnswers() -> list[tuple[list[Any], Vector]]:
+    """
+    The vectors whose text says which request they answer: C{(request,
+    response vector)} pairs, the request given as a vector (C{"The answer
+    to V1"}) or in the notation (C{"the answer to `[0, 14, ...]`"}).
+    """
+    section = _section(_document(), "11. Test vectors")
+    vectors = {v.number: v for v in loadVectors()}
+    parts = re.split(r"^### V(\d+)\. .+$", section, flags=re.M)
+    pairs = []
+    for i in range(1, len(parts), 2):
+        number, body = int(parts[i]), parts[i + 1]
+        match = re.search(r"answer to (?:V(\d+)|`(\[.+?\])`)", body)
+        if match is None:
+            continue
+        if match.group(1):
+            request = vectors[int(match.group(1))].message
+        else:
+            request = parseNotation(match.group(2))
+        pairs.append((request, vectors[number]))
+    return pairs
+
+
 def loadSession() -> list[tuple[str, str]]:
     """
     The steps of the worked example: C{(who, what)} pairs where C{who} is
@@ -241,6 +264,8 @@ def _encode(message: list[Any]) -> bytes:
         return wire.encodeHello(*message[2:])
     if kind == "goaway":
         return wire.encodeGoaway(*message[2:])
+    if kind == "auth":
+        return wire.encodeAuth(*message[2:])
     assert kind == "cancel", message
     return wire.encodeCancel(*message[2:])
 
@@ -412,6 +437,130 @@ class ProtocolVectorTests(SynchronousTestCase):
             parsed = _parse(v.message, v.frame[4:])
             expected = _expected(v.message)
             self.assertTrue(sameValue(parsed, expected), f"{v.title}: {parsed!r}")
+
+
+class VectorsAgainstServerTests(SynchronousTestCase):
+    """
+    The vectors that are answers, and the refusals (auth, busy), are what
+    the reference server sends.
+    """
+
+    def connect(self, **kwargs: Any) -> tuple[Any, StringTransport]:
+        factory = RpcServerFactory(
+            Registry.fromModule(agilerpc.examples.hello), Clock(), **kwargs
+        )
+        transport = StringTransport()
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(transport)
+        transport.clear()
+        return protocol, transport
+
+    def test_answers(self) -> None:
+        """
+        Each vector that says which request it answers is, byte for byte,
+        the example server's answer to that request.
+        """
+        pairs = loadAnswers()
+        self.assertGreaterEqual(len(pairs), 3)
+        for request, response in pairs:
+            protocol, transport = self.connect()
+            protocol.dataReceived(wire.frame(wire.pack(request)))
+            self.assertEqual(
+                transport.value().hex(), response.frame.hex(), response.title
+            )
+
+    def test_wrongToken(self) -> None:
+        """
+        A wrong token (V26 against a server with another token) is answered
+        with exactly V27 then V28.
+        """
+        vectors = {v.number: v for v in loadVectors()}
+        protocol, transport = self.connect(authToken=b"another")
+        protocol.dataReceived(vectors[26].frame)
+        self.assertEqual(
+            transport.value().hex(), (vectors[27].frame + vectors[28].frame).hex()
+        )
+
+    def test_busy(self) -> None:
+        """
+        A server at its connection limit sends V29 instead of a hello.
+        """
+        vectors = {v.number: v for v in loadVectors()}
+        factory = RpcServerFactory(Registry(), Clock(), maxConnections=1)
+        factory.buildProtocol(None).makeConnection(StringTransport())
+        transport = StringTransport()
+        factory.buildProtocol(None).makeConnection(transport)
+        self.assertEqual(transport.value().hex(), vectors[29].frame.hex())
+
+
+class UndecodableMessageTests(SynchronousTestCase):
+    """
+    What L{wire.unpack} says of a payload it refuses is in the protocol's
+    terms (PROTOCOL.md section 6.1), never a decoder's exception.
+    """
+
+    def test_messages(self) -> None:
+        """
+        Each kind of undecodable payload gets its own message.
+        """
+        deep = b"\x91" * 1025 + b"\x90"
+        for payload, why in [
+            (b"\x91\x01\x02", "extra bytes after the message's array"),
+            (b"\x92\x01", "the payload ends inside a value (truncated)"),
+            (b"\x91\xa5abc", "the payload ends inside a value (truncated)"),
+            (b"\x91\xc1", "not msgpack: 0xc1 is not a msgpack type"),
+            (b"\x91\xa1\xff", "a str is not valid UTF-8"),
+            (b"\x81\x91\x01\x01", "a map key is an array or a map"),
+            (
+                b"\xdd\xff\xff\xff\xff",
+                "a str, bin, array or map announces more than the payload holds",
+            ),
+            (deep, "nested deeper than 1024 arrays and maps"),
+            (b"\x91\xd4\x05a", "extension types are not part of protocol version 1"),
+            (b"\x91\xc7\x00\x05", "extension types are not part of protocol version 1"),
+            (b"\x01", "the message is an integer, not an array"),
+            (b"\xc0", "the message is nil, not an array"),
+            (b"\x80", "the message is a map, not an array"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                wire.unpack(payload)
+            self.assertEqual(str(caught.exception), why, payload.hex()[:20])
+
+    def test_typeCodes(self) -> None:
+        """
+        A type code that is not one is named in the protocol's terms.
+        """
+        cases: list[tuple[list[Any], str]] = [
+            ([7], "unknown message type code 7"),
+            ([True], "the type code is a boolean, not an integer"),
+            (["0"], "the type code is a str, not an integer"),
+            ([0.0], "the type code is a float, not an integer"),
+        ]
+        for message, why in cases:
+            with self.assertRaises(InvalidRequest) as caught:
+                wire.parseClientMessage(wire.pack(message))
+            self.assertEqual(caught.exception.message, why)
+
+    def test_checkDecodable(self) -> None:
+        """
+        L{wire.checkDecodable} refuses what msgpack encodes but no receiver
+        accepts, and passes look-alikes.
+        """
+        nested: list[Any] = []
+        for _ in range(1023):
+            nested = [nested]
+        for value in [nested, msgpack.ExtType(1, b""), msgpack.Timestamp(0)]:
+            self.assertRaises(ValueError, wire.checkDecodable, wire.pack([value]))
+        wire.checkDecodable(wire.pack([[[[]]] * 2000, 212, "\u0500", b"\xd4"]))
+
+    def test_requestArgumentsChecked(self) -> None:
+        """
+        A client cannot encode a request or notification whose arguments
+        hold an extension value.
+        """
+        ext = msgpack.ExtType(1, b"x")
+        self.assertRaises(ValueError, wire.encodeRequest, 1, "f", [ext])
+        self.assertRaises(ValueError, wire.encodeNotification, "f", [], {"a": ext})
 
 
 class HalfCloseableStringTransport(StringTransport):
@@ -868,7 +1017,8 @@ class ParseClientMessageTests(SynchronousTestCase):
     def test_notAMessage(self) -> None:
         """
         Empty payloads, non-msgpack bytes, values that are not arrays, extra
-        data and invalid UTF-8 are refused without a msgid.
+        data and invalid UTF-8 are refused; with the msgid when the payload
+        starts with a request type code and a valid msgid.
         """
         for payload in [
             b"",
@@ -876,9 +1026,10 @@ class ParseClientMessageTests(SynchronousTestCase):
             b"\x01",
             b"\x81\xa1a\x01",
             b"\x90\x90",
-            b"\x94\x00\x01\xa2\xc3\x28\x90",
+            b"\x94\x02\x01\xa2\xc3\x28\x90",
         ]:
             self.assertInvalid(payload)
+        self.assertInvalid(b"\x94\x00\x01\xa2\xc3\x28\x90", {"msgid": 1})
 
     def test_emptyArray(self) -> None:
         """
@@ -942,9 +1093,9 @@ class ParseClientMessageTests(SynchronousTestCase):
     def test_unhashableKeyAnywhere(self) -> None:
         """
         An array used as a map key makes the whole message undecodable:
-        refused without a msgid even though the msgid was valid.
+        refused, with the msgid read from the start of the payload.
         """
-        self.assertInvalid(b"\x94\x00\x05\xa1m\x91\x81\x90\x01")
+        self.assertInvalid(b"\x94\x00\x05\xa1m\x91\x81\x90\x01", {"msgid": 5})
 
     def test_kwargsNotMapMessage(self) -> None:
         """
@@ -984,9 +1135,11 @@ class ParseClientMessageTests(SynchronousTestCase):
 
     def test_tooDeep(self) -> None:
         """
-        Arguments nested beyond the limit are refused without a msgid.
+        Arguments nested beyond the limit are refused, with the msgid.
         """
-        self.assertInvalid(b"\x94\x00\x01\xa1m" + b"\x91" * 1024 + b"\xc0")
+        self.assertInvalid(
+            b"\x94\x00\x01\xa1m" + b"\x91" * 1024 + b"\xc0", {"msgid": 1}
+        )
         request = wire.parseClientMessage(
             b"\x94\x00\x01\xa1m" + b"\x91" * 1023 + b"\xc0"
         )

@@ -1,6 +1,9 @@
 """
 The example handlers: serve them with
 C{twistd -n agilerpc --module agilerpc.examples.hello}.
+
+Their docstrings are written as plain text, without epytext markup: a
+server sends them to callers as they are (C{system.describe}).
 """
 
 from __future__ import annotations
@@ -10,13 +13,13 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from agilerpc import rpc
+from agilerpc import InvalidParams, rpc
 
 
 @rpc
 def sayHello(name: str) -> str:
     """
-    Greet C{name}.
+    Return a greeting for name: "hello " followed by it.
     """
     return "hello " + name
 
@@ -24,7 +27,7 @@ def sayHello(name: str) -> str:
 @rpc
 def add(a: Any, b: Any) -> Any:
     """
-    Return C{a + b}.
+    Return a + b (numbers add, strings and arrays concatenate).
     """
     return a + b
 
@@ -32,7 +35,7 @@ def add(a: Any, b: Any) -> Any:
 @rpc
 def echo(x: Any) -> Any:
     """
-    Return C{x} unchanged.
+    Return x unchanged.
     """
     return x
 
@@ -46,8 +49,19 @@ def _reactor() -> IReactorTime:
 @rpc
 def sleep(seconds: float) -> Deferred[float]:
     """
-    Wait C{seconds} without blocking the server, then return C{seconds}.
+    Wait this many seconds (a number from 0 to 86400) without blocking the
+    server, then return them.
     """
     from twisted.internet.task import deferLater
 
+    # bool is an int, and NaN compares false with everything: both would
+    # reach callLater, which asserts on them.
+    if type(seconds) not in (int, float) or not 0 <= seconds <= _LONGEST_SLEEP:
+        raise InvalidParams(
+            f"sleep: seconds must be a number from 0 to {_LONGEST_SLEEP}, "
+            f"not {seconds!r}"
+        )
     return deferLater(_reactor(), seconds, lambda: seconds)
+
+
+_LONGEST_SLEEP = 86400
