@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from ._address import parseAddress
 from ._clientconnection import (
-    DEFAULT_MAX_RECEIVE_SIZE,
+    DEFAULT_MAX_MESSAGE_SIZE,
     ClientConnection,
     IClientEvents,
     State,
@@ -114,7 +114,15 @@ class _Connection:
         proved unrun).
     """
 
-    __slots__ = ("core", "notServed", "outcome", "poller", "sock", "violation")
+    __slots__ = (
+        "core",
+        "notServed",
+        "outcome",
+        "poller",
+        "refusal",
+        "sock",
+        "violation",
+    )
 
     def __init__(self, sock: socket.socket, token: bytes | None, limit: int) -> None:
         sock.settimeout(0.0)
@@ -122,6 +130,7 @@ class _Connection:
         self.core = ClientConnection(self, token, limit)
         self.outcome: tuple[bool, Any] | None = None
         self.notServed: str | None = None
+        self.refusal: Unauthorized | None = None
         self.violation: str | None = None
         self.poller: Any = None
 
@@ -141,6 +150,7 @@ class _Connection:
             self.outcome = (False, _NotRun())
 
     def connectionRefused(self, calls: list[Any], error: Unauthorized) -> None:
+        self.refusal = error
         if calls:
             self.outcome = (
                 False,
@@ -282,7 +292,7 @@ class TcpRpcClient:
         server that refuses it (or wants one and got none) makes calls raise
         L{Unauthorized}; they are never sent again.  Without TLS the token
         crosses the network in the clear.
-    @param maxReceiveSize: the largest frame the client accepts from a
+    @param maxMessageSize: the largest frame the client accepts from a
         server, in bytes (the server's hello never raises it); a larger frame
         header is a protocol violation.
     @param socketFactory: opens the connection to C{(host, port)} within a
@@ -302,7 +312,7 @@ class TcpRpcClient:
         server_hostname: str | None = None,
         token: str | bytes | None = None,
         servers: Iterable[str | tuple[str, int]] | None = None,
-        maxReceiveSize: int = DEFAULT_MAX_RECEIVE_SIZE,
+        maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
         socketFactory: Callable[[tuple[str, int], float | None], socket.socket]
         | None = None,
     ) -> None:
@@ -332,7 +342,7 @@ class TcpRpcClient:
         if isinstance(token, str):
             token = token.encode("utf-8")
         self._token = token
-        self.maxReceiveSize = maxReceiveSize
+        self.maxMessageSize = maxMessageSize
         self._socketFactory = socketFactory or _openTCP
         self._lock = threading.Lock()
         self._connection: _Connection | None = None
@@ -625,7 +635,7 @@ class TcpRpcClient:
         ) from error
 
     def _connectOnce(self, deadline: float | None) -> _Connection:
-        sock = self._openSocket(_remaining(deadline))
+        sock = self._socketFactory((self.host, self.port), _remaining(deadline))
         try:
             if self.ssl_context is not None:
                 sock.settimeout(_remaining(deadline))
@@ -635,7 +645,7 @@ class TcpRpcClient:
                 sock = self.ssl_context.wrap_socket(
                     sock, server_hostname=self.server_hostname or self.host
                 )
-            connection = _Connection(sock, self._token, self.maxReceiveSize)
+            connection = _Connection(sock, self._token, self.maxMessageSize)
             core = connection.core
             while core.state is State.AWAITING_HELLO:
                 if not connection.receive(deadline):
@@ -648,6 +658,12 @@ class TcpRpcClient:
                     f"{self.host}:{self.port} did not serve the connection (a "
                     f"{connection.notServed} goaway before its hello); nothing "
                     "was sent",
+                )
+            if connection.refusal is not None:
+                raise Unauthorized(
+                    f"{self.host}:{self.port}: {connection.refusal.message}; nothing "
+                    "was sent",
+                    connection.refusal.data,
                 )
             if core.state is not State.READY:
                 raise InvalidResponse(
@@ -662,9 +678,6 @@ class TcpRpcClient:
             sock.close()
             raise
         return connection
-
-    def _openSocket(self, timeout: float | None) -> socket.socket:
-        return self._socketFactory((self.host, self.port), timeout)
 
     def _disconnect(self) -> None:
         connection, self._connection = self._connection, None

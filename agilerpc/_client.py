@@ -57,7 +57,7 @@ from zope.interface import implementer
 
 from ._address import checkPort, parseAddress
 from ._clientconnection import (
-    DEFAULT_MAX_RECEIVE_SIZE,
+    DEFAULT_MAX_MESSAGE_SIZE,
     ClientConnection,
     IClientEvents,
     State,
@@ -191,7 +191,7 @@ class RpcClientProtocol(Protocol):
     def __init__(self, client: RpcClient, endpoint: _Endpoint) -> None:
         self.client = client
         self.endpoint = endpoint
-        self.core = ClientConnection(self, client._token, client.maxReceiveSize)
+        self.core = ClientConnection(self, client._token, client.maxMessageSize)
         # Bytes go straight to the core: no layer on the response path.
         self.dataReceived = self.core.dataReceived  # type: ignore[method-assign]
         self._disconnected = False
@@ -510,7 +510,7 @@ class RpcClient:
         for a wrong or missing token fail with L{Unauthorized} and are not
         sent again.  Without C{tls} the token crosses the network in the
         clear.
-    @param maxReceiveSize: the largest frame the client accepts from a
+    @param maxMessageSize: the largest frame the client accepts from a
         server, in bytes (the server's hello never raises it); a larger frame
         header is a protocol violation.
     """
@@ -527,7 +527,7 @@ class RpcClient:
         token: str | bytes | None = None,
         *,
         endpoints: Iterable[str | tuple[str, int] | tuple[str, int, Any]] | None = None,
-        maxReceiveSize: int = DEFAULT_MAX_RECEIVE_SIZE,
+        maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         if endpoints is None:
             if host is None or port is None:
@@ -557,7 +557,7 @@ class RpcClient:
         self.timeout = timeout
         self.maxPending = maxPending
         self.connectTimeout = connectTimeout
-        self.maxReceiveSize = maxReceiveSize
+        self.maxMessageSize = maxMessageSize
         self._reactor = reactor
         if isinstance(token, str):
             token = token.encode("utf-8")

@@ -18,7 +18,7 @@ outcomes; every rule of docs/PROTOCOL.md a client must keep is here, once:
    L{RequestTooLarge} and nothing is sent;
  - the auth frame goes first, before any request;
  - incoming frames are capped at the client's own limit
-   (C{maxReceiveSize}, 8 MiB by default), which the hello may lower but
+   (C{maxMessageSize}, 8 MiB by default), which the hello may lower but
    never raises: a frame header over it is a protocol violation, found
    before its body is buffered;
  - a goaway before the hello means the connection was not served (nothing
@@ -64,7 +64,7 @@ from ._framing import FrameReceiver
 # did not authenticate.
 UNAUTHORIZED = "Unauthorized"
 
-DEFAULT_MAX_RECEIVE_SIZE = _wire.DEFAULT_MAX_MESSAGE_SIZE
+DEFAULT_MAX_MESSAGE_SIZE = _wire.DEFAULT_MAX_MESSAGE_SIZE
 
 _HALF = 2**31
 _WRAP = 2**32
@@ -86,7 +86,7 @@ def after(msgid: int, last: int) -> bool:
 
 def _refuseExtension(code: int, data: bytes) -> Any:
     # PROTOCOL.md section 3: extension types are not part of the protocol.
-    raise ValueError(f"extension type {code} in a message")
+    raise ValueError(f"extension type {code}")
 
 
 class State(enum.Enum):
@@ -190,12 +190,12 @@ class ClientConnection(FrameReceiver):
         self,
         events: IClientEvents,
         token: bytes | None = None,
-        maxReceiveSize: int = DEFAULT_MAX_RECEIVE_SIZE,
+        maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         self._events = events
         self._token = token
         # FrameReceiver's limit: the client's own, whatever the hello says.
-        self.MAX_LENGTH = maxReceiveSize
+        self.MAX_LENGTH = maxMessageSize
         self.maxSendSize = _wire.DEFAULT_MAX_MESSAGE_SIZE
         self.hello: dict[str, Any] | None = None
         self.state = State.AWAITING_HELLO
@@ -311,7 +311,11 @@ class ClientConnection(FrameReceiver):
 
     def stringReceived(self, payload: bytes) -> None:
         try:
-            message = _unpackb(payload, strict_map_key=False, ext_hook=_refuseExtension)
+            # max_ext_len=0 refuses extension values with data (the
+            # timestamp type -1 too, which never reaches ext_hook).
+            message = _unpackb(
+                payload, strict_map_key=False, max_ext_len=0, ext_hook=_refuseExtension
+            )
         except Exception as e:
             self._undecodable(payload, e)
             return
@@ -336,22 +340,14 @@ class ClientConnection(FrameReceiver):
         A frame msgpack cannot decode: if it starts as a response to a call
         in flight, fail that call alone; the frame boundaries are intact.
         """
-        code: Any = None
-        msgid: Any = None
         try:
-            unpacker = msgpack.Unpacker(strict_map_key=False)
+            unpacker = msgpack.Unpacker()
             unpacker.feed(payload)
-            if unpacker.read_array_header() == 4:
-                code = unpacker.unpack()
-                msgid = unpacker.unpack()
+            isResponse = unpacker.read_array_header() == 4
         except Exception:
-            pass
-        if (
-            type(code) is int
-            and code == _RESPONSE
-            and _isMsgid(msgid)
-            and self.hello is not None
-        ):
+            isResponse = False
+        msgid = _wire.peekMsgid(payload, _RESPONSE) if isResponse else None
+        if msgid is not None and self.hello is not None:
             call = self._inflight.pop(msgid, None)
             if call is not None:
                 self._events.callFailed(
@@ -462,13 +458,11 @@ class ClientConnection(FrameReceiver):
         last = body[0] if body else None
         reason = body[1] if len(body) > 1 and type(body[1]) is str else None
         state = self.state
-        if state is State.AWAITING_HELLO:
+        if state is State.AWAITING_HELLO and reason != UNAUTHORIZED:
             # Not served at all: whatever the reason, nothing ran.
             self.state = State.NOT_SERVED
             self.discardInput()
             self._events.connectionNotServed(reason)
-            return
-        if state is not State.READY and state is not State.GOING_AWAY:
             return
         if reason == UNAUTHORIZED:
             # Normative: its nil last_msgid does not mean "resend everything".
@@ -478,7 +472,8 @@ class ClientConnection(FrameReceiver):
                 )
             )
             return
-        if state is State.GOING_AWAY:
+        if state is not State.READY:
+            # A second goaway changes nothing.
             return
         if last is not None and not _isMsgid(last):
             # Without a valid last msgid nothing can be proved unrun.
@@ -493,7 +488,8 @@ class ClientConnection(FrameReceiver):
         self._events.goawayReceived(reason, unrun)
 
     def _refuse(self, error: Unauthorized) -> None:
-        if self.state is State.REFUSED:
+        state = self.state
+        if state is State.REFUSED or state is State.CLOSED or state is State.BROKEN:
             return
         self.state = State.REFUSED
         calls = list(self._inflight.values())

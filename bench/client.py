@@ -85,7 +85,7 @@ async def connect(reactor: Any, impl: str, host: str, port: int) -> Conn:
 
         # The echo scenarios answer up to 8 MiB payloads: more than the
         # client's default receive limit, which the hello does not raise.
-        client = RpcClient(reactor, host, port, maxReceiveSize=64 * 1024 * 1024)
+        client = RpcClient(reactor, host, port, maxMessageSize=64 * 1024 * 1024)
         conn = Conn(
             lambda: client.callRemote("add", 1, 2),
             lambda payload: client.callRemote("echo", payload),

@@ -247,11 +247,19 @@ class FakeClient(TcpRpcClient):
         timeout: float | None = WAIT,
         connectRetry: float | None = None,
     ) -> None:
-        super().__init__("fake.invalid", 9988, timeout, connectRetry=connectRetry)
+        super().__init__(
+            "fake.invalid",
+            9988,
+            timeout,
+            connectRetry=connectRetry,
+            socketFactory=self._connectFake,
+        )
         self.server = server
         self.openTimeouts: list[float | None] = []
 
-    def _openSocket(self, timeout: float | None) -> socket.socket:
+    def _connectFake(
+        self, address: tuple[str, int], timeout: float | None
+    ) -> socket.socket:
         self.openTimeouts.append(timeout)
         return self.server.connect()
 
@@ -567,7 +575,7 @@ class LimitTests(Harness, SynchronousTestCase):
     def test_oversizedResponseFrame(self) -> None:
         """
         A frame from the server larger than the client's own limit
-        (C{maxReceiveSize}) is a protocol violation: the call in flight
+        (C{maxMessageSize}) is a protocol violation: the call in flight
         raises L{agilerpc.CallLost} and the connection is closed; its body is
         not read.
         """
@@ -579,7 +587,7 @@ class LimitTests(Harness, SynchronousTestCase):
             c.readToEnd()
 
         server, client = self.fake(script)
-        client.maxReceiveSize = 100
+        client.maxMessageSize = 100
         e = self.assertRaises(agilerpc.CallLost, client.call, "echo", ("x",))
         self.assertIn("frame of 101 bytes", str(e))
         server.join()

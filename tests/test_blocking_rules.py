@@ -196,13 +196,13 @@ class HostileServerTests(SynchronousTestCase):
 
     def test_ownReceiveLimit(self) -> None:
         """
-        C{maxReceiveSize} is the client's limit: a larger frame is a protocol
+        C{maxMessageSize} is the client's limit: a larger frame is a protocol
         violation.
         """
         server = MemoryServer(
             script=lambda sock, message: sock.send_([1, message[1], None, "x" * 100])
         )
-        c = client(server, maxReceiveSize=100)
+        c = client(server, maxMessageSize=100)
         self.assertRaises(CallLost, c.call, "echo", ("a",))
 
     def test_unauthorizedGoawayNotResent(self) -> None:
@@ -212,6 +212,21 @@ class HostileServerTests(SynchronousTestCase):
         """
         server = MemoryServer(script=answerOnce([3, "goaway", None, "Unauthorized"]))
         c = client(server, token="wrong")
+        self.assertRaises(Unauthorized, c.call, "echo", ("a",))
+        self.assertEqual(len(server.connections), 1)
+
+    def test_unauthorizedBeforeHello(self) -> None:
+        """
+        An Unauthorized goaway before the hello raises L{Unauthorized} and is
+        not retried.
+        """
+
+        def opened(sock: MemorySocket) -> None:
+            sock.send_([3, "goaway", None, "Unauthorized"])
+            sock.end()
+
+        server = MemoryServer(opened=opened)
+        c = client(server)
         self.assertRaises(Unauthorized, c.call, "echo", ("a",))
         self.assertEqual(len(server.connections), 1)
 

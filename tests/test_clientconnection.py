@@ -134,6 +134,15 @@ class HelloTests(CoreTestMixin, SynchronousTestCase):
             self.assertEqual(events.events, [("notServed", reason)], goaway)
             self.assertIs(core.state, State.NOT_SERVED)
 
+    def test_unauthorizedGoawayBeforeHello(self) -> None:
+        """
+        An Unauthorized goaway before the hello refuses the connection (the
+        calls are refused, not unrun).
+        """
+        self.core.dataReceived(frame([3, "goaway", None, "Unauthorized"]))
+        self.assertEqual(self.events.kinds(), ["refused"])
+        self.assertIs(self.core.state, State.REFUSED)
+
     def test_otherControlIgnored(self) -> None:
         """
         Control messages other than hello and goaway, including those only
@@ -403,10 +412,10 @@ class ReceiveLimitTests(CoreTestMixin, SynchronousTestCase):
 
     def test_ownLimit(self) -> None:
         """
-        C{maxReceiveSize} sets the limit: a frame of exactly that size is
+        C{maxMessageSize} sets the limit: a frame of exactly that size is
         read, one byte more is a violation; a lower hello lowers it.
         """
-        core = ClientConnection(self.events, maxReceiveSize=100)
+        core = ClientConnection(self.events, maxMessageSize=100)
         core.dataReceived(
             frame([3, "hello", {"protocol": 1, "max_message_size": 2**40}])
         )
@@ -417,7 +426,7 @@ class ReceiveLimitTests(CoreTestMixin, SynchronousTestCase):
         self.assertEqual(self.events.kinds(), ["ready", "answered"])
         core.dataReceived(_wire.HEADER.pack(101))
         self.assertEqual(self.events.kinds(), ["ready", "answered", "violation"])
-        lowered = ClientConnection(self.events, maxReceiveSize=100)
+        lowered = ClientConnection(self.events, maxMessageSize=100)
         lowered.dataReceived(
             frame([3, "hello", {"protocol": 1, "max_message_size": 50}])
         )

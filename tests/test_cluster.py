@@ -488,14 +488,18 @@ class FakeServersClient(TcpRpcClient):
         super().__init__(
             servers=[f"fake{port}.invalid:{port}" for port in fakes],
             timeout=WAIT,
+            socketFactory=self._connectFake,
             **kwargs,
         )
         self.fakes = fakes
         self.opened: list[int] = []
 
-    def _openSocket(self, timeout: float | None) -> socket.socket:
-        self.opened.append(self.port)
-        fake = self.fakes[self.port]
+    def _connectFake(
+        self, address: tuple[str, int], timeout: float | None
+    ) -> socket.socket:
+        port = address[1]
+        self.opened.append(port)
+        fake = self.fakes[port]
         if isinstance(fake, OSError):
             raise fake
         return fake.connect()
