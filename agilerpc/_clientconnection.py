@@ -182,6 +182,8 @@ class ClientConnection(FrameReceiver):
     @ivar hello: the server's hello info, once it came.
     @ivar maxSendSize: the largest request the server accepts (from its
         hello; L{_wire.DEFAULT_MAX_MESSAGE_SIZE} until then).
+    @ivar calls: the calls in flight, by msgid (read only: the core changes
+        it).
     """
 
     paused = False
@@ -199,11 +201,11 @@ class ClientConnection(FrameReceiver):
         self.maxSendSize = _wire.DEFAULT_MAX_MESSAGE_SIZE
         self.hello: dict[str, Any] | None = None
         self.state = State.AWAITING_HELLO
-        self._inflight: dict[int, Any] = {}
+        self.calls: dict[int, Any] = {}
         self._nextMsgid = 0
 
     def __repr__(self) -> str:
-        return f"<ClientConnection {self.state.value}, {len(self._inflight)} in flight>"
+        return f"<ClientConnection {self.state.value}, {len(self.calls)} in flight>"
 
     # -- what the caller asks ------------------------------------------------
 
@@ -236,7 +238,7 @@ class ClientConnection(FrameReceiver):
         if len(payload) > self.maxSendSize:
             raise self._tooLarge(method, len(payload))
         self._nextMsgid = (msgid + 1) & _MAX_MSGID
-        self._inflight[msgid] = call
+        self.calls[msgid] = call
         return msgid, payload
 
     def sendNotification(
@@ -265,7 +267,7 @@ class ClientConnection(FrameReceiver):
         the payload that asks the server to cancel it, or L{None} if it is
         not in flight.
         """
-        if self._inflight.pop(msgid, None) is None:
+        if self.calls.pop(msgid, None) is None:
             return None
         return _wire.encodeCancel(msgid)
 
@@ -276,8 +278,8 @@ class ClientConnection(FrameReceiver):
         """
         self.state = State.CLOSED
         self.discardInput()
-        lost = list(self._inflight.values())
-        self._inflight.clear()
+        lost = list(self.calls.values())
+        self.calls.clear()
         return lost
 
     @property
@@ -285,7 +287,7 @@ class ClientConnection(FrameReceiver):
         """
         How many calls were sent and are not answered yet.
         """
-        return len(self._inflight)
+        return len(self.calls)
 
     @property
     def awaiting(self) -> int:
@@ -303,7 +305,7 @@ class ClientConnection(FrameReceiver):
         Whether nothing more will come of this connection: it is going away
         (or refused) and every call it still owed is answered.  Close it.
         """
-        return not self._inflight and (
+        return not self.calls and (
             self.state is State.GOING_AWAY or self.state is State.REFUSED
         )
 
@@ -323,7 +325,7 @@ class ClientConnection(FrameReceiver):
         if type(message) is list and len(message) == 4:
             code, msgid, error, result = message
             if type(code) is int and code == _RESPONSE and error is None:
-                call = self._inflight.pop(msgid, None) if type(msgid) is int else None
+                call = self.calls.pop(msgid, None) if type(msgid) is int else None
                 if call is not None:
                     self._events.callAnswered(call, result)
                     return
@@ -348,7 +350,7 @@ class ClientConnection(FrameReceiver):
             isResponse = False
         msgid = _wire.peekMsgid(payload, _RESPONSE) if isResponse else None
         if msgid is not None and self.hello is not None:
-            call = self._inflight.pop(msgid, None)
+            call = self.calls.pop(msgid, None)
             if call is not None:
                 self._events.callFailed(
                     call,
@@ -404,7 +406,7 @@ class ClientConnection(FrameReceiver):
         if (
             error is not None
             and error.get("type") == UNAUTHORIZED
-            and (msgid is None or msgid in self._inflight)
+            and (msgid is None or msgid in self.calls)
         ):
             refusal = RemoteError.fromWire(error)
             assert isinstance(refusal, Unauthorized)
@@ -419,7 +421,7 @@ class ClientConnection(FrameReceiver):
                 else RemoteError.fromWire(error)
             )
             return
-        call = self._inflight.pop(msgid, None)
+        call = self.calls.pop(msgid, None)
         if call is None:
             # The answer to a call that was cancelled or timed out.
             return
@@ -480,7 +482,7 @@ class ClientConnection(FrameReceiver):
             self._violation(f"a goaway with an invalid last msgid {last!r:.50}")
             return
         self.state = State.GOING_AWAY
-        inflight = self._inflight
+        inflight = self.calls
         unrun = [
             inflight.pop(msgid)
             for msgid in [m for m in inflight if last is None or after(m, last)]
@@ -492,13 +494,13 @@ class ClientConnection(FrameReceiver):
         if state is State.REFUSED or state is State.CLOSED or state is State.BROKEN:
             return
         self.state = State.REFUSED
-        calls = list(self._inflight.values())
-        self._inflight.clear()
+        calls = list(self.calls.values())
+        self.calls.clear()
         self._events.connectionRefused(calls, error)
 
     def _violation(self, why: str) -> None:
         self.state = State.BROKEN
         self.discardInput()
-        lost = list(self._inflight.values())
-        self._inflight.clear()
+        lost = list(self.calls.values())
+        self.calls.clear()
         self._events.protocolViolation(why, lost)

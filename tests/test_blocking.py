@@ -1200,6 +1200,29 @@ class TimeoutTests(Harness, SynchronousTestCase):
         server.join()
         self.assertEqual(server.attempts, 1)
 
+    def test_timeoutWhileBuffering(self) -> None:
+        """
+        A call's timeout is not late while a large frame trickles in: the
+        deadline is checked between reads.
+        """
+        stop = threading.Event()
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            c.receiveRequest()
+            c.sendRaw(_wire.HEADER.pack(8 * 1024 * 1024))
+            while not stop.wait(0.01):
+                with contextlib.suppress(OSError):
+                    c.sendRaw(b"x" * 4096)
+
+        server, client = self.fake(script, timeout=0.3)
+        started = time.monotonic()
+        self.assertRaises(TimeoutError, client.call, "echo", ("x",))
+        self.assertLess(time.monotonic() - started, 0.6)
+        stop.set()
+        client.close()
+        server.join()
+
     def test_lateResponseBetweenCalls(self) -> None:
         """
         A late response that arrives while no call is in flight is dropped

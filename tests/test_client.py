@@ -123,7 +123,7 @@ class CallTests(ClientTestMixin, SynchronousTestCase):
         for i in range(3):
             self.client.callRemote("run", i)
         protocol = self.server.openConnections()[0].client
-        self.assertEqual(sorted(protocol.core._inflight), [0, 1, 2])
+        self.assertEqual(sorted(protocol.core.calls), [0, 1, 2])
 
     def test_notify(self) -> None:
         """

@@ -203,8 +203,8 @@ class CoreExactlyOnceTests(SynchronousTestCase):
                 msgid, token = pending.pop(action[1] % len(pending))
                 core.dataReceived(frame([1, msgid, None, token]))
             elif kind == "cancel" and core.inflight:
-                msgid = next(iter(core._inflight))
-                token = core._inflight[msgid]
+                msgid = next(iter(core.calls))
+                token = core.calls[msgid]
                 self.assertIsNotNone(core.cancel(msgid))
                 cancelled.add(token)
                 ended[token].append("cancelled")
