@@ -16,9 +16,11 @@ from agilerpc import (
     InvalidResponse,
     MethodNotFound,
     NotServed,
+    RemoteError,
     RequestTooLarge,
     TcpRpcClient,
     Unauthorized,
+    _blocking,
     _wire,
 )
 
@@ -47,6 +49,17 @@ def answerOnce(reply: list[Any]) -> Any:
             echo(sock, message)
 
     return script
+
+
+def sayHello(hello: list[Any]) -> Any:
+    """
+    An C{opened} for L{MemoryServer}: send C{hello} first.
+    """
+
+    def opened(sock: MemorySocket) -> None:
+        sock.send_(hello)
+
+    return opened
 
 
 class CallTests(SynchronousTestCase):
@@ -393,3 +406,273 @@ class GoawayTests(SynchronousTestCase):
         c = client(server)
         self.assertEqual(c.call("echo", ("a",)), "a")
         self.assertEqual(len(server.connections), 2)
+
+
+class ArgumentTests(SynchronousTestCase):
+    """
+    What a call sends, and the results and errors it returns.
+    """
+
+    def test_resultTypes(self) -> None:
+        """
+        Results come back as msgpack decodes them; args may be a tuple or a
+        list; msgids increase on the one connection.
+        """
+        server = MemoryServer()
+        c = client(server)
+        values: list[Any] = [None, b"\x00\xff", "caf\xe9", 2**40, [1, "a"], {"k": 1.5}]
+        for value in values:
+            self.assertEqual(c.call("echo", (value,)), value)
+        self.assertEqual(c.call("echo", [b"list"]), b"list")
+        self.assertEqual([m[1] for m in server.connections[0].received], list(range(7)))
+
+    def test_kwargs(self) -> None:
+        """
+        kwargs (any mapping) go as the request's fifth element, left off
+        when empty.
+        """
+        from types import MappingProxyType
+
+        server = MemoryServer()
+        c = client(server)
+        c.call("add", (), {"a": 1, "b": 2})
+        c.call("add", (1, 2))
+        c.call("add", (), MappingProxyType({"a": 1}))
+        self.assertEqual(
+            server.connections[0].received,
+            [
+                [0, 0, "add", [], {"a": 1, "b": 2}],
+                [0, 1, "add", [1, 2]],
+                [0, 2, "add", [], {"a": 1}],
+            ],
+        )
+
+    def test_badArguments(self) -> None:
+        """
+        A method name that is not a str, args that are not a tuple or list,
+        or arguments msgpack cannot encode raise L{TypeError} (or
+        L{OverflowError}) before anything is sent.
+        """
+        server = MemoryServer()
+        c = client(server)
+        self.assertRaises(TypeError, c.call, b"echo")
+        self.assertRaises(TypeError, c.call, "echo", "zhangsan")
+        self.assertRaises(TypeError, c.call, "echo", (object(),))
+        self.assertRaises(OverflowError, c.call, "echo", (2**64,))
+        self.assertEqual(c.call("echo", ("ok",)), "ok")
+        self.assertEqual(server.connections[0].received, [[0, 0, "echo", ["ok"]]])
+
+    def test_remoteErrors(self) -> None:
+        """
+        An error response raises the standard subclass for its type, or
+        L{RemoteError} itself with the type, message and data sent.
+        """
+        errors = [
+            {"type": "MethodNotFound", "message": "no method"},
+            {"type": "ValueError", "message": "bad", "data": {"x": 1}},
+        ]
+
+        def script(sock: MemorySocket, message: Any) -> None:
+            if errors:
+                sock.send_([1, message[1], errors.pop(0), None])
+            else:
+                echo(sock, message)
+
+        c = client(MemoryServer(script=script))
+        e1 = self.assertRaises(MethodNotFound, c.call, "nope")
+        self.assertEqual(
+            (e1.type, e1.message, e1.data), ("MethodNotFound", "no method", None)
+        )
+        e2 = self.assertRaises(RemoteError, c.call, "fail")
+        self.assertIs(type(e2), RemoteError)
+        self.assertEqual(
+            (e2.type, e2.message, e2.data), ("ValueError", "bad", {"x": 1})
+        )
+        self.assertEqual(str(e2), "ValueError: bad")
+        self.assertEqual(c.call("echo", ("ok",)), "ok")
+
+    def test_unknownControlIgnored(self) -> None:
+        """
+        Control messages of kinds the client does not know are ignored.
+        """
+
+        def script(sock: MemorySocket, message: Any) -> None:
+            sock.send_([3, "future-kind", 1, 2])
+            echo(sock, message)
+
+        self.assertEqual(client(MemoryServer(script=script)).call("echo", ("x",)), "x")
+
+    def test_requestOfExactlyMaxSize(self) -> None:
+        """
+        A request whose payload is exactly max_message_size bytes is sent;
+        one byte more raises L{RequestTooLarge} and the next call uses the
+        msgid it did not use.
+        """
+        size = len(_wire.encodeRequest(0, "echo", ["x" * 40]))
+        hello = [3, "hello", {"protocol": 1, "max_message_size": size}]
+        server = MemoryServer(opened=lambda sock: sock.send_(hello))
+        c = client(server)
+        e = self.assertRaises(RequestTooLarge, c.call, "echo", ("x" * 41,))
+        self.assertIn(f"maximum message size of {size} bytes", str(e))
+        self.assertEqual(c.call("echo", ("x" * 40,)), "x" * 40)
+        self.assertEqual(server.connections[0].received, [[0, 0, "echo", ["x" * 40]]])
+
+
+class HelloTests(SynchronousTestCase):
+    """
+    The hello that opens every connection.
+    """
+
+    def test_badHellos(self) -> None:
+        """
+        A hello with another protocol version, or whose info is not a map,
+        raises L{InvalidResponse}; nothing is sent.
+        """
+        for hello, why in [
+            ([3, "hello", {"protocol": 2}], "protocol version 2"),
+            ([3, "hello", [1]], "not a map"),
+        ]:
+            server = MemoryServer(opened=sayHello(hello))
+            c = client(server, connectRetry=0)
+            e = self.assertRaises(InvalidResponse, c.call, "echo", ("x",))
+            self.assertIn(why, str(e))
+            self.assertEqual(server.connections[0].received, [])
+            self.assertTrue(server.connections[0].closed)
+
+    def test_unknownHelloKeysIgnored(self) -> None:
+        """
+        Keys of the hello the client does not know are ignored.
+        """
+        hello = [3, "hello", {"protocol": 1, "new": [1], "max_message_size": 99}]
+        c = client(MemoryServer(opened=lambda sock: sock.send_(hello)))
+        self.assertEqual(c.call("echo", ("x",)), "x")
+        self.assertRaises(RequestTooLarge, c.call, "echo", ("x" * 99,))
+
+
+class BetweenCallsTests(SynchronousTestCase):
+    """
+    What the server sends, or does, while no call is in flight.
+    """
+
+    def test_garbageBetweenCalls(self) -> None:
+        """
+        A malformed message between calls makes the client leave that
+        connection; the next call goes on a new one.
+        """
+
+        def script(sock: MemorySocket, message: Any) -> None:
+            echo(sock, message)
+            if sock.index == 0:
+                sock.send_(["garbage"])
+
+        server = MemoryServer(script=script)
+        c = client(server)
+        self.assertEqual(c.call("echo", ("a",)), "a")
+        self.assertEqual(c.call("echo", ("b",)), "b")
+        self.assertEqual(len(server.connections), 2)
+        self.assertTrue(server.connections[0].closed)
+
+    def test_eofBetweenCalls(self) -> None:
+        """
+        A connection the server closed between calls, even without a goaway,
+        is replaced before the next call is sent.
+        """
+
+        def script(sock: MemorySocket, message: Any) -> None:
+            echo(sock, message)
+            sock.end()
+
+        server = MemoryServer(script=script)
+        c = client(server)
+        self.assertEqual(c.call("echo", ("a",)), "a")
+        self.assertEqual(c.call("echo", ("b",)), "b")
+        self.assertEqual(
+            [sock.received for sock in server.connections],
+            [[[0, 0, "echo", ["a"]]], [[0, 0, "echo", ["b"]]]],
+        )
+
+    def test_lateAnswerBetweenCalls(self) -> None:
+        """
+        An answer to a msgid not in flight is dropped, never returned for a
+        later call.
+        """
+
+        def script(sock: MemorySocket, message: Any) -> None:
+            sock.send_([1, message[1] + 7, None, "stray"])
+            echo(sock, message)
+
+        c = client(MemoryServer(script=script))
+        self.assertEqual(c.call("echo", ("a",)), "a")
+        self.assertEqual(c.call("echo", ("b",)), "b")
+
+
+class LossTests(SynchronousTestCase):
+    """
+    Connections that end while a call is in flight.
+    """
+
+    def test_eofMidCall(self) -> None:
+        """
+        End-of-stream without a goaway while a call is in flight raises
+        L{CallLost}; the call is not resent, and the next call opens a new
+        connection.
+        """
+
+        def script(sock: MemorySocket, message: Any) -> None:
+            if sock.index == 0:
+                sock.end()
+            else:
+                echo(sock, message)
+
+        server = MemoryServer(script=script)
+        c = client(server)
+        e = self.assertRaises(CallLost, c.call, "echo", ("a",))
+        self.assertIn("may or may not have run", str(e))
+        self.assertEqual(c.call("echo", ("b",)), "b")
+        self.assertEqual(
+            [sock.received for sock in server.connections],
+            [[[0, 0, "echo", ["a"]]], [[0, 0, "echo", ["b"]]]],
+        )
+
+    def test_eofInsideFrame(self) -> None:
+        """
+        The connection ending inside a frame loses the call in flight.
+        """
+
+        def script(sock: MemorySocket, message: Any) -> None:
+            sock.sendRaw(_wire.frame(_wire.pack([1, message[1], None, "x" * 10]))[:-3])
+            sock.end()
+
+        self.assertRaises(CallLost, client(MemoryServer(script=script)).call, "echo")
+
+    def test_failedSendResent(self) -> None:
+        """
+        A request whose send fails (the server had closed the connection)
+        never reached the server whole: it goes again on a new connection.
+        """
+        server = MemoryServer()
+        server.resetOnSendAfterEnd = True
+        c = client(server)
+        self.assertEqual(c.call("echo", ("a",)), "a")
+        # The server closes, unseen by the client until it sends.
+        server.connections[0].end()
+        self.patch(c, "_stillOpen", lambda connection: True)
+        self.assertEqual(c.call("echo", ("b",)), "b")
+        self.assertEqual(server.connections[1].received, [[0, 0, "echo", ["b"]]])
+
+    def test_endlessGoaways(self) -> None:
+        """
+        A server that goes away before running the request on every
+        connection makes the call fail, saying it was not run, after a
+        bounded number of connections.
+        """
+
+        def script(sock: MemorySocket, message: Any) -> None:
+            sock.send_([3, "goaway", None, "idle"])
+            sock.end()
+
+        server = MemoryServer(script=script)
+        c = client(server)
+        e = self.assertRaises(NotServed, c.call, "echo", ("a",))
+        self.assertIn("it was not run", str(e))
+        self.assertEqual(len(server.connections), _blocking._MAX_RESENDS)
