@@ -243,6 +243,42 @@ class CallCommandTests(CLIHarness, SynchronousTestCase):
         self.assertTrue(err.startswith("agilerpc: "), err)
         self.assertIn("may or may not have run", err)
 
+    def test_goawayWithNegativeLastMsgid(self) -> None:
+        """
+        A goaway whose last_msgid is negative proves nothing: the call is
+        reported lost (exit 5), never sent a second time.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            c.receiveRequest()
+            c.goaway(-1, "idle")
+            c.readToEnd()
+
+        server, _ = self.fakeServer(script, script)
+        status, out, err = self.runCLI("call", "127.0.0.1:1", "incr", "t")
+        self.assertEqual((status, out), (5, ""))
+        self.assertIn("invalid last msgid -1", err)
+        server.join()
+        self.assertEqual(server.attempts, 1)
+
+    def test_serverBusy(self) -> None:
+        """
+        A server that sends a ServerBusy goaway instead of its hello cannot
+        be connected to (exit 3); nothing was sent.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.goaway(None, "ServerBusy")
+            c.readToEnd()
+
+        server, _ = self.fakeServer(script)
+        status, out, err = self.runCLI("call", "127.0.0.1:1", "incr", "t")
+        self.assertEqual((status, out), (3, ""))
+        self.assertIn("ServerBusy", err)
+        server.join()
+        self.assertEqual(server.connections[0].received, [])
+
     def test_unencodableArgument(self) -> None:
         """
         An ARG msgpack cannot encode (an integer beyond 64 bits) is a usage

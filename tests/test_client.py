@@ -23,6 +23,7 @@ from agilerpc import (
     QueueFull,
     RemoteError,
     RpcClient,
+    TLSRefused,
     Unauthorized,
     _wire,
 )
@@ -824,3 +825,74 @@ class HostileServerTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.failureResultOf(d, CallLost)
         self.flushLoggedErrors()
+
+
+class TLSRefusalTests(SynchronousTestCase):
+    """
+    A TLS handshake that fails, driven by hand: the connection ends before
+    its hello with an OpenSSL error.
+    """
+
+    def _lose(self, reactor: MemoryReactorClock, index: int) -> None:
+        from OpenSSL.SSL import Error
+
+        protocol: Any = reactor.tcpClients[index][2].buildProtocol(None)
+        protocol.makeConnection(_RecordingTransport())
+        protocol.connectionLost(Failure(Error([("SSL routines", "", "handshake")])))
+
+    def test_failsQueuedCallsAtOnce(self) -> None:
+        """
+        The first refused handshake fails the queued calls with
+        L{TLSRefused}; the endpoint is not dialled again until the next
+        call.
+        """
+        reactor = MemoryReactorClock()
+        client = RpcClient(reactor, "h", 1, timeout=30)
+        d = client.callRemote("x")
+        self._lose(reactor, 0)
+        f = self.failureResultOf(d, TLSRefused)
+        self.assertIn("TLS handshake with h:1 failed", str(f.value))
+        reactor.advance(60)
+        self.assertEqual(len(reactor.tcpClients), 1)
+        self.flushLoggedErrors()
+
+    def test_otherEndpointMayStillServe(self) -> None:
+        """
+        With another endpoint still connecting, the queued calls wait for
+        it.
+        """
+        reactor = MemoryReactorClock()
+        client = RpcClient(reactor, endpoints=[("a", 1), ("b", 2)])
+        d = client.callRemote("x")
+        self._lose(reactor, 0)
+        self.assertNoResult(d)
+        self.assertEqual(client.queued, 1)
+        self.flushLoggedErrors()
+
+
+class NotificationTests(SynchronousTestCase):
+    """
+    Notifications the core refuses to send.
+    """
+
+    def test_refusedNotificationsLogged(self) -> None:
+        """
+        A notification too large for the server, or that cannot be encoded,
+        is logged and not sent; the connection carries on.
+        """
+        reactor = MemoryReactorClock()
+        client = RpcClient(reactor, "h", 1)
+        client.connect()
+        protocol: Any = reactor.tcpClients[0][2].buildProtocol(None)
+        transport = _RecordingTransport()
+        protocol.makeConnection(transport)
+        hello = {"protocol": 1, "max_message_size": 50}
+        protocol.dataReceived(_wire.frame(_wire.encodeHello(hello)))
+        client.notify("m", "x" * 100)
+        client.notify("m", object())
+        self.assertEqual(transport.written, [])
+        self.assertEqual(len(self.flushLoggedErrors()), 1)
+        client.notify("m", 1)
+        self.assertEqual(
+            transport.written, [_wire.frame(_wire.encodeNotification("m", [1]))]
+        )
