@@ -265,10 +265,17 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         try:
             message = _wire.parseClientMessage(payload, self.factory.maxContainers)
         except InvalidRequest as e:
-            if not self._goawaySent:
-                self._refuse(e)
-                if not self._outstanding:
-                    self._idle()
+            if self._goawaySent:
+                return
+            if not self._authenticated:
+                # An unauthenticated peer learns nothing about its input.
+                data = e.data
+                msgid = data.get("msgid") if isinstance(data, dict) else None
+                self._unauthorized(msgid, "no auth before the first message")
+                return
+            self._refuse(e)
+            if not self._outstanding:
+                self._idle()
             return
         if self._goawaySent:
             # Nothing is dispatched after a goaway; cancels of calls still
@@ -339,9 +346,17 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             why = "wrong token"
         else:
             why = "no auth before the first message"
+        self._unauthorized(
+            message.msgid if type(message) is _wire.Request else None, why
+        )
+
+    def _unauthorized(self, msgid: int | None, why: str) -> None:
+        """
+        Refuse this connection: an C{Unauthorized} error for C{msgid}, then a
+        goaway.
+        """
         # Never log the token offered: it may be a real one, mistyped.
         _log.warn("{peer}: refused: {why}", peer=self.peer, why=why)
-        msgid = message.msgid if type(message) is _wire.Request else None
         error = Unauthorized(f"authentication failed: {why}")
         self._send(_wire.encodeError(msgid, error.toWire()))
         self.goAway("Unauthorized")

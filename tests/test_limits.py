@@ -338,6 +338,42 @@ class AuthTests(ServerTestCase):
         self.assertEqual(connection.received()[1], [3, "goaway", None, "Unauthorized"])
         self.assertEqual(self.calls, [])
 
+    def test_malformedBeforeAuth(self) -> None:
+        """
+        A malformed frame before auth gets C{Unauthorized} and the goaway
+        (with the msgid of a request whose start can be read), not the
+        C{InvalidRequest} an authenticated client would get; a right token
+        after it is not read.
+        """
+        for payload, msgid in [
+            (b"", None),
+            (b"\xc1", None),
+            (b"\x94\x00\x09\xa3add\x05", 9),
+            (b"\x94\x01\x03\xc0\x01", None),
+            (b"\x94\x00\x09\xa3add", 9),
+        ]:
+            connection = self.authConnection()
+            connection.sendBytes(rawFrame(payload))
+            received = connection.received()
+            self.assertEqual(received[0][:2], [1, msgid], payload)
+            self.assertEqual(received[0][2]["type"], "Unauthorized")
+            self.assertEqual(received[1], [3, "goaway", None, "Unauthorized"])
+            connection.send([3, "auth", self.TOKEN])
+            connection.request(1, "echo", "x")
+            self.assertEqual(connection.received(), [])
+            self.assertEqual(self.calls, [])
+
+    def test_oversizedBeforeAuth(self) -> None:
+        """
+        The size check comes first: an oversized frame before auth is
+        refused as C{MessageTooLarge}, as it is after auth.
+        """
+        connection = self.authConnection()
+        connection.sendBytes(b"\xff\xff\xff\xff")
+        received = connection.received()
+        self.assertEqual(received[0][2]["type"], "MessageTooLarge")
+        self.assertEqual(received[1], [3, "goaway", None, "MessageTooLarge"])
+
     def test_nonStringToken(self) -> None:
         """
         A token that is neither str nor bin is refused.

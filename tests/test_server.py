@@ -2011,3 +2011,25 @@ class SpecTests(ServerTestCase):
         self.assertEqual((stats["calls"], stats["in_flight"]), (5, 1))
         self.assertEqual(stats["connections"], 1)
         self.assertIsInstance(stats["uptime"], float)
+
+    def test_controlTrailingElementsIgnored(self) -> None:
+        """
+        Elements after those a control kind defines are ignored: a cancel
+        with one more element still cancels.
+        """
+        connection = self.connect()
+        connection.request(5, "later", "a")
+        connection.send([3, "cancel", 5, "extra"])
+        self.assertError(connection.received(), 5, "Cancelled")
+
+    def test_numericallyEqualKeysKeepTheLast(self) -> None:
+        """
+        Map keys equal as numbers (1, 1.0, true) collapse to one, the last
+        value kept, as PROTOCOL.md section 3 warns senders.
+        """
+        connection = self.connect()
+        payload = bytes.fromhex(
+            "940001a46563686f918301a161cb3ff0000000000000a162c3a163"
+        )
+        connection.sendBytes(rawFrame(payload))
+        self.assertEqual(connection.received(), [[1, 1, None, {1: "c"}]])
