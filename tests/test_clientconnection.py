@@ -360,6 +360,22 @@ class DecodeGuardTests(CoreTestMixin, SynchronousTestCase):
         self.assertIsInstance(self.events.events[0][2], InvalidResponse)
         self.assertIs(self.core.state, State.READY)
 
+    def test_otherUndecodableResults(self) -> None:
+        """
+        A timestamp (extension type -1) or a str that is not UTF-8 in a
+        result fails that call alone, like any undecodable result.
+        """
+        self.ready()
+        self.send("a", "b")
+        self.core.dataReceived(
+            _wire.frame(b"\x94\x01\x00\xc0\xd6\xff\x00\x00\x00\x00")
+            + _wire.frame(b"\x94\x01\x01\xc0\xa2\xff\xfe")
+        )
+        self.assertEqual(
+            [e[:2] for e in self.events.events], [("failed", "a"), ("failed", "b")]
+        )
+        self.assertIs(self.core.state, State.READY)
+
     def test_undecodableLateAnswerDropped(self) -> None:
         """
         An undecodable response for a msgid not in flight is dropped, like
