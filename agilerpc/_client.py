@@ -337,6 +337,9 @@ class RpcClientProtocol(Protocol):
             peer=self.transport.getPeer(),
             why=why,
         )
+        # Before the calls fail: a call made from their errbacks must not
+        # come here.
+        self.client._unready(self)
         self._failLost(lost, f"the server broke the protocol ({why})")
         self.transport.abortConnection()
 

@@ -816,14 +816,24 @@ class HostileServerTests(SynchronousTestCase):
         """
         A request sent by the server is a protocol violation: the
         connection is aborted and the call in flight fails with L{CallLost};
-        a queued call goes out on the next connection.
+        a call made then waits for the next connection.
         """
         d = self.client.callRemote("x")
         protocol, transport = self._open()
         protocol.dataReceived(_wire.frame(_wire.encodeHello({"protocol": 1})))
+        retried: list[Deferred[Any]] = []
+
+        def retry(f: Failure) -> None:
+            f.trap(CallLost)
+            retried.append(self.client.callRemote("again"))
+
+        d.addErrback(retry)
         protocol.dataReceived(_wire.frame(_wire.pack([0, 1, "evil", []])))
         self.assertTrue(transport.disconnecting)
-        self.failureResultOf(d, CallLost)
+        self.assertEqual(len(retried), 1)
+        # The call made from the errback waits for the next connection.
+        self.assertEqual(self.client.queued, 1)
+        self.assertEqual(protocol.core.calls, {})
         self.flushLoggedErrors()
 
 
