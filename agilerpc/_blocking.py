@@ -32,18 +32,28 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from . import _wire
+from zope.interface import implementer
+
+from ._address import parseAddress
+from ._clientconnection import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ClientConnection,
+    IClientEvents,
+    State,
+)
 from ._errors import (
+    CallLost,
+    CallTimeout,
     ClientClosed,
-    ConnectionLost,
     InvalidResponse,
-    MessageTooLarge,
-    RemoteError,
+    NotServed,
+    RpcError,
     Unauthorized,
 )
+from ._wire import HEADER
 
 # How many goaways, at most, one call follows that prove it was not run
 # before giving up: only a server that closes every new connection before
@@ -57,25 +67,21 @@ _MAX_RETRY_DELAY = 0.25
 _RECV_SIZE = 65536
 _LARGE_RECV_SIZE = 1024 * 1024
 
-# Failures to connect that say the server is not (or not yet) there.
+# Failures to connect that say the server is not (or not yet) there, or did
+# not serve the connection (a goaway before its hello).
 _RETRIED_CONNECT_ERRORS = (
     ConnectionRefusedError,
     ConnectionResetError,
     ConnectionAbortedError,
 )
 
-_unpackHeader = _wire.HEADER.unpack_from
-_packHeader = _wire.HEADER.pack
+_packHeader = HEADER.pack
 _HAS_POLL = hasattr(select, "poll")
 
 # What a non-blocking read or write raises when it cannot go on yet: plain
 # sockets raise BlockingIOError, TLS sockets one of the SSLWant errors (a
 # TLS read may need a write first, and a write a read).
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-
-# The goaway reason (and error type) of a server refusing a connection that
-# did not authenticate.
-_UNAUTHORIZED = "Unauthorized"
 
 
 class _DeadlinePassed(TimeoutError):
@@ -93,29 +99,82 @@ class _NotRun(Exception):
     """
 
 
+# The one call a connection has in flight at a time, as the core knows it.
+_CALL = "call"
+
+
+@implementer(IClientEvents)
 class _Connection:
     """
-    One connection: its non-blocking socket, what was read but not yet
-    parsed, and the next msgid to send on it.
+    One connection: its non-blocking socket, its L{ClientConnection} core,
+    and what the core reported about the call in flight.
+
+    @ivar outcome: L{None} while the call is in flight; then C{(True,
+        result)}, or C{(False, exception)} (L{_NotRun} for a call a goaway
+        proved unrun).
     """
 
-    __slots__ = ("buffer", "goingAway", "maxMessageSize", "nextMsgid", "poller", "sock")
+    __slots__ = (
+        "core",
+        "notServed",
+        "outcome",
+        "poller",
+        "refusal",
+        "sock",
+        "violation",
+    )
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, token: bytes | None, limit: int) -> None:
         sock.settimeout(0.0)
         self.sock = sock
-        self.buffer = bytearray()
-        # Strictly increasing, so that a goaway's last_msgid splits the
-        # requests sent on this connection by a comparison.
-        self.nextMsgid = 1
-        self.maxMessageSize = _wire.DEFAULT_MAX_MESSAGE_SIZE
-        # Set by a goaway: the server dispatches nothing more on this
-        # connection.
-        self.goingAway = False
+        self.core = ClientConnection(self, token, limit)
+        self.outcome: tuple[bool, Any] | None = None
+        self.notServed: str | None = None
+        self.refusal: Unauthorized | None = None
+        self.violation: str | None = None
         self.poller: Any = None
-        if _HAS_POLL:
-            self.poller = select.poll()
-            self.poller.register(sock, select.POLLIN)
+
+    # -- what the core reports (IClientEvents) ------------------------------
+
+    def connectionReady(self, info: dict[str, Any]) -> None:
+        pass
+
+    def callAnswered(self, call: Any, result: Any) -> None:
+        self.outcome = (True, result)
+
+    def callFailed(self, call: Any, error: RpcError) -> None:
+        self.outcome = (False, error)
+
+    def goawayReceived(self, reason: str | None, unrun: list[Any]) -> None:
+        if unrun:
+            self.outcome = (False, _NotRun())
+
+    def connectionRefused(self, calls: list[Any], error: Unauthorized) -> None:
+        self.refusal = error
+        if calls:
+            self.outcome = (
+                False,
+                Unauthorized(f"{error.message}; the call was not run", error.data),
+            )
+
+    def connectionNotServed(self, reason: str | None) -> None:
+        self.notServed = reason or "no reason"
+
+    def protocolViolation(self, why: str, lost: list[Any]) -> None:
+        self.violation = why
+        if lost:
+            self.outcome = (
+                False,
+                CallLost(
+                    f"the server broke the protocol ({why}) while the call was in "
+                    "flight; it may or may not have run"
+                ),
+            )
+
+    def serverError(self, error: RpcError) -> None:
+        pass
+
+    # -- the socket ---------------------------------------------------------
 
     def readable(self, timeout: float | None) -> bool:
         """
@@ -126,7 +185,10 @@ class _Connection:
         pending = getattr(self.sock, "pending", None)
         if pending is not None and pending():
             return True
-        if self.poller is not None:
+        if _HAS_POLL:
+            if self.poller is None:
+                self.poller = select.poll()
+                self.poller.register(self.sock, select.POLLIN)
             ms = -1 if timeout is None else math.ceil(timeout * 1000)
             return bool(self.poller.poll(ms))
         readable, _, _ = select.select([self.sock], [], [], timeout)  # pragma: no cover
@@ -149,6 +211,31 @@ class _Connection:
             self.writable(timeout)
         elif isinstance(blocked, ssl.SSLWantReadError):
             self.readable(timeout)
+
+    def receive(self, deadline: float | None) -> bool:
+        """
+        Wait for bytes (until C{deadline}) and give them to the core.
+
+        @return: L{False} if the server closed the connection.
+        @raise TimeoutError: (L{_DeadlinePassed}) if the deadline passes
+            first; what was read so far stays with the core.
+        @raise OSError: if the connection fails.
+        """
+        sock = self.sock
+        while True:
+            if not self.readable(_remaining(deadline)):
+                continue
+            wanted = self.core.awaiting
+            size = _RECV_SIZE if wanted <= _RECV_SIZE else min(wanted, _LARGE_RECV_SIZE)
+            try:
+                chunk = sock.recv(size)
+            except _WOULD_BLOCK as e:
+                self.wait(e, _remaining(deadline))
+                continue
+            if not chunk:
+                return False
+            self.core.dataReceived(chunk)
+            return True
 
 
 class TcpRpcClient:
@@ -205,6 +292,13 @@ class TcpRpcClient:
         server that refuses it (or wants one and got none) makes calls raise
         L{Unauthorized}; they are never sent again.  Without TLS the token
         crosses the network in the clear.
+    @param maxMessageSize: the largest frame the client accepts from a
+        server, in bytes (the server's hello never raises it); a larger frame
+        header is a protocol violation.
+    @param socketFactory: opens the connection to C{(host, port)} within a
+        timeout (seconds, or L{None}) and returns the socket; by default a TCP
+        connection with C{TCP_NODELAY} on.  Anything with the socket methods
+        the client uses will do: tests pass in-memory sockets.
     """
 
     def __init__(
@@ -218,17 +312,20 @@ class TcpRpcClient:
         server_hostname: str | None = None,
         token: str | bytes | None = None,
         servers: Iterable[str | tuple[str, int]] | None = None,
+        maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
+        socketFactory: Callable[[tuple[str, int], float | None], socket.socket]
+        | None = None,
     ) -> None:
         if servers is None:
             if host is None or port is None:
                 raise TypeError("TcpRpcClient needs a host and a port, or servers")
-            addresses = [(host, port)]
+            addresses = [parseAddress((host, port))]
         else:
             if host is not None or port is not None:
                 raise TypeError(
                     "TcpRpcClient takes a host and a port, or servers, not both"
                 )
-            addresses = [_parseServer(server) for server in servers]
+            addresses = [parseAddress(server) for server in servers]
             if not addresses:
                 raise ValueError("TcpRpcClient needs at least one server")
         if timeout is not None and not timeout > 0:
@@ -245,6 +342,8 @@ class TcpRpcClient:
         if isinstance(token, str):
             token = token.encode("utf-8")
         self._token = token
+        self.maxMessageSize = maxMessageSize
+        self._socketFactory = socketFactory or _openTCP
         self._lock = threading.Lock()
         self._connection: _Connection | None = None
         self._closed = False
@@ -267,13 +366,19 @@ class TcpRpcClient:
         @param args: a tuple or a list.
         @raise RemoteError: (or a subclass such as L{MethodNotFound}) if the
             call failed on the server.
-        @raise MessageTooLarge: without sending anything, if the request is
-            larger than the server's maximum message size.
-        @raise TimeoutError: if the call took longer than the timeout.  It
-            may or may not have run.
-        @raise ConnectionLost: if the connection closed while the call was in
-            flight, without the server saying whether it ran.
-        @raise ConnectionRefusedError: (or another L{OSError}) if the client
+        @raise RequestTooLarge: (a L{MessageTooLarge}) without sending
+            anything, if the request is larger than the server's maximum
+            message size.
+        @raise CallTimeout: (a L{TimeoutError}) if the call took longer than
+            the timeout.  It may or may not have run.
+        @raise CallLost: if the connection closed (or the server broke the
+            protocol) while the call was in flight, without the server saying
+            whether it ran.
+        @raise InvalidResponse: if the server's response to the call cannot
+            be decoded (it may have run), or the server broke the protocol
+            before its hello (nothing was sent).
+        @raise ConnectionRefusedError: (or another L{OSError}; L{NotServed}
+            for a server that sent a goaway before its hello) if the client
             cannot connect.  Nothing was sent.
         @raise ClientClosed: if the client is, or gets, closed.
         @raise TypeError: (or L{ValueError} or L{OverflowError}, as msgpack
@@ -295,11 +400,11 @@ class TcpRpcClient:
             except TimeoutError as e:
                 if self.timeout is None or e.errno is not None:
                     raise
-                raise TimeoutError(
-                    f"{func}() on {self.host}:{self.port} did not finish within "
-                    f"{self.timeout:g} s"
+                raise CallTimeout(
+                    f"{func}() on {self.host}:{self.port} timed out after "
+                    f"{self.timeout:g} s; it may or may not have run"
                 ) from None
-            except (OSError, ConnectionLost) as e:
+            except (OSError, CallLost) as e:
                 if self._closed:
                     raise ClientClosed(
                         f"{self!r} was closed during the call to {func}(); "
@@ -321,7 +426,11 @@ class TcpRpcClient:
             # the TLS object under the reading thread, which would then read
             # raw TLS records as frames.)
             with contextlib.suppress(OSError):
-                socket.socket.shutdown(connection.sock, socket.SHUT_RDWR)
+                sock = connection.sock
+                if isinstance(sock, socket.socket):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                else:
+                    sock.shutdown(socket.SHUT_RDWR)
         with self._lock:
             self._disconnect()
 
@@ -342,23 +451,16 @@ class TcpRpcClient:
     ) -> Any:
         for _ in range(_MAX_RESENDS):
             connection = self._usableConnection(deadline)
-            msgid = connection.nextMsgid
-            payload = _wire.encodeRequest(msgid, func, args, kwargs)
-            if len(payload) > connection.maxMessageSize:
-                raise MessageTooLarge(
-                    f"the request to {func}() is {len(payload)} bytes, more than "
-                    "the server's maximum message size of "
-                    f"{connection.maxMessageSize} bytes"
-                )
-            connection.nextMsgid = msgid + 1
+            connection.outcome = None
+            msgid, payload = connection.core.sendRequest(_CALL, func, args, kwargs)
             try:
                 self._send(connection, _packHeader(len(payload)) + payload, deadline)
                 return self._waitFor(connection, msgid, deadline)
             except _NotRun:
                 self._disconnect()
-        raise ConnectionLost(
+        raise NotServed(
             f"{self.host}:{self.port} closed {_MAX_RESENDS} connections in a row "
-            f"before running {func}(); it was not run"
+            f"before running {func}(); it was not run",
         )
 
     def _send(
@@ -384,73 +486,35 @@ class TcpRpcClient:
         self, connection: _Connection, msgid: int, deadline: float | None
     ) -> Any:
         """
-        Read until the response to C{msgid} comes and return its result.
+        Read until the core reports the outcome of the call C{msgid}, and
+        return its result.
         """
-        refusal: RemoteError | None = None
-        while True:
+        while connection.outcome is None:
             try:
-                payload = self._readFrame(connection, deadline)
+                open = connection.receive(deadline)
             except _DeadlinePassed:
                 self._cancel(connection, msgid)
                 raise
-            except InvalidResponse:
-                self._disconnect()
-                raise
             except OSError as e:
                 self._disconnect()
-                raise ConnectionLost(
+                raise CallLost(
                     f"the connection to {self.host}:{self.port} failed ({e}) while "
                     "the call was in flight; it may or may not have run"
                 ) from None
-            if payload is None:
+            if not open:
                 self._disconnect()
-                raise ConnectionLost(
+                raise CallLost(
                     f"{self.host}:{self.port} closed the connection while the call "
                     "was in flight; it may or may not have run"
                 )
-            try:
-                message = _wire.parseServerMessage(payload)
-            except InvalidResponse:
-                self._disconnect()
-                raise
-            if type(message) is _wire.Response:
-                if message.msgid == msgid:
-                    if message.error is not None:
-                        error = RemoteError.fromWire(message.error)
-                        if connection.goingAway or isinstance(error, Unauthorized):
-                            # The server waits for us to close (PROTOCOL.md
-                            # 8.3), or is closing: it dispatches nothing
-                            # unauthenticated.
-                            self._disconnect()
-                        raise error
-                    if connection.goingAway:
-                        self._disconnect()
-                    return message.result
-                if message.msgid is None and message.error is not None:
-                    # An error the server could not tie to a request (a frame
-                    # it refused): keep it to explain the goaway that follows.
-                    refusal = RemoteError.fromWire(message.error)
-                # Any other msgid: the late answer to a call that timed out.
-            elif isinstance(message, _wire.Control) and message.kind == "goaway":
-                connection.goingAway = True
-                lastMsgid = message.body[0] if message.body else None
-                if lastMsgid is None or (type(lastMsgid) is int and lastMsgid < msgid):
-                    # The server proves it did not run our request.
-                    if refusal is not None:
-                        # It refused our frame: sending it again would only
-                        # be refused again.
-                        self._disconnect()
-                        raise refusal
-                    if len(message.body) > 1 and message.body[1] == _UNAUTHORIZED:
-                        # Refused for want of a (right) token: so would the
-                        # next connection be.
-                        self._disconnect()
-                        raise Unauthorized(
-                            f"{self.host}:{self.port} refused the connection: "
-                            "wrong or missing token; the call was not run"
-                        )
-                    raise _NotRun()
-                # Otherwise our request was dispatched: its response follows.
+        answered, value = connection.outcome
+        connection.outcome = None
+        if connection.core.state is not State.READY and not connection.core.inflight:
+            # Going away, refused or broken: nothing more comes of it.
+            self._disconnect()
+        if answered:
+            return value
+        raise value
 
     def _cancel(self, connection: _Connection, msgid: int) -> None:
         """
@@ -458,7 +522,9 @@ class TcpRpcClient:
         be sent whole at once, close the connection instead: half a frame
         would break the stream.
         """
-        payload = _wire.encodeCancel(msgid)
+        payload = connection.core.cancel(msgid)
+        if payload is None:
+            return
         data = _packHeader(len(payload)) + payload
         try:
             sent = connection.sock.send(data)
@@ -475,9 +541,7 @@ class TcpRpcClient:
         server has not closed or abandoned it meanwhile, else a new one.
         """
         connection = self._connection
-        if connection is not None and (
-            connection.nextMsgid > _wire.MAX_MSGID or not self._stillOpen(connection)
-        ):
+        if connection is not None and not self._stillOpen(connection):
             self._disconnect()
             connection = None
         if connection is None:
@@ -486,20 +550,12 @@ class TcpRpcClient:
 
     def _stillOpen(self, connection: _Connection) -> bool:
         """
-        Read, without blocking, whatever the server sent since the last call:
-        late responses (dropped), a goaway, or the end of the connection.  Is
-        the connection still good for a new request?
+        Give the core, without blocking, whatever the server sent since the
+        last call: late responses (dropped), a goaway, or the end of the
+        connection.  Is the connection still good for a new request?
         """
-        while True:
-            try:
-                while (payload := _takeFrame(connection)) is not None:
-                    message = _wire.parseServerMessage(payload)
-                    if type(message) is _wire.Control and message.kind == "goaway":
-                        connection.goingAway = True
-            except InvalidResponse:
-                return False
-            if connection.goingAway:
-                return False
+        core = connection.core
+        while core.state is State.READY:
             if not connection.readable(0):
                 return True
             try:
@@ -510,12 +566,14 @@ class TcpRpcClient:
                 return False
             if not chunk:
                 return False
-            connection.buffer += chunk
+            core.dataReceived(chunk)
+        return False
 
     def _connect(self, deadline: float | None) -> _Connection:
         """
         Open a connection and read the server's hello, retrying a refused or
-        reset connect as L{connectRetry} says.
+        reset connect, or one the server did not serve, as L{connectRetry}
+        says.
         """
         retryUntil: float | None = deadline
         if self.connectRetry is not None:
@@ -577,7 +635,7 @@ class TcpRpcClient:
         ) from error
 
     def _connectOnce(self, deadline: float | None) -> _Connection:
-        sock = self._openSocket(_remaining(deadline))
+        sock = self._socketFactory((self.host, self.port), _remaining(deadline))
         try:
             if self.ssl_context is not None:
                 sock.settimeout(_remaining(deadline))
@@ -587,136 +645,55 @@ class TcpRpcClient:
                 sock = self.ssl_context.wrap_socket(
                     sock, server_hostname=self.server_hostname or self.host
                 )
-            connection = _Connection(sock)
-            payload = self._readFrame(connection, deadline)
-            if payload is None:
-                raise ConnectionResetError(
-                    f"{self.host}:{self.port} closed the connection before its hello"
+            connection = _Connection(sock, self._token, self.maxMessageSize)
+            core = connection.core
+            while core.state is State.AWAITING_HELLO:
+                if not connection.receive(deadline):
+                    raise ConnectionResetError(
+                        f"{self.host}:{self.port} closed the connection before its "
+                        "hello"
+                    )
+            if core.state is State.NOT_SERVED:
+                raise NotServed(
+                    f"{self.host}:{self.port} did not serve the connection (a "
+                    f"{connection.notServed} goaway before its hello); nothing "
+                    "was sent",
                 )
-            message = _wire.parseServerMessage(payload)
-            if type(message) is not _wire.Control or message.kind != "hello":
+            if connection.refusal is not None:
+                raise Unauthorized(
+                    f"{self.host}:{self.port}: {connection.refusal.message}; nothing "
+                    "was sent",
+                    connection.refusal.data,
+                )
+            if core.state is not State.READY:
                 raise InvalidResponse(
-                    f"expected a hello, got {_wire.unpack(payload)!r}"
+                    f"{self.host}:{self.port}: {connection.violation}; nothing was sent"
                 )
-            info = message.body[0] if message.body else None
-            if not isinstance(info, dict):
-                raise InvalidResponse(f"the hello's info is not a map: {info!r}")
-            protocol = info.get("protocol")
-            if protocol != _wire.PROTOCOL_VERSION:
-                raise InvalidResponse(
-                    f"the server speaks protocol version {protocol!r}; this client "
-                    f"speaks {_wire.PROTOCOL_VERSION}"
-                )
-            size = info.get("max_message_size")
-            if type(size) is int and size > 0:
-                connection.maxMessageSize = size
-            if self._token is not None:
+            auth = core.connectionMade()
+            if auth is not None:
                 # Nothing answers a right token: the first request follows at
                 # once, and the server reads them in order.
-                auth = _wire.pack([_wire.CONTROL, "auth", self._token])
                 _sendAll(connection, _packHeader(len(auth)) + auth, deadline)
         except BaseException:
             sock.close()
             raise
         return connection
 
-    def _openSocket(self, timeout: float | None) -> socket.socket:
-        """
-        Open a TCP connection to the server, with C{TCP_NODELAY} on.  Tests
-        override this to connect the client to a fake server.
-        """
-        sock = socket.create_connection((self.host, self.port), timeout)
-        with contextlib.suppress(OSError):  # not a TCP socket
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
     def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
+            connection.core.connectionLost()
             connection.sock.close()
 
-    # -- frames -------------------------------------------------------------
 
-    def _readFrame(
-        self, connection: _Connection, deadline: float | None
-    ) -> bytes | None:
-        """
-        The payload of the next frame, or L{None} if the server closed the
-        connection between frames.
-
-        @raise TimeoutError: if the deadline passes first; what was read so
-            far stays buffered for the next read.
-        @raise InvalidResponse: if a frame is larger than the server's
-            maximum message size, or the connection ends inside one.
-        @raise OSError: if the connection fails.
-        """
-        buffer = connection.buffer
-        sock = connection.sock
-        while True:
-            have = len(buffer)
-            if have >= 4:
-                end = 4 + _checkLength(connection, _unpackHeader(buffer)[0])
-                if have >= end:
-                    payload = bytes(buffer[4:end])
-                    del buffer[:end]
-                    return payload
-                if end - have > _RECV_SIZE:
-                    return self._readLarge(connection, end, deadline)
-            if not connection.readable(_remaining(deadline)):
-                continue
-            try:
-                chunk = sock.recv(_RECV_SIZE)
-            except _WOULD_BLOCK as e:
-                connection.wait(e, _remaining(deadline))
-                continue
-            if not chunk:
-                if buffer:
-                    raise InvalidResponse(
-                        f"the connection closed inside a frame ({len(buffer)} bytes "
-                        "of it read)"
-                    )
-                return None
-            if not buffer and len(chunk) >= 4:
-                # The usual case: exactly one whole frame, no copy to make.
-                end = 4 + _checkLength(connection, _unpackHeader(chunk)[0])
-                if len(chunk) == end:
-                    return chunk[4:]
-            buffer += chunk
-
-    def _readLarge(
-        self, connection: _Connection, end: int, deadline: float | None
-    ) -> bytes:
-        """
-        Finish reading a frame of C{end} bytes (header included) that is far
-        from complete: collect its chunks, and join them once.
-        """
-        buffer = connection.buffer
-        sock = connection.sock
-        chunks = [bytes(buffer[4:])]
-        missing = end - len(buffer)
-        buffer.clear()
-        try:
-            while missing:
-                if not connection.readable(_remaining(deadline)):
-                    continue
-                try:
-                    chunk = sock.recv(min(missing, _LARGE_RECV_SIZE))
-                except _WOULD_BLOCK as e:
-                    connection.wait(e, _remaining(deadline))
-                    continue
-                if not chunk:
-                    raise InvalidResponse(
-                        f"the connection closed inside a frame of {end - 4} bytes"
-                    )
-                chunks.append(chunk)
-                missing -= len(chunk)
-        except BaseException:
-            # Keep what was read (a timeout leaves the connection usable).
-            buffer += _packHeader(end - 4)
-            for chunk in chunks:
-                buffer += chunk
-            raise
-        return b"".join(chunks)
+def _openTCP(address: tuple[str, int], timeout: float | None) -> socket.socket:
+    """
+    Open a TCP connection to C{address}, with C{TCP_NODELAY} on.
+    """
+    sock = socket.create_connection(address, timeout)
+    with contextlib.suppress(OSError):  # not a TCP socket
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def _sendAll(connection: _Connection, data: bytes, deadline: float | None) -> None:
@@ -763,55 +740,3 @@ def _remaining(deadline: float | None) -> float | None:
     if remaining <= 0:
         raise _DeadlinePassed("timed out")
     return remaining
-
-
-def _checkLength(connection: _Connection, length: int) -> int:
-    """
-    Check the length of an incoming frame against the server's maximum
-    message size.
-
-    @raise InvalidResponse: if it is larger.
-    """
-    if length > connection.maxMessageSize:
-        raise InvalidResponse(
-            f"the server sent a frame of {length} bytes, more than its maximum "
-            f"message size of {connection.maxMessageSize} bytes"
-        )
-    return length
-
-
-def _takeFrame(connection: _Connection) -> bytes | None:
-    """
-    Remove the first complete frame from the connection's buffer and return
-    its payload, or L{None} if there is none yet.
-
-    @raise InvalidResponse: if the frame is larger than the server's maximum
-        message size.
-    """
-    buffer = connection.buffer
-    if len(buffer) < 4:
-        return None
-    end = 4 + _checkLength(connection, _unpackHeader(buffer)[0])
-    if len(buffer) < end:
-        return None
-    payload = bytes(buffer[4:end])
-    del buffer[:end]
-    return payload
-
-
-def _parseServer(server: str | tuple[str, int]) -> tuple[str, int]:
-    """
-    A C{(host, port)} pair from C{"host:port"} (C{"[::1]:9988"} for an IPv6
-    address) or from a pair.
-
-    @raise ValueError: if it is neither.
-    """
-    if isinstance(server, str):
-        host, sep, digits = server.rpartition(":")
-        if not sep or not host or not digits.isdigit():
-            raise ValueError(f"a server is 'host:port', not {server!r}")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        return host, int(digits)
-    name, port = server
-    return str(name), int(port)

@@ -32,8 +32,9 @@ import ssl
 import sys
 from typing import Any
 
+from . import _address
 from ._blocking import TcpRpcClient
-from ._errors import ConnectionLost, RemoteError
+from ._errors import CallLost, NotServed, RemoteError, RpcError
 from ._version import __version__
 
 EXIT_OK = 0
@@ -61,20 +62,15 @@ error, 3 cannot connect (TLS verification failures included), 4 timeout,
 
 def parseAddress(text: str) -> tuple[str, int]:
     """
-    Parse C{HOST:PORT} (C{[ADDRESS]:PORT} for IPv6).
+    Parse C{HOST:PORT} (C{[ADDRESS]:PORT} for IPv6) with
+    L{agilerpc._address.parseAddress}.
 
     @raise argparse.ArgumentTypeError: if C{text} is not one.
     """
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        host = ""
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(
-            f"expected HOST:PORT, e.g. 127.0.0.1:9988, not {text!r}"
-        )
-    return host, int(port)
+    try:
+        return _address.parseAddress(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parseValue(text: str) -> Any:
@@ -275,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                     return _fail(EXIT_REMOTE_ERROR, str(e))
     except RemoteError as e:
         return _fail(EXIT_REMOTE_ERROR, str(e))
-    except ConnectionLost as e:
+    except CallLost as e:
         return _fail(EXIT_LOST, str(e))
     except TimeoutError as e:
         if e.errno is None:
@@ -283,8 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_CONNECT, f"cannot connect to {where}: {e.strerror}")
     except ssl.SSLError as e:
         return _fail(EXIT_CONNECT, f"cannot connect to {where}: TLS: {e}")
+    except NotServed as e:
+        return _fail(EXIT_CONNECT, f"cannot connect to {where}: {e.message}")
     except OSError as e:
         return _fail(EXIT_CONNECT, f"cannot connect to {where}: {e.strerror or e}")
+    except RpcError as e:
+        # Decided here: a response this client cannot read, a request too
+        # large to send.
+        return _fail(EXIT_REMOTE_ERROR, str(e))
     except KeyboardInterrupt:
         return 130
     sys.stdout.write(output + "\n")

@@ -2,79 +2,81 @@
 The Twisted client: L{RpcClient}, a Deferred-returning caller that queues
 calls while it (re)connects and never loses or repeats one.
 
-The rules (docs/PROTOCOL.md has the wire side):
+Each connection's protocol rules (msgids, the hello, auth, sizes, the
+goaway, cancel, protocol violations) live in the sans-IO
+L{agilerpc._clientconnection.ClientConnection}; L{RpcClientProtocol} moves
+bytes between it and the transport and fires Deferreds, and L{RpcClient}
+decides where calls go and when to connect:
 
  - A call made while no connection is ready waits in a bounded queue and is
    sent, in order, as soon as a connection says hello.
+ - The client keeps a connection to each of its endpoints (one endpoint is
+   a list of one).  Calls go round-robin over the connections that are
+   ready; queued calls go to whichever connection says hello first.
  - On a goaway, requests sent after the goaway's last msgid provably did not
-   run: they go back to the front of the queue and are sent again on the next
-   connection.  Requests up to it get their answers on the old connection,
-   which is closed once they have.
- - On an unexpected loss (no goaway), calls in flight fail with
-   L{ConnectionLost}: they may have run, so resending them could run them
-   twice.  Queued calls stay queued, and the factory reconnects with backoff
-   while anything is queued.
- - After a goaway with nothing queued, the client reconnects lazily, on the
-   next call: reconnecting at once would keep every idle client connected
-   forever and defeat the server's keepalive.
+   run: they go back to the front of the queue and are sent again on a ready
+   connection (or the next one to be ready).  Requests up to it get their
+   answers on the old connection, which is closed once they have.
+ - On an unexpected loss (no goaway), or a protocol violation by the server
+   (the connection is then aborted), calls in flight fail with L{CallLost}:
+   they may have run, so resending them could run them twice.  Queued calls
+   stay queued, and the endpoint reconnects with backoff while anything is
+   queued.
+ - After a goaway with nothing queued, the endpoint reconnects lazily, on
+   the next call: reconnecting at once would keep every idle client
+   connected forever and defeat the server's keepalive.
+ - A connection that ends before its hello (closed, refused, or a goaway
+   such as C{ServerBusy}) is a failed attempt: the endpoint retries after
+   its backoff delay while calls are queued.  An endpoint whose last
+   attempt failed, or whose connection was lost, is dialled again after its
+   backoff delay, so that a dead host costs at most one attempt per delay and
+   an idle client none.  A TLS handshake the server refuses fails the queued
+   calls at once with L{TLSRefused} instead of retrying.
  - With a token, each connection sends C{[3, "auth", token]} first.  A server
    that refuses it (an C{Unauthorized} error, or a goaway whose reason is
    C{"Unauthorized"}) fails every call in flight on that connection and every
    queued call with L{Unauthorized}, and the client does not reconnect until
    the next call: a wrong token stays wrong.
-
-With several endpoints (C{RpcClient(reactor, endpoints=[(host, port),
-...])}) the client keeps a connection to each, and the same rules hold per
-connection, over one shared queue:
-
- - Calls go round-robin over the connections that are ready; queued calls go
-   to whichever connection says hello first.
- - Calls a goaway proves unrun go back to the front of the shared queue and
-   are sent on any ready connection (or the next one to be ready).
- - Calls in flight on a lost connection fail with L{ConnectionLost}, as with
-   one endpoint; the other connections carry on.
- - Each endpoint has its own backoff.  An endpoint whose connection failed
-   or was lost is retried after its backoff delay: at once while calls are
-   queued, otherwise when the next call is made, so that a dead host costs
-   at most one attempt per delay and an idle client none.  An endpoint that
-   went away idle (a goaway) reconnects on the next call.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IConnector, IDelayedCall
-from twisted.internet.protocol import ReconnectingClientFactory
+from twisted.internet.protocol import Protocol, ReconnectingClientFactory
 from twisted.logger import Logger
-from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from . import _wire
+from ._address import checkPort, parseAddress
+from ._clientconnection import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ClientConnection,
+    IClientEvents,
+    State,
+)
 from ._errors import (
+    CallLost,
+    CallTimeout,
     ClientClosed,
-    ConnectionLost,
-    InvalidResponse,
-    MessageTooLarge,
     QueueFull,
-    RemoteError,
+    RpcError,
+    TLSRefused,
     Unauthorized,
 )
-from ._framing import FrameReceiver, writeFrame
+from ._framing import writeFrame
 
 _log = Logger(namespace="agilerpc.client")
 
-# The goaway reason (and error type) of a server refusing a connection that
-# did not authenticate.
-_UNAUTHORIZED = "Unauthorized"
-
-_HALF = 2**31
-_WRAP = 2**32
+# An enum member is slower to look up than a global, on every answer.
+_READY = State.READY
 
 
 class ClientStats:
@@ -86,7 +88,7 @@ class ClientStats:
     @ivar connectFailures: attempts that failed before a hello.
     @ivar answered: calls answered with a result.
     @ivar remoteErrors: calls answered with an error.
-    @ivar lost: calls failed with L{ConnectionLost} (they may have run).
+    @ivar lost: calls failed with L{CallLost} (they may have run).
     @ivar resent: calls a goaway proved unrun, sent again.
     @ivar cancelled: calls cancelled (including timeouts) before an answer.
     """
@@ -115,6 +117,8 @@ class _Call:
     """
     One call (or notification, when C{deferred} is L{None}) from the moment
     it is made until it is answered or fails.
+
+    @ivar msgid: its msgid on the connection it was last sent on, or -1.
     """
 
     __slots__ = (
@@ -140,7 +144,7 @@ class _Call:
         self.deferred = deferred
         self.connection: RpcClientProtocol | None = None
         self.client: RpcClient | None = None
-        self.msgid = 0
+        self.msgid = -1
 
     def cancel(self, deferred: Deferred[Any]) -> None:
         """
@@ -149,54 +153,76 @@ class _Call:
         if self.client is not None:
             self.client._cancel(self)
 
+    def timedOut(self, result: Any, timeout: float) -> Any:
+        """
+        C{onTimeoutCancel} of the call's Deferred: say which call and which
+        limit.
+        """
+        if isinstance(result, Failure) and result.check(CancelledError):
+            where = (
+                "while waiting for a connection"
+                if self.msgid < 0
+                else f"(msgid {self.msgid}; the server was asked to cancel it, "
+                "it may or may not have run)"
+            )
+            return Failure(
+                CallTimeout(f"{self.method}() timed out after {timeout:g} s {where}")
+            )
+        return result
 
-def _after(msgid: int, last: int) -> bool:
-    """
-    Was C{msgid} sent after C{last}?  msgids count up from 0 on each
-    connection and wrap at 2**32; fewer than 2**31 are ever in flight.
-    """
-    return 0 < (msgid - last) % _WRAP < _HALF
+    def fail(self, error: BaseException) -> None:
+        """
+        Fail the call's Deferred (if it has one) with C{error}.
+        """
+        deferred = self.deferred
+        if deferred is not None:
+            self.deferred = None
+            deferred.errback(error)
 
 
-class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
+@implementer(IClientEvents)
+class RpcClientProtocol(Protocol):
     """
-    One client connection: sends calls with increasing msgids and matches
-    the answers, in any order.
+    One client connection: the transport glue around a
+    L{ClientConnection}, which sends calls with increasing msgids and
+    matches the answers, in any order.
     """
 
     # Always connected to a stream transport while it runs.
     transport: Any
 
-    def __init__(self, client: RpcClient, endpoint: _Endpoint | None = None) -> None:
+    def __init__(self, client: RpcClient, endpoint: _Endpoint) -> None:
         self.client = client
-        self.endpoint = endpoint if endpoint is not None else client._endpoints[0]
-        self.MAX_LENGTH = _wire.DEFAULT_MAX_MESSAGE_SIZE
-        self.hello: dict[str, Any] | None = None
-        self.goaway = False
-        self._inflight: dict[int, _Call] = {}
-        self._nextMsgid = 0
+        self.endpoint = endpoint
+        self.core = ClientConnection(self, client._token, client.maxMessageSize)
+        # Bytes go straight to the core: no layer on the response path.
+        self.dataReceived = self.core.dataReceived  # type: ignore[method-assign]
         self._disconnected = False
-        self.unauthorized = False
+        self.wentAway = False
 
     def connectionMade(self) -> None:
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             with suppress(OSError):
                 setNoDelay(True)
-        token = self.client._token
-        if token is not None:
-            # First, before any request: the server reads frames in order,
-            # and answers a right token with nothing.
-            auth = _wire.pack([_wire.CONTROL, "auth", token])
+        auth = self.core.connectionMade()
+        if auth is not None:
             writeFrame(self.transport, auth)
         self.client._connectionMade(self)
+
+    @property
+    def hello(self) -> dict[str, Any] | None:
+        """
+        The server's hello info, once it came.
+        """
+        return self.core.hello
 
     @property
     def inflight(self) -> int:
         """
         How many calls were sent on this connection and not yet answered.
         """
-        return len(self._inflight)
+        return self.core.inflight
 
     # -- sending ------------------------------------------------------------
 
@@ -205,220 +231,146 @@ class RpcClientProtocol(FrameReceiver, Int32StringReceiver):
         Send C{call}; a call that cannot be encoded, or is larger than the
         server accepts, fails at once and the connection is untouched.
         """
-        deferred = call.deferred
-        if deferred is None:
+        if call.deferred is None:
             self._sendNotification(call)
             return
-        msgid = self._nextMsgid
         try:
-            payload = _wire.encodeRequest(msgid, call.method, call.args, call.kwargs)
-        except Exception as e:
-            deferred.errback(
-                TypeError(f"cannot encode the arguments of {call.method}(): {e}")
+            msgid, payload = self.core.sendRequest(
+                call, call.method, call.args, call.kwargs
             )
+        except RpcError as e:
+            call.fail(e)
             return
-        if len(payload) > self.MAX_LENGTH:
-            deferred.errback(self._tooLarge(call, len(payload)))
+        except Exception as e:
+            call.fail(TypeError(f"cannot encode the arguments of {call.method}(): {e}"))
             return
-        self._nextMsgid = (msgid + 1) & _wire.MAX_MSGID
         call.msgid = msgid
         call.connection = self
-        self._inflight[msgid] = call
         writeFrame(self.transport, payload)
 
     def _sendNotification(self, call: _Call) -> None:
         try:
-            payload = _wire.encodeNotification(call.method, call.args, call.kwargs)
+            payload = self.core.sendNotification(call.method, call.args, call.kwargs)
+        except RpcError as e:
+            _log.error("{error}", error=e)
+            return
         except Exception:
             _log.failure("cannot encode the notification {method}", method=call.method)
             return
-        if len(payload) > self.MAX_LENGTH:
-            _log.error("{error}", error=self._tooLarge(call, len(payload)))
-            return
         writeFrame(self.transport, payload)
-
-    def _tooLarge(self, call: _Call, size: int) -> MessageTooLarge:
-        return MessageTooLarge(
-            f"{call.method}(): the request is {size} bytes, more than the server's "
-            f"maximum message size of {self.MAX_LENGTH} bytes"
-        )
 
     def cancelCall(self, call: _Call) -> None:
         """
         Forget an in-flight call (its late answer will be dropped) and ask
         the server to cancel it.
         """
-        del self._inflight[call.msgid]
         call.connection = None
-        if not self._disconnected:
-            cancel = _wire.encodeCancel(call.msgid)
+        cancel = self.core.cancel(call.msgid)
+        if cancel is not None and not self._disconnected:
             writeFrame(self.transport, cancel)
         self._closeIfDone()
 
-    # -- receiving ----------------------------------------------------------
+    def _closeIfDone(self) -> None:
+        core = self.core
+        if core.finished or (self.client._closed and not core.inflight):
+            self.transport.loseConnection()
 
-    def stringReceived(self, payload: bytes) -> None:
-        try:
-            message = _wire.parseServerMessage(payload)
-        except InvalidResponse as e:
-            self._protocolError(str(e))
-            return
-        if type(message) is _wire.Response:
-            self._response(message)
-        else:
-            assert type(message) is _wire.Control
-            if message.kind == "hello":
-                self._hello(message.body)
-            elif message.kind == "goaway":
-                self._goaway(message.body)
-            # Other control kinds are ignored, as the protocol asks.
+    # -- what the core reports (IClientEvents) --------------------------------
 
-    def lengthLimitExceeded(self, length: int) -> None:
-        self._protocolError(
-            f"the server sent a frame of {length} bytes, more than the maximum "
-            f"message size of {self.MAX_LENGTH} bytes"
-        )
-
-    def _protocolError(self, why: str) -> None:
-        _log.error(
-            "{peer}: protocol error, closing the connection: {why}",
-            peer=self.transport.getPeer(),
-            why=why,
-        )
-        self.discardInput()
-        self.transport.abortConnection()
-
-    def _hello(self, body: list[Any]) -> None:
-        info = body[0] if body else None
-        if self.hello is not None or not isinstance(info, dict):
-            self._protocolError(f"unexpected hello {body!r}")
-            return
-        if info.get("protocol") != _wire.PROTOCOL_VERSION:
-            self._protocolError(
-                f"unsupported protocol version {info.get('protocol')!r}"
-            )
-            return
-        maxSize = info.get("max_message_size")
-        if type(maxSize) is int and maxSize > 0:
-            self.MAX_LENGTH = maxSize
-        self.hello = info
+    def connectionReady(self, info: dict[str, Any]) -> None:
         self.client._connectionReady(self)
 
-    def _response(self, response: _wire.Response) -> None:
-        if self.hello is None:
-            self._protocolError("a response before the hello")
-            return
-        msgid = response.msgid
-        if (
-            isinstance(response.error, dict)
-            and response.error.get("type") == _UNAUTHORIZED
-            and (msgid is None or msgid in self._inflight)
-        ):
-            self._refused(RemoteError.fromWire(response.error))
-            return
-        if msgid is None:
-            # An error the server could not attribute to a call (e.g. a frame
-            # it refused): nothing to answer, but worth knowing.
-            _log.warn(
-                "{peer}: the server reported an error: {error}",
-                peer=self.transport.getPeer(),
-                error=RemoteError.fromWire(response.error),
-            )
-            return
-        call = self._inflight.pop(msgid, None)
-        if call is None:
-            # The answer to a call that was cancelled or timed out.
-            return
+    def callAnswered(self, call: _Call, result: Any) -> None:
         call.connection = None
         deferred = call.deferred
         assert deferred is not None
         # Break the call <-> Deferred cycle (the canceller is the call's) so
         # reference counting frees both at once, without the cyclic GC.
         call.deferred = None
-        if response.error is None:
-            self.client.stats.answered += 1
-            deferred.callback(response.result)
-        else:
-            self.client.stats.remoteErrors += 1
-            deferred.errback(RemoteError.fromWire(response.error))
+        self.client.stats.answered += 1
+        deferred.callback(result)
+        if self.core.state is not _READY or self.client._closed:
+            self._closeIfDone()
+
+    def callFailed(self, call: _Call, error: RpcError) -> None:
+        call.connection = None
+        self.client.stats.remoteErrors += 1
+        call.fail(error)
         self._closeIfDone()
 
-    def _refused(self, error: RemoteError) -> None:
-        """
-        The server refused this connection's token (or its lack of one):
-        fail everything in flight here, and everything queued, with C{error}.
-        """
-        if self.unauthorized:
-            return
-        self.unauthorized = True
-        self.goaway = True
-        _log.error(
-            "{peer}: the server refused the connection: {error}",
-            peer=self.transport.getPeer(),
-            error=error,
-        )
-        inflight = list(self._inflight.values())
-        self._inflight.clear()
-        for call in inflight:
-            call.connection = None
-        self.client._connectionRefused(self, inflight, error)
-        self._closeIfDone()
-
-    def _goaway(self, body: list[Any]) -> None:
-        if len(body) > 1 and body[1] == _UNAUTHORIZED:
-            self._refused(
-                Unauthorized(
-                    "the server refused the connection: wrong or missing token"
-                )
-            )
-            return
-        if self.goaway:
-            return
-        last = body[0] if body else None
-        if last is not None and not _wire.isMsgid(last):
-            # Without a valid last msgid nothing can be proved unrun: resending
-            # could run calls twice, so treat it as a lost connection.
-            self._protocolError(f"goaway with an invalid last msgid {last!r}")
-            return
-        self.goaway = True
-        unrun = [
-            call
-            for msgid, call in self._inflight.items()
-            if last is None or _after(msgid, last)
-        ]
+    def goawayReceived(self, reason: str | None, unrun: list[_Call]) -> None:
         for call in unrun:
-            del self._inflight[call.msgid]
             call.connection = None
         self.client.stats.resent += len(unrun)
-        reason = body[1] if len(body) > 1 else None
         _log.debug(
-            "{peer}: goaway ({reason}), last msgid {last}; {count} calls to resend",
+            "{peer}: goaway ({reason}); {count} calls to resend",
             peer=self.transport.getPeer(),
             reason=reason,
-            last=last,
             count=len(unrun),
         )
         self.client._connectionGoingAway(self, unrun)
         self._closeIfDone()
 
-    def _closeIfDone(self) -> None:
-        if not self._inflight and (self.goaway or self.client._closed):
-            self.transport.loseConnection()
+    def connectionRefused(self, calls: list[_Call], error: Unauthorized) -> None:
+        _log.error(
+            "{peer}: the server refused the connection: {error}",
+            peer=self.transport.getPeer(),
+            error=error,
+        )
+        for call in calls:
+            call.connection = None
+        self.client._connectionRefused(self, calls, error)
+        self._closeIfDone()
+
+    def connectionNotServed(self, reason: str | None) -> None:
+        _log.info(
+            "{peer}: the server did not serve the connection (goaway {reason} "
+            "before its hello)",
+            peer=self.transport.getPeer(),
+            reason=reason,
+        )
+        self.transport.loseConnection()
+
+    def protocolViolation(self, why: str, lost: list[_Call]) -> None:
+        _log.error(
+            "{peer}: protocol violation, closing the connection: {why}",
+            peer=self.transport.getPeer(),
+            why=why,
+        )
+        # Before the calls fail: a call made from their errbacks must not
+        # come here.
+        self.client._unready(self)
+        self._failLost(lost, f"the server broke the protocol ({why})")
+        self.transport.abortConnection()
+
+    def serverError(self, error: RpcError) -> None:
+        _log.warn(
+            "{peer}: the server reported an error: {error}",
+            peer=self.transport.getPeer(),
+            error=error,
+        )
+
+    # -- the end ------------------------------------------------------------
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
         self._disconnected = True
-        inflight = list(self._inflight.values())
-        self._inflight.clear()
-        self.client.stats.lost += len(inflight)
-        self.client._connectionLost(self)
-        for call in inflight:
+        state = self.core.state
+        # Closed after a goaway or a refusal: the server is there, and the
+        # next attempt need not wait for a backoff delay.
+        self.wentAway = state is State.GOING_AWAY or state is State.REFUSED
+        lost = self.core.connectionLost()
+        self.client._connectionLost(self, reason)
+        self._failLost(lost, f"the connection was lost ({reason.getErrorMessage()})")
+
+    def _failLost(self, lost: list[_Call], why: str) -> None:
+        self.client.stats.lost += len(lost)
+        for call in lost:
             call.connection = None
-            assert call.deferred is not None
-            call.deferred.errback(
-                ConnectionLost(
-                    f"the connection was lost while {call.method}() was in flight "
-                    f"({reason.getErrorMessage()}): it may or may not have run on the "
-                    "server, so it was not resent"
+            call.fail(
+                CallLost(
+                    f"{call.method}() (msgid {call.msgid}): {why} while it was in "
+                    "flight: it may or may not have run on the server, so it was "
+                    "not resent"
                 )
             )
 
@@ -443,9 +395,9 @@ class _Redial:
 
 class RpcClientFactory(ReconnectingClientFactory):
     """
-    The L{ReconnectingClientFactory} of an L{RpcClient}: it supplies the
-    backoff (C{initialDelay}, C{factor}, C{maxDelay}, C{jitter}, C{clock});
-    the client decides when to connect and reconnect.
+    The L{ReconnectingClientFactory} of one endpoint of an L{RpcClient}: it
+    supplies the backoff (C{initialDelay}, C{factor}, C{maxDelay},
+    C{jitter}, C{clock}); the client decides when to connect and reconnect.
     """
 
     protocol = RpcClientProtocol
@@ -453,9 +405,7 @@ class RpcClientFactory(ReconnectingClientFactory):
     maxDelay = 10.0  # type: ignore[assignment]
     noisy = False
 
-    def __init__(
-        self, client: RpcClient, clock: Any, endpoint: _Endpoint | None = None
-    ) -> None:
+    def __init__(self, client: RpcClient, clock: Any, endpoint: _Endpoint) -> None:
         self.client = client
         self.clock = clock
         self.endpoint = endpoint
@@ -464,14 +414,40 @@ class RpcClientFactory(ReconnectingClientFactory):
         return RpcClientProtocol(self.client, self.endpoint)
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
-        endpoint = self.endpoint
-        self.client._attemptFailed(
-            reason, endpoint if endpoint is not None else self.client._endpoints[0]
-        )
+        self.client._attemptFailed(reason, self.endpoint)
 
     def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
         # RpcClientProtocol.connectionLost has already told the client.
         pass
+
+
+class EndpointState(enum.Enum):
+    """
+    The states of one endpoint of an L{RpcClient}.
+    """
+
+    #: No connection and no attempt: dialled on the next call (after its
+    #: backoff delay if C{failed}).
+    IDLE = "idle"
+    #: Waiting for its backoff delay before the next attempt.
+    BACKING_OFF = "backing off"
+    #: An attempt is under way: connecting, or waiting for the hello.
+    CONNECTING = "connecting"
+    #: A connection takes calls (C{ready}).
+    READY = "ready"
+
+
+def _isTLSFailure(reason: Failure) -> bool:
+    """
+    Did a connection end because its TLS handshake failed (OpenSSL refused
+    it, or the certificate does not name the host)?
+    """
+    try:
+        from OpenSSL.SSL import Error
+        from service_identity import VerificationError
+    except ImportError:  # pragma: no cover (no TLS without them)
+        return False
+    return reason.check(Error, VerificationError) is not None
 
 
 class _Endpoint:
@@ -479,22 +455,21 @@ class _Endpoint:
     One server of an L{RpcClient}: its address, its backoff (the factory),
     and the state of its connection.
 
-    @ivar ready: the connection that takes new calls, if any.
-    @ivar connecting: an attempt (or a backoff delay before one) is under way.
+    @ivar state: an L{EndpointState}.
+    @ivar ready: the connection that takes new calls, when C{READY}.
     @ivar failed: the last attempt failed or the last connection was lost:
-        with several endpoints, the next attempt waits for the backoff delay
-        (with one, a new call dials at once, as it always did).
+        the next attempt waits for the backoff delay.
     @ivar tls: the TLS connection creator to connect with, or L{None}.
     """
 
     __slots__ = (
-        "connecting",
         "connector",
         "factory",
         "failed",
         "host",
         "port",
         "ready",
+        "state",
         "tls",
     )
 
@@ -505,8 +480,8 @@ class _Endpoint:
         self.port = port
         self.tls = tls
         self.factory = RpcClientFactory(client, clock, self)
+        self.state = EndpointState.IDLE
         self.ready: RpcClientProtocol | None = None
-        self.connecting = False
         self.connector: IConnector | None = None
         self.failed = False
 
@@ -522,15 +497,15 @@ class RpcClient:
     @param host: the server's host name or address (or give C{endpoints}).
     @param port: its TCP port.
     @param endpoints: instead of C{host} and C{port}, several servers as
-        C{(host, port)} pairs: the client keeps a connection to each and
-        spreads calls round-robin over those that are ready (see the module
-        docstring for what happens when one goes away).  A C{(host, port,
-        tls)} triple connects to that server with its own TLS connection
-        creator (C{optionsForClientTLS} checks one host name) instead of
-        C{tls}.
+        C{(host, port)} pairs or C{"host:port"} strings: the client keeps a
+        connection to each and spreads calls round-robin over those that are
+        ready (see the module docstring for what happens when one goes
+        away).  A C{(host, port, tls)} triple connects to that server with
+        its own TLS connection creator (C{optionsForClientTLS} checks one
+        host name) instead of C{tls}.
     @param timeout: the default deadline of each call in seconds, counting the
         time it waits for a connection; L{None} for none.  Calls past it fail
-        with L{twisted.internet.defer.TimeoutError}.
+        with L{CallTimeout}.
     @param tls: a TLS connection creator, e.g. from
         L{twisted.internet.ssl.optionsForClientTLS}, to connect with TLS.
     @param maxPending: how many calls may be unanswered (queued or in flight)
@@ -541,6 +516,9 @@ class RpcClient:
         for a wrong or missing token fail with L{Unauthorized} and are not
         sent again.  Without C{tls} the token crosses the network in the
         clear.
+    @param maxMessageSize: the largest frame the client accepts from a
+        server, in bytes (the server's hello never raises it); a larger frame
+        header is a protocol violation.
     """
 
     def __init__(
@@ -554,24 +532,29 @@ class RpcClient:
         connectTimeout: float = 30,
         token: str | bytes | None = None,
         *,
-        endpoints: Iterable[tuple[str, int] | tuple[str, int, Any]] | None = None,
+        endpoints: Iterable[str | tuple[str, int] | tuple[str, int, Any]] | None = None,
+        maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         if endpoints is None:
             if host is None or port is None:
                 raise TypeError("RpcClient needs a host and a port, or endpoints")
-            addresses: list[tuple[str, int, Any]] = [(host, port, tls)]
+            addresses: list[tuple[str, int, Any]] = [(host, checkPort(port), tls)]
         else:
             if host is not None or port is not None:
                 raise TypeError(
                     "RpcClient takes a host and a port, or endpoints, not both"
                 )
-            addresses = [(e[0], e[1], e[2] if len(e) > 2 else tls) for e in endpoints]
+            addresses = []
+            for e in endpoints:
+                if isinstance(e, str):
+                    addresses.append((*parseAddress(e), tls))
+                else:
+                    name, number = parseAddress(e[:2])
+                    addresses.append((name, number, e[2] if len(e) > 2 else tls))
             if not addresses:
                 raise ValueError("RpcClient needs at least one endpoint")
         self._endpoints = [_Endpoint(self, h, p, t, reactor) for h, p, t in addresses]
-        self._many = len(self._endpoints) > 1
-        # With several endpoints: the ready connections, and where the next
-        # call goes among them.
+        # The ready connections, and where the next call goes among them.
         self._readyList: list[RpcClientProtocol] = []
         self._next = 0
         first = self._endpoints[0]
@@ -580,6 +563,7 @@ class RpcClient:
         self.timeout = timeout
         self.maxPending = maxPending
         self.connectTimeout = connectTimeout
+        self.maxMessageSize = maxMessageSize
         self._reactor = reactor
         if isinstance(token, str):
             token = token.encode("utf-8")
@@ -588,8 +572,6 @@ class RpcClient:
         # backoff settings are the ones tests tune.
         self.factory = first.factory
         self._queue: OrderedDict[_Call, None] = OrderedDict()
-        # A ready connection (with several endpoints, one of them), or None.
-        self._ready: RpcClientProtocol | None = None
         self._connections: set[RpcClientProtocol] = set()
         self._closed = False
         self.stats = ClientStats()
@@ -603,10 +585,12 @@ class RpcClient:
         Call C{method} on the server.
 
         @return: a L{Deferred} that fires with the result, or fails with a
-            L{RemoteError} (e.g. L{MethodNotFound}), L{ConnectionLost} (it may
-            have run), L{ClientClosed}, L{QueueFull}, L{MessageTooLarge} or a
-            timeout.  Cancelling it removes a queued call, or abandons an
-            in-flight one and asks the server to cancel it.
+            L{RemoteError} (e.g. L{MethodNotFound}: the server's answer), or a
+            L{LocalError}: L{CallLost} (it may have run), L{ClientClosed},
+            L{QueueFull} or L{RequestTooLarge} (it was not sent),
+            L{CallTimeout}, L{InvalidResponse} or L{TLSRefused}.  Cancelling
+            it removes a queued call, or abandons an in-flight one and asks
+            the server to cancel it.
         """
         if self._closed:
             return fail(ClientClosed(f"{method}(): the client is closed"))
@@ -623,7 +607,7 @@ class RpcClient:
         call.deferred = d
         call.client = self
         if self.timeout is not None:
-            d.addTimeout(self.timeout, self._reactor)
+            d.addTimeout(self.timeout, self._reactor, call.timedOut)
         self._submit(call)
         return d
 
@@ -649,36 +633,24 @@ class RpcClient:
         """
         count = len(self._queue)
         for protocol in self._connections:
-            count += len(protocol._inflight)
+            count += len(protocol.core.calls)
         return count
 
     def _submit(self, call: _Call) -> None:
-        ready = self._ready
-        if ready is not None and not self._queue:
-            if self._many:
-                ready = self._pick()
-            ready.sendCall(call)
+        ready = self._readyList
+        if ready and not self._queue:
+            if len(ready) < len(self._endpoints):
+                self._connect()
+            index = self._next
+            if index >= len(ready):
+                index = 0
+            self._next = index + 1
+            ready[index].sendCall(call)
         else:
             # Not connected, or connected and still sending the queue (a
             # call made from a callback while it drains): keep the order.
             self._queue[call] = None
             self._connect()
-
-    def _pick(self) -> RpcClientProtocol:
-        """
-        With several endpoints, the ready connection the next call goes to:
-        the next one round-robin.  Endpoints without a connection are dialled
-        (lazily, as with one endpoint, and after their backoff delay if their
-        last connection failed).
-        """
-        ready = self._readyList
-        if len(ready) < len(self._endpoints):
-            self._connect()
-        index = self._next
-        if index >= len(ready):
-            index = 0
-        self._next = index + 1
-        return ready[index]
 
     def _cancel(self, call: _Call) -> None:
         self.stats.cancelled += 1
@@ -708,7 +680,7 @@ class RpcClient:
         """
         Whether a connection is ready to take calls now.
         """
-        return self._ready is not None
+        return bool(self._readyList)
 
     @property
     def endpoints(self) -> Sequence[tuple[str, int]]:
@@ -716,6 +688,13 @@ class RpcClient:
         The servers, as C{(host, port)} pairs.
         """
         return [(e.host, e.port) for e in self._endpoints]
+
+    @property
+    def endpointStates(self) -> Sequence[EndpointState]:
+        """
+        The state of each endpoint, in order.
+        """
+        return [e.state for e in self._endpoints]
 
     @property
     def factories(self) -> Sequence[RpcClientFactory]:
@@ -736,30 +715,32 @@ class RpcClient:
 
     def _connect(self) -> None:
         """
-        Dial every endpoint that has no connection and no attempt under way;
-        one whose last connection failed waits for its backoff delay first
-        (with several endpoints: with one, a call dials at once).
+        Dial every idle endpoint; one whose last connection failed waits for
+        its backoff delay first.
         """
         if self._closed:
             return
         for endpoint in self._endpoints:
-            if endpoint.ready is None and not endpoint.connecting:
-                self._connectEndpoint(endpoint, endpoint.failed and self._many)
+            if endpoint.state is EndpointState.IDLE:
+                self._connectEndpoint(endpoint)
 
-    def _connectEndpoint(self, endpoint: _Endpoint, backoff: bool) -> None:
-        endpoint.connecting = True
-        if backoff:
+    def _connectEndpoint(self, endpoint: _Endpoint) -> None:
+        if endpoint.failed:
+            endpoint.state = EndpointState.BACKING_OFF
             endpoint.factory.retry(_Redial(self, endpoint))  # type: ignore[no-untyped-call]
         else:
             self._dial(endpoint)
 
     def _redial(self, endpoint: _Endpoint) -> None:
-        if self._closed or endpoint.ready is not None:
-            endpoint.connecting = False
+        if endpoint.state is not EndpointState.BACKING_OFF:
+            return
+        if self._closed:
+            endpoint.state = EndpointState.IDLE
             return
         self._dial(endpoint)
 
     def _dial(self, endpoint: _Endpoint) -> None:
+        endpoint.state = EndpointState.CONNECTING
         if endpoint.tls is not None:
             endpoint.connector = self._reactor.connectSSL(
                 endpoint.host,
@@ -778,17 +759,49 @@ class RpcClient:
 
     def _attemptFailed(self, reason: Failure, endpoint: _Endpoint) -> None:
         self.stats.connectFailures += 1
-        endpoint.connecting = False
+        endpoint.state = EndpointState.IDLE
         endpoint.failed = True
-        if self._queue and not self._closed:
-            _log.info(
-                "cannot connect to {host}:{port} ({why}); {count} calls queued, retrying",
-                host=endpoint.host,
-                port=endpoint.port,
-                why=reason.getErrorMessage(),
-                count=len(self._queue),
+        if not self._queue or self._closed:
+            return
+        if _isTLSFailure(reason):
+            self._tlsRefused(reason, endpoint)
+            return
+        _log.info(
+            "cannot connect to {host}:{port} ({why}); {count} calls queued, retrying",
+            host=endpoint.host,
+            port=endpoint.port,
+            why=reason.getErrorMessage(),
+            count=len(self._queue),
+        )
+        self._connectEndpoint(endpoint)
+
+    def _tlsRefused(self, reason: Failure, endpoint: _Endpoint) -> None:
+        """
+        The TLS handshake with C{endpoint} failed: it is not retried until
+        the next call, and unless another endpoint may still take them, the
+        queued calls fail with L{TLSRefused}.
+        """
+        _log.error(
+            "TLS handshake with {host}:{port} failed: {why}",
+            host=endpoint.host,
+            port=endpoint.port,
+            why=reason.getErrorMessage(),
+        )
+        for other in self._endpoints:
+            if other.state is EndpointState.READY or (
+                other.state is EndpointState.CONNECTING and not other.failed
+            ):
+                return
+        queued = list(self._queue)
+        self._queue.clear()
+        for call in queued:
+            call.fail(
+                TLSRefused(
+                    f"{call.method}(): the TLS handshake with {endpoint.host}:"
+                    f"{endpoint.port} failed ({reason.getErrorMessage()}); "
+                    "the call was not sent"
+                )
             )
-            self._connectEndpoint(endpoint, True)
 
     # -- what connections tell the client -----------------------------------
 
@@ -797,29 +810,21 @@ class RpcClient:
 
     def _connectionReady(self, protocol: RpcClientProtocol) -> None:
         endpoint = protocol.endpoint
-        endpoint.connecting = False
         endpoint.failed = False
         endpoint.factory.resetDelay()  # type: ignore[no-untyped-call]
         if self._closed:
+            endpoint.state = EndpointState.IDLE
             protocol.transport.loseConnection()
             return
         self.stats.connects += 1
+        endpoint.state = EndpointState.READY
         endpoint.ready = protocol
-        if self._many:
-            self._readyList.append(protocol)
-            self._ready = self._readyList[0]
-            self._drain()
-            return
-        self._ready = protocol
-        queue = self._queue
-        while queue and self._ready is protocol:
-            call, _ = queue.popitem(last=False)
-            protocol.sendCall(call)
+        self._readyList.append(protocol)
+        self._drain()
 
     def _drain(self) -> None:
         """
-        With several endpoints: send the queue, in order, round-robin over
-        the ready connections.
+        Send the queue, in order, round-robin over the ready connections.
         """
         queue = self._queue
         ready = self._readyList
@@ -838,64 +843,50 @@ class RpcClient:
         endpoint = protocol.endpoint
         if endpoint.ready is protocol:
             endpoint.ready = None
-        if self._many:
-            if protocol in self._readyList:
-                self._readyList.remove(protocol)
-                self._ready = self._readyList[0] if self._readyList else None
-        elif self._ready is protocol:
-            self._ready = None
+            endpoint.state = EndpointState.IDLE
+        if protocol in self._readyList:
+            self._readyList.remove(protocol)
 
     def _connectionGoingAway(
         self, protocol: RpcClientProtocol, unrun: list[_Call]
     ) -> None:
         self._unready(protocol)
-        if protocol.hello is None:
-            return  # refused before it was ready: connectionLost retries
         queue = self._queue
         for call in reversed(unrun):
             queue[call] = None
             queue.move_to_end(call, last=False)
-        if queue and self._many:
-            self._drain()
+        self._drain()
         if queue:
             self._connect()
 
     def _connectionRefused(
-        self, protocol: RpcClientProtocol, inflight: list[_Call], error: RemoteError
+        self, protocol: RpcClientProtocol, inflight: list[_Call], error: Unauthorized
     ) -> None:
         """
-        The server refused C{protocol} (see L{RpcClientProtocol._refused}):
-        fail C{inflight} and every queued call with C{error}.  Nothing
-        reconnects until the next call.
+        The server refused C{protocol}: fail C{inflight} and every queued
+        call with C{error}.  Nothing reconnects until the next call.
         """
         self._unready(protocol)
         queued = list(self._queue)
         self._queue.clear()
         for call in inflight + queued:
-            if call.deferred is not None:
-                call.deferred.errback(
-                    Unauthorized(f"{call.method}(): {error.message}", error.data)
-                )
+            call.fail(Unauthorized(f"{call.method}(): {error.message}", error.data))
 
-    def _connectionLost(self, protocol: RpcClientProtocol) -> None:
+    def _connectionLost(self, protocol: RpcClientProtocol, reason: Failure) -> None:
         self._connections.discard(protocol)
         self._unready(protocol)
         endpoint = protocol.endpoint
-        if protocol.hello is None:
+        if protocol.core.hello is None:
             # It never became ready: a failed attempt.
-            self._attemptFailed(
-                Failure(ConnectionDone("closed before the hello")), endpoint
-            )
-            return
-        if not protocol.goaway:
-            endpoint.failed = True
-        if (
-            self._queue
-            and not self._closed
-            and endpoint.ready is None
-            and not endpoint.connecting
-        ):
-            self._connectEndpoint(endpoint, not protocol.goaway)
+            if endpoint.state is EndpointState.CONNECTING:
+                if reason.check(ConnectionDone):
+                    reason = Failure(ConnectionDone("closed before the hello"))
+                self._attemptFailed(reason, endpoint)
+        else:
+            if not protocol.wentAway:
+                endpoint.failed = True
+            if self._queue and not self._closed:
+                self._connect()
         if self._closing is not None and not self._connections:
             self._finishClose()
 
@@ -915,24 +906,27 @@ class RpcClient:
         self._closing = Deferred()
         for endpoint in self._endpoints:
             endpoint.factory.stopTrying()  # type: ignore[no-untyped-call]
-            if endpoint.connecting and endpoint.connector is not None:
+            if (
+                endpoint.state is EndpointState.CONNECTING
+                and endpoint.connector is not None
+            ):
                 with suppress(Exception):
                     endpoint.connector.stopConnecting()
         queued = list(self._queue)
         self._queue.clear()
         for call in queued:
-            if call.deferred is not None:
-                call.deferred.errback(
-                    ClientClosed(
-                        f"{call.method}(): the client was closed before it was sent"
-                    )
+            call.fail(
+                ClientClosed(
+                    f"{call.method}(): the client was closed before it was sent"
                 )
+            )
         if not self._connections:
             self._finishClose()
             return self._closing
         for protocol in list(self._connections):
             protocol._closeIfDone()
-        self._closeDeadline = self._reactor.callLater(grace, self._abortAll)
+        if self._connections:
+            self._closeDeadline = self._reactor.callLater(grace, self._abortAll)
         return self._closing
 
     def _abortAll(self) -> None:

@@ -1,21 +1,34 @@
 """
 The exceptions agilerpc raises and sends.
 
-Every error that crosses the wire is a map with a C{"type"} and a
-C{"message"} (and sometimes C{"data"}); L{RpcError} is its Python shape.  A
-handler raises L{RpcError} to choose the type a caller sees, and a client
-raises L{RemoteError} (or one of the standard subclasses below) when a call
-fails on the server.
+One root, L{RpcError}, with two branches, as C{amp} has C{AmpError} and
+C{RemoteAmpError}:
+
+ - L{RemoteError} (and its standard subclasses such as L{MethodNotFound}):
+   what the server sent.  Every error that crosses the wire is a map with a
+   C{"type"} and a C{"message"} (and sometimes C{"data"}).
+ - L{LocalError}: what the client decided by itself, without the server
+   saying so: the call was too large to send (L{RequestTooLarge}), the
+   queue is full, the client is closed, the connection was lost
+   (L{CallLost}), the server broke the protocol (L{InvalidResponse}), or the
+   call timed out (L{CallTimeout}).
+
+A handler raises L{RpcError} itself to choose the type a caller sees.
+L{MessageTooLarge} is caught either way: the server's (a L{RemoteError})
+and the client's own L{RequestTooLarge} (a L{LocalError}) both derive from
+it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
 class RpcError(Exception):
     """
-    An error with a wire type, a human-readable message and optional data.
+    An error with a wire type, a human-readable message and optional data:
+    the root of every error agilerpc raises.
 
     Raise it from a handler to send exactly this C{type}, C{message} and
     C{data} to the caller; any other exception is sent as its class name and
@@ -27,7 +40,9 @@ class RpcError(Exception):
     """
 
     def __init__(self, type: str, message: str, data: Any = None) -> None:
-        super().__init__(type, message, data)
+        # Exception's, not super(): a subclass that is also an OSError (see
+        # CallTimeout) must not have these taken for an errno and strerror.
+        Exception.__init__(self, type, message, data)
         self.type = type
         self.message = message
         self.data = data
@@ -55,9 +70,10 @@ class RemoteError(RpcError):
     """
 
     @classmethod
-    def fromWire(cls, error: object) -> RemoteError:
+    def fromWire(cls, error: object) -> RpcError:
         """
-        Build the exception for an error map received from the wire.
+        Build the exception for an error map received from the wire: a
+        L{RemoteError}, or an L{InvalidResponse} if C{error} is not a map.
         """
         if not isinstance(error, dict):
             return InvalidResponse(f"error is not a map: {error!r}")
@@ -72,6 +88,21 @@ class RemoteError(RpcError):
         if standard is not None:
             return standard(message, data)
         return RemoteError(type_, message, data)
+
+
+class LocalError(RpcError):
+    """
+    A call failed for a reason the client found by itself: nothing the
+    server sent says so.  Its type is its class name; it never crosses the
+    wire.
+    """
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        super().__init__(type(self).__name__, message, data)
+
+    def __str__(self) -> str:
+        # The class name already says what happened, in a traceback.
+        return self.message
 
 
 class _StandardError(RemoteError):
@@ -101,10 +132,35 @@ class InvalidRequest(_StandardError):
     """
 
 
-class MessageTooLarge(_StandardError):
+class MessageTooLarge(RpcError):
     """
     A message is larger than the receiver's maximum message size.
+
+    C{except MessageTooLarge} catches both sides: L{RemoteMessageTooLarge},
+    the server's error, and L{RequestTooLarge}, the client's refusal to send
+    a request the server's hello says it would refuse.  A server raises this
+    class itself to send the error.
     """
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        RpcError.__init__(self, "MessageTooLarge", message, data)
+
+
+class RemoteMessageTooLarge(MessageTooLarge, RemoteError):
+    """
+    The server's C{MessageTooLarge} error: it refused a message, or could
+    not send an answer, because of its maximum message size.
+    """
+
+
+class RequestTooLarge(MessageTooLarge, LocalError):
+    """
+    The request is larger than the server's maximum message size (from its
+    hello): it was not sent, so it did not run.
+    """
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        MessageTooLarge.__init__(self, message, data)
 
 
 class Cancelled(_StandardError):
@@ -131,45 +187,80 @@ class InvalidResult(_StandardError):
     """
 
 
-class InvalidResponse(_StandardError):
-    """
-    The server sent a message this client cannot understand.
-    """
-
-
-_STANDARD: dict[str, type[_StandardError]] = {
+_STANDARD: dict[str, Callable[[str, Any], RemoteError]] = {
     c.__name__: c
     for c in (
         MethodNotFound,
         InvalidParams,
         InvalidRequest,
-        MessageTooLarge,
         Cancelled,
         ServerBusy,
         Unauthorized,
         InvalidResult,
-        InvalidResponse,
     )
 }
+_STANDARD["MessageTooLarge"] = RemoteMessageTooLarge
 
 
-class ConnectionLost(Exception):
+class InvalidResponse(LocalError):
     """
-    The connection closed while the call was in flight, without the server
-    saying whether it ran.
+    The server sent something that is not a valid message of the protocol.
+
+    Before the hello, the connection attempt fails with it.  For a response
+    that cannot be decoded but names a call in flight, that one call fails
+    with it (it may have run) and the connection goes on.
+    """
+
+
+class CallLost(LocalError):
+    """
+    The connection closed (or broke the protocol and was closed) while the
+    call was in flight, without the server saying whether it ran.
 
     The call may or may not have run on the server, so it is not resent: doing
     so could run it twice.  Retry it yourself only if it is safe to repeat.
     """
 
 
-class ClientClosed(Exception):
+class ClientClosed(LocalError):
     """
     The client was closed before the call could be sent or answered.
     """
 
 
-class QueueFull(Exception):
+class QueueFull(LocalError):
     """
-    The client's queue of calls waiting for a connection is full.
+    The client's queue of calls waiting for a connection is full.  The call
+    was not sent.
+    """
+
+
+class TLSRefused(LocalError):
+    """
+    The TLS handshake with the server failed (a certificate that does not
+    verify, or a server that refuses the client's): the calls waiting for a
+    connection fail with it at once, since retrying would fail the same way.
+    Nothing was sent.
+    """
+
+
+class NotServed(LocalError, ConnectionRefusedError):
+    """
+    The server did not serve the connection: it sent a goaway before its
+    hello (C{ServerBusy}, say), so nothing sent on it ran.  The blocking
+    client counts it as a failed connection attempt and retries it like a
+    refused connect; it raises it when it runs out of retries.
+
+    It is also the standard library's L{ConnectionRefusedError} (with no
+    errno).
+    """
+
+
+class CallTimeout(LocalError, TimeoutError):
+    """
+    The call did not finish within its time limit.  If it was sent it may or
+    may not have run (the server was asked to cancel it); its message says
+    which call, which limit, and its msgid if it was sent.
+
+    It is also the standard library's L{TimeoutError} (with no errno).
     """

@@ -83,7 +83,9 @@ async def connect(reactor: Any, impl: str, host: str, port: int) -> Conn:
     if impl == "agilerpc":
         from agilerpc import RpcClient
 
-        client = RpcClient(reactor, host, port)
+        # The echo scenarios answer up to 8 MiB payloads: more than the
+        # client's default receive limit, which the hello does not raise.
+        client = RpcClient(reactor, host, port, maxMessageSize=64 * 1024 * 1024)
         conn = Conn(
             lambda: client.callRemote("add", 1, 2),
             lambda payload: client.callRemote("echo", payload),

@@ -108,7 +108,7 @@ class CallCommandTests(CLIHarness, SynchronousTestCase):
         server.join()
         self.assertEqual(
             server.connections[0].received,
-            [[0, 1, "sayHello", ["zhangsan", 1, "2", [1, None], "{"]]],
+            [[0, 0, "sayHello", ["zhangsan", 1, "2", [1, None], "{"]]],
         )
         self.assertEqual(
             made, [{"host": "127.0.0.1", "port": 9988, "timeout": 10.0, "retry": 0}]
@@ -135,7 +135,7 @@ class CallCommandTests(CLIHarness, SynchronousTestCase):
         self.assertEqual((status, out), (0, "3\n"))
         server.join()
         self.assertEqual(
-            server.connections[0].received, [[0, 1, "add", [1], {"b": 2, "c": "x"}]]
+            server.connections[0].received, [[0, 0, "add", [1], {"b": 2, "c": "x"}]]
         )
         self.assertEqual(made[0]["host"], "::1")
         self.assertIsNone(made[0]["timeout"])
@@ -222,8 +222,8 @@ class CallCommandTests(CLIHarness, SynchronousTestCase):
             (
                 4,
                 "",
-                "agilerpc: timed out: sleep() on fake.invalid:9988 did not finish "
-                "within 0.2 s\n",
+                "agilerpc: timed out: sleep() on fake.invalid:9988 timed out after "
+                "0.2 s; it may or may not have run\n",
             ),
         )
 
@@ -242,6 +242,42 @@ class CallCommandTests(CLIHarness, SynchronousTestCase):
         self.assertEqual(err.count("\n"), 1)
         self.assertTrue(err.startswith("agilerpc: "), err)
         self.assertIn("may or may not have run", err)
+
+    def test_goawayWithNegativeLastMsgid(self) -> None:
+        """
+        A goaway whose last_msgid is negative proves nothing: the call is
+        reported lost (exit 5), never sent a second time.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            c.receiveRequest()
+            c.goaway(-1, "idle")
+            c.readToEnd()
+
+        server, _ = self.fakeServer(script, script)
+        status, out, err = self.runCLI("call", "127.0.0.1:1", "incr", "t")
+        self.assertEqual((status, out), (5, ""))
+        self.assertIn("invalid last msgid -1", err)
+        server.join()
+        self.assertEqual(server.attempts, 1)
+
+    def test_serverBusy(self) -> None:
+        """
+        A server that sends a ServerBusy goaway instead of its hello cannot
+        be connected to (exit 3); nothing was sent.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.goaway(None, "ServerBusy")
+            c.readToEnd()
+
+        server, _ = self.fakeServer(script)
+        status, out, err = self.runCLI("call", "127.0.0.1:1", "incr", "t")
+        self.assertEqual((status, out), (3, ""))
+        self.assertIn("ServerBusy", err)
+        server.join()
+        self.assertEqual(server.connections[0].received, [])
 
     def test_unencodableArgument(self) -> None:
         """
@@ -329,7 +365,7 @@ class MethodsCommandTests(CLIHarness, SynchronousTestCase):
         )
         server.join()
         self.assertEqual(
-            server.connections[0].received, [[0, 1, "system.describe", []]]
+            server.connections[0].received, [[0, 0, "system.describe", []]]
         )
 
     def test_methodsJSON(self) -> None:

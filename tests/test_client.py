@@ -5,6 +5,7 @@ Tests for L{agilerpc.RpcClient}, deterministic: in-memory connections
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
@@ -13,60 +14,23 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from agilerpc import (
+    CallLost,
+    CallTimeout,
     ClientClosed,
-    ConnectionLost,
+    InvalidResponse,
     MessageTooLarge,
     MethodNotFound,
     QueueFull,
-    Registry,
     RemoteError,
     RpcClient,
+    TLSRefused,
     Unauthorized,
     _wire,
 )
+from agilerpc._clientconnection import State
 from agilerpc.testing import MemoryServer
 
-
-class Handlers:
-    """
-    Handlers that record every execution, so tests can tell that each call
-    ran exactly once.
-    """
-
-    def __init__(self) -> None:
-        self.runs: list[Any] = []
-        self.waiting: dict[Any, Deferred[Any]] = {}
-        self.cancelled: list[Any] = []
-
-    def registry(self) -> Registry:
-        registry = Registry()
-        registry.register(self.run)
-        registry.register(self.wait)
-        registry.register(self.add)
-        return registry
-
-    def run(self, token: Any) -> Any:
-        self.runs.append(token)
-        return token
-
-    def add(self, a: int, b: int) -> int:
-        return a + b
-
-    def wait(self, token: Any) -> Deferred[Any]:
-        """
-        Run now, answer when the test says so.
-        """
-        self.runs.append(token)
-
-        def cancel(d: Deferred[Any]) -> None:
-            self.cancelled.append(token)
-
-        d: Deferred[Any] = Deferred(cancel)
-        self.waiting[token] = d
-        return d
-
-    def answer(self, token: Any) -> None:
-        self.waiting.pop(token).callback(token)
+from .clienthelpers import Handlers
 
 
 class ClientTestMixin:
@@ -160,7 +124,7 @@ class CallTests(ClientTestMixin, SynchronousTestCase):
         for i in range(3):
             self.client.callRemote("run", i)
         protocol = self.server.openConnections()[0].client
-        self.assertEqual(sorted(protocol._inflight), [0, 1, 2])
+        self.assertEqual(sorted(protocol.core.calls), [0, 1, 2])
 
     def test_notify(self) -> None:
         """
@@ -282,7 +246,7 @@ class GoawayTests(ClientTestMixin, SynchronousTestCase):
         goaway = _wire.encodeGoaway(None, "ServerBusy")
         protocol.dataReceived(_wire.frame(goaway))
         self.assertTrue(transport.disconnecting)
-        protocol.connectionLost(Failure(ConnectionLost("closed")))
+        protocol.connectionLost(Failure(CallLost("closed")))
         self.assertNoResult(d)
         self.assertEqual(self.client.queued, 1)
         self.assertEqual(len(self.server.reactor.tcpClients), 1)
@@ -316,12 +280,12 @@ class LossTests(ClientTestMixin, SynchronousTestCase):
     def test_crashFailsInflightNeverResends(self) -> None:
         """
         A connection lost without a goaway fails in-flight calls with
-        ConnectionLost (they may have run) and never resends them.
+        CallLost (they may have run) and never resends them.
         """
         d = self.client.callRemote("wait", "w")
         self.server.flush()
         self.server.drop()
-        f = self.failureResultOf(d, ConnectionLost)
+        f = self.failureResultOf(d, CallLost)
         self.assertIn("may or may not have run", str(f.value))
         self.server.advance(100)
         self.assertEqual(self.handlers.runs, ["w"])
@@ -361,13 +325,18 @@ class LossTests(ClientTestMixin, SynchronousTestCase):
         retried: list[Deferred[Any]] = []
 
         def retry(f: Failure) -> None:
-            f.trap(ConnectionLost)
+            f.trap(CallLost)
             retried.append(self.client.callRemote("run", "again"))
 
         d = self.client.callRemote("wait", "w")
         d.addErrback(retry)
         self.server.flush()
         self.server.drop()
+        self.server.flush()
+        # The endpoint's connection was lost: it is dialled again after its
+        # backoff delay.
+        self.assertNoResult(retried[0])
+        self.server.reactor.advance(self.client.factory.initialDelay)
         self.server.flush()
         self.assertEqual(self.successResultOf(retried[0]), "again")
         self.assertEqual(self.server.attempts, 2)
@@ -430,7 +399,10 @@ class CancelAndTimeoutTests(ClientTestMixin, SynchronousTestCase):
         self.server.reactor.advance(4.9)
         self.assertNoResult(d)
         self.server.reactor.advance(0.1)
-        self.failureResultOf(d, TimeoutError)
+        f = self.failureResultOf(d, CallTimeout)
+        self.assertEqual(
+            str(f.value), "run() timed out after 5 s while waiting for a connection"
+        )
         self.assertEqual(client.queued, 0)
         self.server.refusing = False
         self.server.advance(60)
@@ -553,7 +525,7 @@ class CloseTests(ClientTestMixin, SynchronousTestCase):
         closed = self.client.close(grace=5)
         self.server.reactor.advance(5)
         self.server.flush()
-        self.failureResultOf(d, ConnectionLost)
+        self.failureResultOf(d, CallLost)
         self.successResultOf(closed)
 
     def test_closeTwice(self) -> None:
@@ -607,20 +579,23 @@ class HelloTests(SynchronousTestCase):
         d = client.callRemote("x")
         protocol.dataReceived(_wire.frame(_wire.pack([3, "goaway", "7", "idle"])))
         self.assertTrue(transport.disconnecting)
-        self.assertFalse(protocol.goaway)
-        protocol.connectionLost(Failure(ConnectionLost("aborted")))
-        self.failureResultOf(d, ConnectionLost)
+        self.assertIs(protocol.core.state, State.BROKEN)
+        self.failureResultOf(d, CallLost)
+        protocol.connectionLost(Failure(CallLost("aborted")))
         self.assertEqual(client.queued, 0)
         self.flushLoggedErrors()
 
     def test_maxMessageSizeFromHello(self) -> None:
         """
-        The hello's max_message_size becomes the connection's limit.
+        The hello's max_message_size becomes the limit of what the client
+        sends, and of what it receives when it is lower than the client's
+        own.
         """
         protocol, _, _ = self._protocol()
         hello = {"protocol": 1, "keepalive": 0, "max_message_size": 1234}
         protocol.dataReceived(_wire.frame(_wire.encodeHello(hello)))
-        self.assertEqual(protocol.MAX_LENGTH, 1234)
+        self.assertEqual(protocol.core.maxSendSize, 1234)
+        self.assertEqual(protocol.core.MAX_LENGTH, 1234)
 
     def test_oversizedFrameFromServer(self) -> None:
         """
@@ -727,7 +702,7 @@ class TokenTests(SynchronousTestCase):
         protocol = self.server.openConnections()[0].client
         protocol.transport = StringTransport()
         d = client.callRemote("run", 1)
-        protocol.stringReceived(_wire.encodeGoaway(None, "Unauthorized"))
+        protocol.dataReceived(_wire.frame(_wire.encodeGoaway(None, "Unauthorized")))
         self.failureResultOf(d, Unauthorized)
         self.assertTrue(protocol.transport.disconnecting)
         self.assertEqual(client.queued, 0)
@@ -736,3 +711,198 @@ class TokenTests(SynchronousTestCase):
         out: list[Any] = []
         d.addBoth(out.append)
         return out
+
+
+class HostileServerTests(SynchronousTestCase):
+    """
+    L{RpcClient} against a server that misbehaves: every waiting Deferred
+    still fires, with an error that says what happened.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.client = RpcClient(self.reactor, "h", 1, timeout=3)
+        self.client.factory.jitter = 0
+
+    def _open(self) -> tuple[Any, _RecordingTransport]:
+        """
+        Dial (if not yet) and connect the latest attempt by hand.
+        """
+        self.client.connect()
+        protocol: Any = self.reactor.tcpClients[-1][2].buildProtocol(None)
+        transport = _RecordingTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_closeWithoutHello(self) -> None:
+        """
+        C{close(grace)} fires after the grace period when a connection
+        opened but its hello never came.
+        """
+        protocol, transport = self._open()
+        closed = self.client.close(grace=1)
+        self.assertTrue(transport.disconnecting)
+        self.assertNoResult(closed)
+        self.reactor.advance(1)
+        protocol.connectionLost(Failure(CallLost("aborted")))
+        self.successResultOf(closed)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_closeAfterGoawayBeforeHello(self) -> None:
+        """
+        C{close()} fires once a connection that got a goaway before its
+        hello is closed.
+        """
+        protocol, transport = self._open()
+        protocol.dataReceived(_wire.frame(_wire.encodeGoaway(None, "ServerBusy")))
+        self.assertTrue(transport.disconnecting)
+        closed = self.client.close(grace=1)
+        protocol.connectionLost(Failure(CallLost("closed")))
+        self.successResultOf(closed)
+
+    def test_helloCannotRaiseReceiveLimit(self) -> None:
+        """
+        A hello announcing 2**40 bytes does not raise the client's receive
+        limit: a 4 GiB frame header aborts the connection at once, and the
+        call in flight fails with L{CallLost}.
+        """
+        d = self.client.callRemote("x")
+        protocol, transport = self._open()
+        hello = {"protocol": 1, "max_message_size": 2**40}
+        protocol.dataReceived(_wire.frame(_wire.encodeHello(hello)))
+        protocol.dataReceived(_wire.HEADER.pack(2**32 - 1) + b"x" * 1000)
+        self.assertTrue(transport.disconnecting)
+        f = self.failureResultOf(d, CallLost)
+        self.assertIn("4294967295 bytes", str(f.value))
+        self.flushLoggedErrors()
+
+    def test_timeoutSaysWhichCall(self) -> None:
+        """
+        A call that times out in flight says which call (method and msgid)
+        and which limit.
+        """
+        d = self.client.callRemote("sayHello", "x")
+        protocol, transport = self._open()
+        protocol.dataReceived(_wire.frame(_wire.encodeHello({"protocol": 1})))
+        self.reactor.advance(3)
+        f = self.failureResultOf(d, CallTimeout)
+        self.assertEqual(
+            str(f.value),
+            "sayHello() timed out after 3 s (msgid 0; the server was asked to "
+            "cancel it, it may or may not have run)",
+        )
+        self.assertIsInstance(f.value, builtins.TimeoutError)
+        self.assertEqual(transport.written[-1], _wire.frame(_wire.encodeCancel(0)))
+
+    def test_resultNestedTooDeep(self) -> None:
+        """
+        A response too deep to decode fails its call alone with
+        L{InvalidResponse}; the connection carries on.
+        """
+        d1 = self.client.callRemote("deep")
+        d2 = self.client.callRemote("x")
+        protocol, transport = self._open()
+        protocol.dataReceived(_wire.frame(_wire.encodeHello({"protocol": 1})))
+        nested: list[Any] = []
+        for _ in range(1023):
+            nested = [nested]
+        protocol.dataReceived(_wire.frame(_wire.encodeResult(0, nested)))
+        protocol.dataReceived(_wire.frame(_wire.encodeResult(1, "ok")))
+        self.failureResultOf(d1, InvalidResponse)
+        self.assertEqual(self.successResultOf(d2), "ok")
+        self.assertFalse(transport.disconnecting)
+
+    def test_requestFromServer(self) -> None:
+        """
+        A request sent by the server is a protocol violation: the
+        connection is aborted and the call in flight fails with L{CallLost};
+        a call made then waits for the next connection.
+        """
+        d = self.client.callRemote("x")
+        protocol, transport = self._open()
+        protocol.dataReceived(_wire.frame(_wire.encodeHello({"protocol": 1})))
+        retried: list[Deferred[Any]] = []
+
+        def retry(f: Failure) -> None:
+            f.trap(CallLost)
+            retried.append(self.client.callRemote("again"))
+
+        d.addErrback(retry)
+        protocol.dataReceived(_wire.frame(_wire.pack([0, 1, "evil", []])))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(retried), 1)
+        # The call made from the errback waits for the next connection.
+        self.assertEqual(self.client.queued, 1)
+        self.assertEqual(protocol.core.calls, {})
+        self.flushLoggedErrors()
+
+
+class TLSRefusalTests(SynchronousTestCase):
+    """
+    A TLS handshake that fails, driven by hand: the connection ends before
+    its hello with an OpenSSL error.
+    """
+
+    def _lose(self, reactor: MemoryReactorClock, index: int) -> None:
+        from OpenSSL.SSL import Error
+
+        protocol: Any = reactor.tcpClients[index][2].buildProtocol(None)
+        protocol.makeConnection(_RecordingTransport())
+        protocol.connectionLost(Failure(Error([("SSL routines", "", "handshake")])))
+
+    def test_failsQueuedCallsAtOnce(self) -> None:
+        """
+        The first refused handshake fails the queued calls with
+        L{TLSRefused}; the endpoint is not dialled again until the next
+        call.
+        """
+        reactor = MemoryReactorClock()
+        client = RpcClient(reactor, "h", 1, timeout=30)
+        d = client.callRemote("x")
+        self._lose(reactor, 0)
+        f = self.failureResultOf(d, TLSRefused)
+        self.assertIn("TLS handshake with h:1 failed", str(f.value))
+        reactor.advance(60)
+        self.assertEqual(len(reactor.tcpClients), 1)
+        self.flushLoggedErrors()
+
+    def test_otherEndpointMayStillServe(self) -> None:
+        """
+        With another endpoint still connecting, the queued calls wait for
+        it.
+        """
+        reactor = MemoryReactorClock()
+        client = RpcClient(reactor, endpoints=[("a", 1), ("b", 2)])
+        d = client.callRemote("x")
+        self._lose(reactor, 0)
+        self.assertNoResult(d)
+        self.assertEqual(client.queued, 1)
+        self.flushLoggedErrors()
+
+
+class NotificationTests(SynchronousTestCase):
+    """
+    Notifications the core refuses to send.
+    """
+
+    def test_refusedNotificationsLogged(self) -> None:
+        """
+        A notification too large for the server, or that cannot be encoded,
+        is logged and not sent; the connection carries on.
+        """
+        reactor = MemoryReactorClock()
+        client = RpcClient(reactor, "h", 1)
+        client.connect()
+        protocol: Any = reactor.tcpClients[0][2].buildProtocol(None)
+        transport = _RecordingTransport()
+        protocol.makeConnection(transport)
+        hello = {"protocol": 1, "max_message_size": 50}
+        protocol.dataReceived(_wire.frame(_wire.encodeHello(hello)))
+        client.notify("m", "x" * 100)
+        client.notify("m", object())
+        self.assertEqual(transport.written, [])
+        self.assertEqual(len(self.flushLoggedErrors()), 1)
+        client.notify("m", 1)
+        self.assertEqual(
+            transport.written, [_wire.frame(_wire.encodeNotification("m", [1]))]
+        )

@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from agilerpc import ConnectionLost, RpcClient
+from agilerpc import CallLost, RpcClient
 
 from .incrstream import IncrStream
 from .serverprocess import ServerProcess
@@ -92,7 +92,7 @@ class RpcClientIntegrationTests(TestCase):
     def test_crashFailsInflightOnly(self) -> Any:
         """
         When the server dies (SIGKILL, no goaway), calls in flight fail with
-        ConnectionLost and are not resent; a new server answers new calls.
+        CallLost and are not resent; a new server answers new calls.
         """
         ledger = os.path.abspath(self.mktemp())
         server = ServerProcess.start(self, ledger=ledger)
@@ -102,7 +102,7 @@ class RpcClientIntegrationTests(TestCase):
         slow = client.callRemote("sleep", 30)
         yield _pause(0.2)
         server.stop(signal.SIGKILL)
-        failure = yield self.assertFailure(slow, ConnectionLost)
+        failure = yield self.assertFailure(slow, CallLost)
         self.assertIn("may or may not have run", str(failure))
         server = yield deferToThread(
             ServerProcess.start, self, ledger=ledger, port=port

@@ -18,12 +18,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from agilerpc import ConnectionLost, RpcClient, TcpRpcClient
+from agilerpc import CallLost, RpcClient, TcpRpcClient
 from agilerpc.testing import MemoryServer
 
+from .clienthelpers import Handlers, assertExactlyOnce
 from .test_blocking import WAIT, FakeConnection, FakeServer, serveForever
-from .test_client import Handlers
-from .test_client_property import assertExactlyOnce
 
 PORTS = [9001, 9002, 9003]
 
@@ -301,7 +300,7 @@ class FailoverTests(SynchronousTestCase):
     def test_dropFailsOnlyThatEndpointsCalls(self) -> None:
         """
         A connection lost without a goaway fails the calls in flight on it
-        with ConnectionLost (they are not resent); calls on the other
+        with CallLost (they are not resent); calls on the other
         endpoint are answered, and new calls go to the survivor.
         """
         cluster = Cluster(2)
@@ -316,8 +315,8 @@ class FailoverTests(SynchronousTestCase):
             cluster.handlers[1].answer(token)
         cluster.flush()
         self.assertIsInstance(results[0][0], Failure)
-        self.assertTrue(results[0][0].check(ConnectionLost))
-        self.assertTrue(results[2][0].check(ConnectionLost))
+        self.assertTrue(results[0][0].check(CallLost))
+        self.assertTrue(results[2][0].check(CallLost))
         self.assertEqual((results[1], results[3]), ([1], [3]))
         self.assertEqual(cluster.runs(), [[0, 2], [1, 3]])
         one.refusing = True
@@ -414,7 +413,7 @@ class ExactlyOnceTests(SynchronousTestCase):
         """
         Any interleaving of calls and per-endpoint goaways, drops and
         refusals ends with each call answered from exactly one run (on any
-        endpoint), or failed with ConnectionLost after at most one run.
+        endpoint), or failed with CallLost after at most one run.
         """
         cluster = Cluster(count)
         servers = cluster.servers
@@ -489,14 +488,18 @@ class FakeServersClient(TcpRpcClient):
         super().__init__(
             servers=[f"fake{port}.invalid:{port}" for port in fakes],
             timeout=WAIT,
+            socketFactory=self._connectFake,
             **kwargs,
         )
         self.fakes = fakes
         self.opened: list[int] = []
 
-    def _openSocket(self, timeout: float | None) -> socket.socket:
-        self.opened.append(self.port)
-        fake = self.fakes[self.port]
+    def _connectFake(
+        self, address: tuple[str, int], timeout: float | None
+    ) -> socket.socket:
+        port = address[1]
+        self.opened.append(port)
+        fake = self.fakes[port]
         if isinstance(fake, OSError):
             raise fake
         return fake.connect()
@@ -587,7 +590,7 @@ class TcpServersTests(SynchronousTestCase):
         def goAway(connection: FakeConnection) -> None:
             connection.hello()
             connection.receiveRequest()
-            connection.goaway(0, "shutdown")
+            connection.goaway(None, "shutdown")
             connection.halfClose()
             connection.readToEnd()
 
@@ -602,7 +605,7 @@ class TcpServersTests(SynchronousTestCase):
     def test_lossInFlightIsNotResent(self) -> None:
         """
         A connection lost while the call was in flight raises
-        ConnectionLost; the call is not sent to another server.
+        CallLost; the call is not sent to another server.
         """
 
         def runAndDie(connection: FakeConnection) -> None:
@@ -612,7 +615,7 @@ class TcpServersTests(SynchronousTestCase):
         one = FakeServer(self, runAndDie)
         two = FakeServer(self, serveForever)
         client = self.fakes(one, two)
-        self.assertRaises(ConnectionLost, client.call, "run", ("t",))
+        self.assertRaises(CallLost, client.call, "run", ("t",))
         self.assertEqual(client.opened, [9001])
         self.assertEqual(one.executed, [(0, "run", ["t"])])
         self.assertEqual(two.attempts, 0)

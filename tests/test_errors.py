@@ -16,19 +16,25 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import agilerpc
 from agilerpc import (
+    CallLost,
+    CallTimeout,
     Cancelled,
     ClientClosed,
-    ConnectionLost,
     InvalidParams,
     InvalidRequest,
     InvalidResponse,
     InvalidResult,
+    LocalError,
     MessageTooLarge,
     MethodNotFound,
+    NotServed,
     QueueFull,
     RemoteError,
+    RemoteMessageTooLarge,
+    RequestTooLarge,
     RpcError,
     ServerBusy,
+    TLSRefused,
     Unauthorized,
 )
 from agilerpc._errors import _StandardError
@@ -39,12 +45,21 @@ STANDARD: list[type[_StandardError]] = [
     MethodNotFound,
     InvalidParams,
     InvalidRequest,
-    MessageTooLarge,
     Cancelled,
     ServerBusy,
     Unauthorized,
     InvalidResult,
+]
+
+LOCAL: list[type[LocalError]] = [
+    CallLost,
+    CallTimeout,
+    ClientClosed,
     InvalidResponse,
+    NotServed,
+    QueueFull,
+    RequestTooLarge,
+    TLSRefused,
 ]
 
 
@@ -144,11 +159,12 @@ class StandardErrorTests(SynchronousTestCase):
         """
         for cls in [
             *STANDARD,
+            *LOCAL,
             RpcError,
             RemoteError,
-            ConnectionLost,
-            ClientClosed,
-            QueueFull,
+            LocalError,
+            MessageTooLarge,
+            RemoteMessageTooLarge,
         ]:
             self.assertIs(getattr(agilerpc, cls.__name__), cls)
             self.assertIn(cls.__name__, agilerpc.__all__)
@@ -206,7 +222,7 @@ class FromWireTests(SynchronousTestCase):
         classes: those type names give a plain L{RemoteError}.
         """
         for name in [
-            "ConnectionLost",
+            "CallLost",
             "ClientClosed",
             "QueueFull",
             "RpcError",
@@ -281,7 +297,8 @@ class FromWireTests(SynchronousTestCase):
             if v.message[0] == 1 and v.message[2] is not None
         ]
         self.assertGreaterEqual(len(errors), 5)
-        classes = {cls.__name__: cls for cls in STANDARD}
+        classes: dict[str, type[RemoteError]] = {cls.__name__: cls for cls in STANDARD}
+        classes["MessageTooLarge"] = RemoteMessageTooLarge
         for error_map in errors:
             error = RemoteError.fromWire(error_map)
             self.assertIs(type(error), classes.get(error_map["type"], RemoteError))
@@ -295,27 +312,77 @@ class LocalErrorTests(SynchronousTestCase):
 
     def test_connectionLostSaysCallMayHaveRun(self) -> None:
         """
-        L{ConnectionLost} tells the user that the call may or may not have run
+        L{CallLost} tells the user that the call may or may not have run
         and was therefore not resent.
         """
-        doc = " ".join((inspect.getdoc(ConnectionLost) or "").split())
+        doc = " ".join((inspect.getdoc(CallLost) or "").split())
         self.assertIn("may or may not have run", doc)
         self.assertIn("not resent", doc)
         self.assertIn("Retry it yourself only if it is safe to repeat", doc)
 
     def test_connectionLostKeepsMessage(self) -> None:
         """
-        The message a client gives L{ConnectionLost} is its C{str()}.
+        The message a client gives L{CallLost} is its C{str()}.
         """
         message = "the connection was lost: it may or may not have run"
-        self.assertEqual(str(ConnectionLost(message)), message)
+        self.assertEqual(str(CallLost(message)), message)
 
     def test_localErrorsAreNotRemote(self) -> None:
         """
-        Local errors are not L{RpcError}s: C{except RemoteError} does not
-        catch them, so a lost connection is never mistaken for a server's
-        answer.
+        Local errors share the root L{RpcError} with the server's errors but
+        are not L{RemoteError}s: C{except RemoteError} does not catch them,
+        so a lost connection is never mistaken for a server's answer.
         """
-        for cls in [ConnectionLost, ClientClosed, QueueFull]:
-            self.assertTrue(issubclass(cls, Exception))
-            self.assertFalse(issubclass(cls, RpcError), cls)
+        for cls in LOCAL:
+            self.assertTrue(issubclass(cls, LocalError), cls)
+            self.assertTrue(issubclass(cls, RpcError), cls)
+            self.assertFalse(issubclass(cls, RemoteError), cls)
+        for standard in STANDARD:
+            self.assertFalse(issubclass(standard, LocalError), standard)
+
+    def test_localTypeIsClassName(self) -> None:
+        """
+        A local error's type is its class name and its C{str()} is its
+        message alone.
+        """
+        for cls in LOCAL:
+            if cls is RequestTooLarge:
+                continue  # its type is MessageTooLarge: see below
+            error = cls("went wrong")
+            self.assertEqual(
+                (error.type, error.message, str(error)),
+                (cls.__name__, "went wrong", "went wrong"),
+            )
+
+    def test_messageTooLargeEitherSide(self) -> None:
+        """
+        C{except MessageTooLarge} catches the server's error and the
+        client's own refusal to send; only the server's is a
+        L{RemoteError}, and both have the wire type C{"MessageTooLarge"}.
+        """
+        remote = RemoteError.fromWire({"type": "MessageTooLarge", "message": "m"})
+        local = RequestTooLarge("m")
+        self.assertIs(type(remote), RemoteMessageTooLarge)
+        for error in [remote, local, MessageTooLarge("m")]:
+            self.assertIsInstance(error, MessageTooLarge)
+            self.assertEqual(error.type, "MessageTooLarge")
+            self.assertEqual(
+                error.toWire(), {"type": "MessageTooLarge", "message": "m"}
+            )
+        self.assertIsInstance(remote, RemoteError)
+        self.assertNotIsInstance(local, RemoteError)
+        self.assertIsInstance(local, LocalError)
+
+    def test_standardLibraryBases(self) -> None:
+        """
+        L{CallTimeout} is a L{TimeoutError} and L{NotServed} a
+        L{ConnectionRefusedError}, both without an errno, so code that
+        caught the standard library's errors still does.
+        """
+        timeout = CallTimeout("f() timed out after 1 s")
+        self.assertIsInstance(timeout, TimeoutError)
+        self.assertIsNone(timeout.errno)
+        self.assertEqual(str(timeout), "f() timed out after 1 s")
+        refused = NotServed("busy")
+        self.assertIsInstance(refused, ConnectionRefusedError)
+        self.assertIsNone(refused.errno)

@@ -8,7 +8,7 @@ subprocesses, with the real reactor.
  - Rolling restart: calls stream while the server is stopped (SIGTERM) and
    started again twice on the same port; each call succeeds and runs once.
  - Chaos: a proxy cuts connections at random bytes; calls end with their
-   result or L{ConnectionLost}, none twice, none hangs.
+   result or L{CallLost}, none twice, none hangs.
  - Keepalive storm: many idle connections reaped at once while active
    clients keep calling.
  - Soak: many calls and connect/close cycles; the server's memory and file
@@ -41,7 +41,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from agilerpc import ConnectionLost, RpcClient
+from agilerpc import CallLost, RpcClient
 
 from .chaosproxy import ChaosProxy
 from .serverprocess import ServerProcess
@@ -310,7 +310,7 @@ class FaultTests(TestCase):
         """
         Through a proxy that cuts connections after a random number of bytes
         (mid-frame too), every call ends before its timeout: with its result,
-        from exactly one run, or with ConnectionLost (it was in flight), after
+        from exactly one run, or with CallLost (it was in flight), after
         at most one run; no token runs twice.
         """
         n = scale(1500, 10_000)
@@ -340,8 +340,8 @@ class FaultTests(TestCase):
         yield waitUntil(lambda: not proxy.live, 10, "proxied connections to close")
 
         failures = {t: r for t, r in results.items() if isinstance(r, Failure)}
-        lost = [t for t, r in failures.items() if r.check(ConnectionLost)]
-        other = {t: r for t, r in failures.items() if not r.check(ConnectionLost)}
+        lost = [t for t, r in failures.items() if r.check(CallLost)]
+        other = {t: r for t, r in failures.items() if not r.check(CallLost)}
         self.assertEqual(failureSummary(other).most_common(5), [])
         self.assertEqual(len(results), n)
         self.assertGreaterEqual(proxy.cuts, 3)

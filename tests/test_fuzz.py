@@ -36,8 +36,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from agilerpc import (
+    CallLost,
     ClientClosed,
-    ConnectionLost,
     InvalidRequest,
     InvalidResponse,
     Registry,
@@ -628,12 +628,19 @@ class ClientModel:
         if self.aborted:
             return
         if payload is None:
-            self.aborted = True
+            self._abort()
+            return
+        try:
+            msgpack.unpackb(payload, strict_map_key=False, ext_hook=_refuseExtension)
+        except Exception:
+            # Undecodable: one call fails if the frame reads as the start of
+            # its response (PROTOCOL.md: the per-call decode guard).
+            self._undecodable(payload)
             return
         try:
             message = _wire.parseServerMessage(payload)
         except InvalidResponse:
-            self.aborted = True
+            self._abort()
             return
         if type(message) is _wire.Response:
             msgid = message.msgid
@@ -650,16 +657,49 @@ class ClientModel:
             return
         assert type(message) is _wire.Control
         if message.kind == "hello":
-            self.aborted = True
+            self._abort()
+        elif message.kind == "goaway" and message.body[1:2] == ["Unauthorized"]:
+            for msgid in self.inflight:
+                self.outcomes[msgid] = ("error", "Unauthorized")
+            self.inflight.clear()
         elif message.kind == "goaway" and not self.goaway:
             last = message.body[0] if message.body else None
             if last is not None and not _wire.isMsgid(last):
-                self.aborted = True
+                self._abort()
                 return
             self.goaway = True
             unrun = {m for m in self.inflight if last is None or _after(m, last)}
             self.inflight -= unrun
             self.queued |= unrun
+
+    def _abort(self) -> None:
+        """
+        A protocol violation: the connection is aborted, and the calls in
+        flight fail at once as lost (they may have run).
+        """
+        self.aborted = True
+        for msgid in self.inflight:
+            self.outcomes[msgid] = ("failure", CallLost.__name__)
+        self.inflight.clear()
+
+    def _undecodable(self, payload: bytes) -> None:
+        unpacker = msgpack.Unpacker(strict_map_key=False)
+        unpacker.feed(payload)
+        try:
+            header = unpacker.read_array_header()
+            code, msgid = unpacker.unpack(), unpacker.unpack()
+        except Exception:
+            header = code = msgid = None
+        if header == 4 and type(code) is int and code == 1 and _wire.isMsgid(msgid):
+            if msgid in self.inflight:
+                self.inflight.remove(msgid)
+                self.outcomes[msgid] = ("failure", "InvalidResponse")
+            return
+        self._abort()
+
+
+def _refuseExtension(code: int, data: bytes) -> Any:
+    raise ValueError("extension type")
 
 
 class ClientFuzzTests(SynchronousTestCase):
@@ -685,7 +725,7 @@ class ClientFuzzTests(SynchronousTestCase):
         Whatever the server sends after its hello, in whatever chunks, no
         exception escapes C{dataReceived}; each call ends at most once: with
         its response, or (when the connection is lost) with
-        L{ConnectionLost} if it was in flight; calls a goaway proved unrun
+        L{CallLost} if it was in flight; calls a goaway proved unrun
         wait in the queue and fail with L{ClientClosed} when the client is
         closed.
         """
@@ -742,7 +782,7 @@ class ClientFuzzTests(SynchronousTestCase):
 
         protocol.connectionLost(Failure(ConnectionDone()))
         for i in model.inflight:
-            model.outcomes[i] = ("failure", ConnectionLost.__name__)
+            model.outcomes[i] = ("failure", CallLost.__name__)
         self.assertEqual(
             {i: [outcome(r) for r in ended[i]] for i in range(calls) if ended[i]},
             {i: [o] for i, o in model.outcomes.items()},

@@ -910,6 +910,9 @@ class ClientCollectorTests(SynchronousTestCase):
         server.drop()
         afterDrop = client.callRemote("one")
         server.flush()
+        # The lost connection's endpoint waits for its backoff delay.
+        server.reactor.advance(1)
+        server.flush()
         connection = server.openConnections()[0]
         unrun = client.callRemote("one")
         connection.server.goaway("shutdown")

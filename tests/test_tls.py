@@ -19,7 +19,6 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.ssl import (
     Certificate,
     PrivateCertificate,
@@ -28,7 +27,7 @@ from twisted.internet.ssl import (
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from agilerpc import RpcClient, TcpRpcClient, _cli
+from agilerpc import RpcClient, TcpRpcClient, TLSRefused, _cli
 
 from . import serverprocess
 from .serverprocess import ServerProcess
@@ -278,9 +277,11 @@ class TwistedClientTLSTests(TestCase):
             "wrong.invalid", trustRoot=self.ca, clientCertificate=self.clientCert
         )
         client = self.client(tls)
-        # The client cannot tell a refused handshake from a server closing
-        # before its hello, so it retries with backoff until the timeout.
-        yield self.assertFailure(client.callRemote("incr", "w"), DeferredTimeout)
+        # Refused at the first handshake: not retried until the timeout.
+        started = reactor.seconds()
+        error = yield self.assertFailure(client.callRemote("incr", "w"), TLSRefused)
+        self.assertLess(reactor.seconds() - started, 2)
+        self.assertIn("TLS handshake", str(error))
         yield self.assertNothingRan()
 
     @inlineCallbacks
@@ -293,9 +294,23 @@ class TwistedClientTLSTests(TestCase):
             "localhost", trustRoot=rogue, clientCertificate=self.clientCert
         )
         client = self.client(tls)
-        # The client cannot tell a refused handshake from a server closing
-        # before its hello, so it retries with backoff until the timeout.
-        yield self.assertFailure(client.callRemote("incr", "w"), DeferredTimeout)
+        # Refused at the first handshake: not retried until the timeout.
+        started = reactor.seconds()
+        error = yield self.assertFailure(client.callRemote("incr", "w"), TLSRefused)
+        self.assertLess(reactor.seconds() - started, 2)
+        self.assertIn("TLS handshake", str(error))
+        yield self.assertNothingRan()
+
+    @inlineCallbacks
+    def test_serverRefusesClient(self) -> Any:
+        """
+        A server that wants a client certificate refuses a client without
+        one: the call fails with L{TLSRefused} at once, and nothing runs.
+        """
+        client = self.client(optionsForClientTLS("localhost", trustRoot=self.ca))
+        started = reactor.seconds()
+        yield self.assertFailure(client.callRemote("incr", "w"), TLSRefused)
+        self.assertLess(reactor.seconds() - started, 2)
         yield self.assertNothingRan()
 
     @inlineCallbacks
