@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._agileutil import TcpRpcServer
 from ._blocking import TcpRpcClient
-from ._client import ClientStats, RpcClient
+from ._client import ClientStats, EndpointState, RpcClient
 from ._errors import (
     CallLost,
     CallTimeout,
@@ -62,6 +62,7 @@ __all__ = [
     "ClientClosed",
     "ClientCollector",
     "ClientStats",
+    "EndpointState",
     "IServerObserver",
     "InvalidParams",
     "InvalidRequest",

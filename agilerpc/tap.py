@@ -32,6 +32,8 @@ from ._wire import DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_MESSAGE_SIZE
 if TYPE_CHECKING:
     from .metrics import ServerMetrics
 
+__all__ = ["DEFAULT_MODULE", "Options", "makeService"]
+
 DEFAULT_MODULE = "agilerpc.examples.hello"
 _DEFAULT_BACKLOG = 1024
 

@@ -39,6 +39,8 @@ from twisted.test.iosim import FakeTransport, IOPump
 from ._registry import Registry
 from ._server import RpcServerFactory, RpcServerProtocol
 
+__all__ = ["MemoryConnection", "MemoryServer"]
+
 
 @dataclass
 class MemoryConnection:
