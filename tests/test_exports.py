@@ -112,7 +112,7 @@ class PackageExportsTests(SynchronousTestCase):
         lazy re-exports notwithstanding.
         """
         with self.assertRaises(AttributeError) as caught:
-            agilerpc.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
+            agilerpc.NoSuchName  # noqa: B018
         self.assertIn("NoSuchName", str(caught.exception))
 
 
