@@ -21,8 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from agilerpc import CallLost, RpcClient, TcpRpcClient
 from agilerpc.testing import MemoryServer
 
+from .blockinghelpers import WAIT, FakeConnection, FakeServer, serveForever
 from .clienthelpers import Handlers, assertExactlyOnce
-from .test_blocking import WAIT, FakeConnection, FakeServer, serveForever
 
 PORTS = [9001, 9002, 9003]
 
