@@ -579,7 +579,7 @@ class CloseTests(Harness, SynchronousTestCase):
         self.assertIn("TcpRpcClient", agilerpc.__all__)
 
 
-SEED_CLIENT = """\
+AGILEUTIL_CLIENT_SCRIPT = """\
 from agilerpc import TcpRpcClient
 import time
 cli = TcpRpcClient('127.0.0.1', {port}, timeout = 2)
@@ -617,16 +617,16 @@ class IntegrationTests(SynchronousTestCase):
         self.addCleanup(client.close)
         return client
 
-    def test_seedScript(self) -> None:
+    def test_agileutilClientScript(self) -> None:
         """
-        The seed article's client script, unchanged but for its import line,
-        with the sleep-then-call repeated three times past a keepalive of 1
-        s: every call is answered.
+        The agileutil article's client script, unchanged but for its import
+        line, with the sleep-then-call repeated three times past a keepalive
+        of 1 s: every call is answered.
         """
         server = ServerProcess.start(self, keepalive=1)
         script = self.mktemp() + ".py"
         with open(script, "w", encoding="utf-8") as f:
-            f.write(SEED_CLIENT.format(port=server.port))
+            f.write(AGILEUTIL_CLIENT_SCRIPT.format(port=server.port))
         done = subprocess.run(
             [sys.executable, script],
             capture_output=True,

@@ -184,10 +184,10 @@ class ProtocolVectorTests(SynchronousTestCase):
             any(b"\xc4" in v.frame and v.message[0] == 0 for v in self.vectors)
         )
 
-    def test_seedRequestVector(self) -> None:
+    def test_agileutilRequestVector(self) -> None:
         """
-        V1 is the seed example's call, so a reader can check their encoder on
-        the first vector.
+        V1 is the agileutil article's example call, so a reader can check
+        their encoder on the first vector.
         """
         first = self.vectors[0]
         self.assertEqual(first.message, [0, 1, "sayHello", ["zhangsan"]])
