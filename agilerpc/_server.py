@@ -517,10 +517,6 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         if not self.connection.outstanding:
             self._halfClose()
 
-    # The client tests, maintained apart, still call the name this method
-    # had; remove it once they call goaway().
-    goAway = goaway
-
     def _halfClose(self) -> None:
         """
         Close our side, then keep reading (and discarding) until the client

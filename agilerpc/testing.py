@@ -201,7 +201,3 @@ class MemoryServer:
         for connection in self.openConnections():
             connection.server.goaway(reason)
         self.flush()
-
-    # The client tests, maintained apart, still call the name this method
-    # had; remove it once they call goaway().
-    goAway = goaway

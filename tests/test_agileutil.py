@@ -23,11 +23,11 @@ from agilerpc import RpcServerFactory, RpcService, TcpRpcServer
 
 from .serverprocess import RawClient, _Drain
 
-# The server of the seed article (agileutil v0.0.7), unchanged but for the
-# import line and, so that the test binds only loopback on a free port and
-# does not wait 10 seconds, the values passed to TcpRpcServer and
+# The agileutil article's server script (agileutil v0.0.7), unchanged but for
+# the import line and, so that the test binds only loopback on a free port
+# and does not wait 10 seconds, the values passed to TcpRpcServer and
 # setKeepaliveTimeout.
-SEED_SERVER = """\
+AGILEUTIL_SERVER_SCRIPT = """\
 from agilerpc import TcpRpcServer
 
 def sayHello(name):
@@ -64,7 +64,7 @@ class TcpRpcServerTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         """
         By default it listens on every IPv4 interface on port 9988, with the
-        seed's 75 second keepalive.
+        agileutil's 75 second keepalive.
         """
         server = TcpRpcServer(reactor=self.reactor)
         self.assertEqual((server.host, server.port), ("0.0.0.0", 9988))
@@ -192,13 +192,13 @@ class TcpRpcServerTests(SynchronousTestCase):
         )
 
 
-class SeedServerScriptTests(SynchronousTestCase):
+class AgileutilServerScriptTests(SynchronousTestCase):
     """
-    The seed article's server script runs on agilerpc with only its import
-    line changed.
+    The agileutil article's server script runs on agilerpc with only its
+    import line changed.
     """
 
-    def test_seedServer(self) -> None:
+    def test_agileutilServerScript(self) -> None:
         """
         The script serves C{sayHello}, closes an idle connection after its
         keepalive with a goaway, and exits 0 on SIGTERM.
@@ -207,7 +207,7 @@ class SeedServerScriptTests(SynchronousTestCase):
         os.makedirs(directory)
         script = os.path.join(directory, "server.py")
         with open(script, "w", encoding="utf-8") as f:
-            f.write(SEED_SERVER)
+            f.write(AGILEUTIL_SERVER_SCRIPT)
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
         process = subprocess.Popen(
@@ -231,7 +231,7 @@ class SeedServerScriptTests(SynchronousTestCase):
         output = _Drain(process.stdout)
         match = output.waitFor(re.compile(r"RpcServerFactory starting on (\d+)"), 20)
         if match is None:
-            self.fail("the seed server did not start:\n" + output.text())
+            self.fail("the agileutil server script did not start:\n" + output.text())
         client = RawClient(int(match.group(1)), timeout=5)
         self.addCleanup(client.close)
 
@@ -249,7 +249,7 @@ class SeedServerScriptTests(SynchronousTestCase):
         try:
             code = process.wait(10)
         except subprocess.TimeoutExpired:
-            self.fail("the seed server ignored SIGTERM:\n" + output.text())
+            self.fail("the agileutil server script ignored SIGTERM:\n" + output.text())
         output.join(2)
         self.assertEqual(code, 0, output.text())
         self.assertIn("Received SIGTERM, shutting down.", output.text())

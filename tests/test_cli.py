@@ -2,7 +2,7 @@
 Tests for the C{agilerpc} command line (L{agilerpc._cli}).
 
 L{main} runs in-process against the scripted fake servers of
-L{tests.test_blocking} (the CLI's L{TcpRpcClient} is replaced by one that
+L{tests.blockinghelpers} (the CLI's L{TcpRpcClient} is replaced by one that
 connects to them), or against a real refused port; one test runs
 C{python -m agilerpc} against a real C{twistd agilerpc} subprocess.
 """
@@ -22,8 +22,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import agilerpc
 from agilerpc import _cli
+from tests.blockinghelpers import WAIT, FakeClient, FakeConnection, FakeServer, Script
 from tests.serverprocess import ServerProcess
-from tests.test_blocking import WAIT, FakeClient, FakeConnection, FakeServer, Script
 
 DESCRIBE = {
     "add": {"signature": "(a, b)", "doc": "Add.\n\nReally."},

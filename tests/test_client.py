@@ -170,7 +170,7 @@ class GoawayTests(ClientTestMixin, SynchronousTestCase):
         old = self.server.openConnections()[0]
         # "c" is written but not yet delivered when the server goes away.
         late = self.client.callRemote("run", "c")
-        old.server.goAway("shutdown")
+        old.server.goaway("shutdown")
         self.server.flush()
         self.assertEqual(self.handlers.runs, ["a", "b", "c"])
         self.assertEqual(self.successResultOf(late), "c")
@@ -191,7 +191,7 @@ class GoawayTests(ClientTestMixin, SynchronousTestCase):
         self.server.flush()
         old = self.server.openConnections()[0]
         ds = [self.client.callRemote("run", t) for t in "xy"]
-        old.server.goAway("shutdown")
+        old.server.goaway("shutdown")
         self.server.flush()
         self.assertEqual([self.successResultOf(d) for d in ds], ["x", "y"])
         self.assertEqual(self.handlers.runs, ["x", "y"])
@@ -204,7 +204,7 @@ class GoawayTests(ClientTestMixin, SynchronousTestCase):
         self.server.flush()
         old = self.server.openConnections()[0]
         first = self.client.callRemote("run", 1)
-        old.server.goAway("shutdown")
+        old.server.goaway("shutdown")
         # Deliver the goaway (and 1, which the server discards).
         old.pump.pump(advanceClock=False)
         old.pump.pump(advanceClock=False)
@@ -221,7 +221,7 @@ class GoawayTests(ClientTestMixin, SynchronousTestCase):
         """
         slow = self.client.callRemote("wait", "slow")
         self.server.flush()
-        self.server.goAway("shutdown")
+        self.server.goaway("shutdown")
         fast = self.client.callRemote("run", "fast")
         self.server.flush()
         self.assertEqual(self.successResultOf(fast), "fast")

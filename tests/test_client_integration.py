@@ -42,8 +42,8 @@ class RpcClientIntegrationTests(TestCase):
     @inlineCallbacks
     def test_idleCloseIsInvisible(self) -> Any:
         """
-        The seed's promise, three times over: a call after the server closed
-        the idle connection reconnects and succeeds.
+        The agileutil article's promise, three times over: a call after the
+        server closed the idle connection reconnects and succeeds.
         """
         server = ServerProcess.start(self, keepalive=1)
         client = self._client(server.port)

@@ -85,7 +85,7 @@ class ExactlyOnceTests(SynchronousTestCase):
                     handlers.answer(waiting[action[1] % len(waiting)])
             elif kind == "goaway":
                 for connection in server.openConnections():
-                    connection.server.goAway("shutdown")
+                    connection.server.goaway("shutdown")
             elif kind == "drop":
                 server.drop()
             elif kind == "refuse":

@@ -21,8 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from agilerpc import CallLost, RpcClient, TcpRpcClient
 from agilerpc.testing import MemoryServer
 
+from .blockinghelpers import WAIT, FakeConnection, FakeServer, serveForever
 from .clienthelpers import Handlers, assertExactlyOnce
-from .test_blocking import WAIT, FakeConnection, FakeServer, serveForever
 
 PORTS = [9001, 9002, 9003]
 
@@ -283,7 +283,7 @@ class FailoverTests(SynchronousTestCase):
         d2 = cluster.client.callRemote("wait", 2)
         d3 = cluster.client.callRemote("wait", 3)
         # Server one goes away before call 2 reaches it.
-        one.connections[0].server.goAway("shutdown")
+        one.connections[0].server.goaway("shutdown")
         cluster.flush()
         self.assertEqual(cluster.runs(), [[0], [1, 3, 2]])
         cluster.handlers[0].answer(0)
@@ -338,7 +338,7 @@ class FailoverTests(SynchronousTestCase):
         cluster.flush()
         self.assertEqual(cluster.runs(), [[0], []])
         d1 = cluster.client.callRemote("wait", 1)
-        one.connections[0].server.goAway("shutdown")
+        one.connections[0].server.goaway("shutdown")
         one.refusing = True
         one.flush()
         self.assertEqual(cluster.client.queued, 1)
@@ -362,7 +362,7 @@ class FailoverTests(SynchronousTestCase):
         cluster.flush()
         self.successResultOf(d)
         for server in cluster.servers:
-            server.goAway()
+            server.goaway()
         cluster.advance(100)
         self.assertEqual([s.attempts for s in cluster.servers], [1, 1])
         self.assertFalse(cluster.client.connected)
@@ -446,7 +446,7 @@ class ExactlyOnceTests(SynchronousTestCase):
             server = servers[action[1] % count]
             if kind == "goaway":
                 for connection in server.openConnections():
-                    connection.server.goAway("shutdown")
+                    connection.server.goaway("shutdown")
             elif kind == "drop":
                 server.drop()
             elif kind == "refuse":
@@ -587,14 +587,14 @@ class TcpServersTests(SynchronousTestCase):
         runs once there.
         """
 
-        def goAway(connection: FakeConnection) -> None:
+        def goawayUnrun(connection: FakeConnection) -> None:
             connection.hello()
             connection.receiveRequest()
             connection.goaway(None, "shutdown")
             connection.halfClose()
             connection.readToEnd()
 
-        one = FakeServer(self, goAway)
+        one = FakeServer(self, goawayUnrun)
         two = FakeServer(self, serveForever)
         client = self.fakes(one, two)
         self.assertEqual(client.call("run", ("t",)), "t")

@@ -39,7 +39,7 @@ from agilerpc import (
 )
 from agilerpc._errors import _StandardError
 
-from .test_wire import loadVectors
+from .protocoldoc import loadVectors
 
 STANDARD: list[type[_StandardError]] = [
     MethodNotFound,

@@ -32,7 +32,7 @@ class HelloTests(SynchronousTestCase):
 
     def test_sayHello(self) -> None:
         """
-        sayHello greets, as in the seed article.
+        sayHello greets, as in the agileutil article.
         """
         self.assertEqual(hello.sayHello("zhangsan"), "hello zhangsan")
 
