@@ -39,14 +39,9 @@ _log = Logger(namespace="agilerpc.server")
 
 _TRUNCATED = " [truncated]"
 
-# Results that cannot hold an extension value or nest: no need to check
-# what msgpack made of them.
-_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
-
 # Looked up once, not per message.
 _parse = _wire.parseClientMessage
 _encodeResult = _wire.encodeResult
-_checkDecodable = _wire.checkDecodable
 _Request = _wire.Request
 _Notification = _wire.Notification
 
@@ -359,8 +354,6 @@ class ServerConnection:
         """
         try:
             payload = _encodeResult(msgid, result)
-            if type(result) not in _SCALARS:
-                _checkDecodable(payload)
         except Exception as e:
             _log.error(
                 "{peer}: {method} #{msgid} returned a result msgpack cannot encode: {error}",

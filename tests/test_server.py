@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from agilerpc import MethodNotFound, Registry, RpcError, RpcServerFactory, _server
+from agilerpc import _wire as wire
 from agilerpc._server import RpcServerProtocol
 
 from .serverhelpers import (
@@ -534,20 +535,6 @@ class ErrorTests(ServerTestCase):
             "the error of longType() is too large to send",
         )
         self.assertLessEqual(len(connection.transport.value()) - before, 4 + 100)
-
-    def test_resultNestedTooDeep(self) -> None:
-        """
-        A result that would make its response nest deeper than 1024 arrays
-        (the decoders' limit, PROTOCOL.md section 3) is an C{InvalidResult},
-        not a response the client has to refuse.
-        """
-        nested: list[Any] = []
-        for _ in range(1023):
-            nested = [nested]
-        self.registry.register(lambda: nested, name="deep")
-        connection = self.connect(maxMessageSize=4096)
-        self.assertError(connection.call(1, "deep"), 1, "InvalidResult")
-        self.assertUsable(connection)
 
     def test_unencodableErrorData(self) -> None:
         """
@@ -1535,25 +1522,30 @@ class SpecTests(ServerTestCase):
         self.assertEqual(self.calls, [])
         self.assertUsable(connection)
 
-    def test_extensionInResultRefused(self) -> None:
+    def test_undecodableResultsStillNameTheirCall(self) -> None:
         """
-        A handler whose result holds an extension value gets
-        C{InvalidResult}, never a response a client would refuse.
+        The two results msgpack encodes but no decoder accepts (an extension
+        value; an empty array nested exactly to the limit) are sent as they
+        are (PROTOCOL.md sections 3 and 8.6: the server does not scan every
+        response for them), and their response still starts C{[1, msgid},
+        so a client fails that call alone.
         """
+        nested: list[Any] = []
+        for _ in range(1023):
+            nested = [nested]
         for name, value in [
             ("ext", msgpack.ExtType(5, b"ab")),
             ("stamp", [{"at": msgpack.Timestamp(1)}]),
+            ("deep", nested),
         ]:
             self.registry.register(lambda value=value: value, name=name)
-        connection = self.connect()
-        for msgid, name in enumerate(["ext", "stamp"], 1):
-            self.assertError(
-                connection.call(msgid, name),
-                msgid,
-                "InvalidResult",
-                f"the result of {name} cannot be sent: "
-                "extension types are not part of protocol version 1",
-            )
+        connection = self.connect(maxMessageSize=4096)
+        for msgid, name in enumerate(["ext", "stamp", "deep"], 1):
+            connection.request(msgid, name)
+            payload = connection.transport.value()[connection._read + 4 :]
+            connection._read = len(connection.transport.value())
+            self.assertRaises(ValueError, wire.unpack, payload)
+            self.assertEqual(wire.peekMsgid(payload, wire.RESPONSE), msgid, name)
         self.assertUsable(connection)
 
     def test_resultNotCheckedNeedlessly(self) -> None:

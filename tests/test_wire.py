@@ -343,27 +343,6 @@ class UndecodableMessageTests(SynchronousTestCase):
                 wire.parseClientMessage(wire.pack(message))
             self.assertEqual(caught.exception.message, why)
 
-    def test_checkDecodable(self) -> None:
-        """
-        L{wire.checkDecodable} refuses what msgpack encodes but no receiver
-        accepts, and passes look-alikes.
-        """
-        nested: list[Any] = []
-        for _ in range(1023):
-            nested = [nested]
-        for value in [nested, msgpack.ExtType(1, b""), msgpack.Timestamp(0)]:
-            self.assertRaises(ValueError, wire.checkDecodable, wire.pack([value]))
-        wire.checkDecodable(wire.pack([[[[]]] * 2000, 212, "\u0500", b"\xd4"]))
-
-    def test_requestArgumentsChecked(self) -> None:
-        """
-        A client cannot encode a request or notification whose arguments
-        hold an extension value.
-        """
-        ext = msgpack.ExtType(1, b"x")
-        self.assertRaises(ValueError, wire.encodeRequest, 1, "f", [ext])
-        self.assertRaises(ValueError, wire.encodeNotification, "f", [], {"a": ext})
-
 
 class HalfCloseableStringTransport(StringTransport):
     """
