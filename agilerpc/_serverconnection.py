@@ -41,6 +41,12 @@ _TRUNCATED = " [truncated]"
 
 # Looked up once, not per message.
 _parse = _wire.parseClientMessage
+_check = _wire.checkClientMessage
+_unpackb = _wire._unpackb
+_refuseExtension = _wire._refuseExtension
+_MAX_MSGID = _wire.MAX_MSGID
+_REQUEST = _wire.REQUEST
+_EMPTY = _wire._EMPTY
 _encodeResult = _wire.encodeResult
 _Request = _wire.Request
 _Notification = _wire.Notification
@@ -178,8 +184,43 @@ class ServerConnection:
         one dispatched), a L{Refusal} to send, a L{Cancel} to do, or L{None}
         when there is nothing to do.
         """
+        # _wire.parseClientMessage, inline for its common case: a payload
+        # small enough to hold no more containers than the limit, decoded
+        # without a hook, and a request of the usual shape to dispatch.
+        maxContainers = self.settings.maxContainers
+        message: Any = None
+        if maxContainers is None or len(payload) <= maxContainers:
+            try:
+                # _wire._STRICT, spelled out: a ** dict costs more.
+                message = _unpackb(
+                    payload,
+                    strict_map_key=False,
+                    max_ext_len=0,
+                    ext_hook=_refuseExtension,
+                )
+            except Exception:
+                message = None
+        if type(message) is list and len(message) == 4 and self.serving:
+            code, msgid, method, args = message
+            if (
+                code == _REQUEST
+                and type(code) is int
+                and type(msgid) is int
+                and 0 <= msgid <= _MAX_MSGID
+                and type(method) is str
+                and type(args) is list
+                and msgid not in self.outstanding
+            ):
+                self.lastMsgid = msgid
+                self.callsServed += 1
+                return _Request(msgid, method, args, _EMPTY)
         try:
-            message = _parse(payload, self.settings.maxContainers)
+            if type(message) is list:
+                message = _check(message)
+            else:
+                # Not decoded, or not an array: decode again for the error
+                # (or, past the container limit, with the counting hook).
+                message = _parse(payload, maxContainers)
         except InvalidRequest as e:
             if self.serving:
                 return self._refuse(e)
