@@ -47,7 +47,9 @@ _refuseExtension = _wire._refuseExtension
 _MAX_MSGID = _wire.MAX_MSGID
 _REQUEST = _wire.REQUEST
 _EMPTY = _wire._EMPTY
-_encodeResult = _wire.encodeResult
+_perThread = _wire._perThread
+_threadPacker = _wire.threadPacker
+_RESPONSE = _wire.RESPONSE
 _Request = _wire.Request
 _Notification = _wire.Notification
 
@@ -393,8 +395,13 @@ class ServerConnection:
             C{MessageTooLarge} if it is over the maximum message size: send
             that error instead (see L{error}).
         """
+        # _wire.encodeResult, inline, with this thread's packer.
         try:
-            payload = _encodeResult(msgid, result)
+            packer = _perThread.packer
+        except AttributeError:
+            packer = _threadPacker()
+        try:
+            payload: bytes = packer.pack([_RESPONSE, msgid, None, result])
         except Exception as e:
             _log.error(
                 "{peer}: {method} #{msgid} returned a result msgpack cannot encode: {error}",

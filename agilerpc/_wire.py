@@ -62,8 +62,20 @@ def pack(message: list[Any]) -> bytes:
     try:
         packer = _perThread.packer
     except AttributeError:
-        packer = _perThread.packer = _Packer(use_bin_type=True)
+        packer = threadPacker()
     return packer.pack(message)  # type: ignore[no-any-return]
+
+
+def threadPacker() -> Any:
+    """
+    This thread's packer, the one L{pack} uses: made on first use, then kept
+    in C{_perThread.packer}, where a hot path may read it directly.
+    """
+    try:
+        return _perThread.packer
+    except AttributeError:
+        packer = _perThread.packer = _Packer(use_bin_type=True)
+        return packer
 
 
 class _ExtensionValue(ValueError):
