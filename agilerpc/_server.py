@@ -284,7 +284,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         # returned a plain value, else when its Deferred fires.
         msgid = message.msgid
         method = message.method
-        if self._observer is not None:
+        observer = self._observer
+        if observer is not None:
             self._starts[msgid] = self.factory.timer()
         try:
             result = self._dispatcher.call(method, message.args, message.kwargs)
@@ -295,7 +296,20 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._callFailed(Failure(), msgid, method)
             return
         if kinds.get(type(result)) is PLAIN:
-            self._sendResult(msgid, result, method)
+            if observer is not None or self.state >= LINGERING:
+                self._sendResult(msgid, result, method)
+                return
+            # _sendResult without an observer, inline.
+            try:
+                payload = self.connection.result(msgid, result, method)
+            except RpcError as e:
+                self._sendError(msgid, e.toWire(), method)
+                return
+            size = len(payload)
+            if size < LARGE_FRAME:
+                self.transport.write(packHeader(size) + payload)
+            else:
+                writeFrame(self.transport, payload)
             return
         later = deferred(result)
         if later is None:
