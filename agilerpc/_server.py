@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 _log = Logger(namespace="agilerpc.server")
 
 _Request = _wire.Request
+_unpackFrom = _wire.HEADER.unpack_from
 _Notification = _wire.Notification
 
 # The connection's life, in the order it goes through them; writing is
@@ -262,7 +263,26 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         if self._observer is not None:
             self._observer.receivedBytes(self, len(data))
-        FrameReceiver.dataReceived(self, data)
+        if self._buffered or self._discarding or self.paused:
+            FrameReceiver.dataReceived(self, data)
+        else:
+            # FrameReceiver.dataReceived's usual case, inline: nothing
+            # buffered, whole frames within the limit.  What is left (part of
+            # a frame, one too large, or the rest after a pause) goes to
+            # FrameReceiver, as the start of a chunk.
+            offset = 0
+            end = len(data)
+            while end - offset >= 4:
+                (length,) = _unpackFrom(data, offset)
+                stop = offset + 4 + length
+                if stop > end or length > self.MAX_LENGTH:
+                    break
+                self.stringReceived(data[offset + 4 : stop])
+                offset = stop
+                if self._discarding or self.paused:
+                    break
+            if offset < end and not self._discarding:
+                FrameReceiver.dataReceived(self, data[offset:] if offset else data)
         if self._framesReceived:
             self._framesReceived = False
             if not self.connection.outstanding:
