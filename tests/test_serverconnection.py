@@ -7,6 +7,7 @@ and response payloads.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
@@ -203,6 +204,21 @@ class LimitTests(SynchronousTestCase):
         connection = ServerConnection(settings(maxMessageSize=100))
         self.assertRaises(MessageTooLarge, connection.result, 1, "x" * 200, "big")
         self.assertEqual(decode(connection.result(1, "ok", "m")), [1, 1, None, "ok"])
+
+    def test_resultInNewThread(self) -> None:
+        """
+        L{ServerConnection.result} encodes the same response in a thread that
+        has packed nothing yet, with a packer of that thread's own.
+        """
+        connection = ServerConnection(settings())
+        payloads: list[bytes] = []
+        thread = threading.Thread(
+            target=lambda: payloads.append(connection.result(7, [1, "x"], "m"))
+        )
+        thread.start()
+        thread.join()
+        self.assertEqual(payloads, [connection.result(7, [1, "x"], "m")])
+        self.assertEqual(decode(payloads[0]), [1, 7, None, [1, "x"]])
 
     def test_resultUnencodable(self) -> None:
         """
