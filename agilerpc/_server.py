@@ -402,6 +402,17 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             later.addErrback(self._notificationFailed, method)
 
     def _notificationFailed(self, failure: Failure, method: str) -> None:
+        if isinstance(failure.value, RpcError):
+            # What the caller got wrong (no such method, arguments that do
+            # not bind) or what the handler chose to say: not a server error,
+            # and no traceback a peer could make the server write at will.
+            _log.debug(
+                "{peer}: notification {method}: {error}",
+                peer=self.peer,
+                method=method,
+                error=failure.value,
+            )
+            return
         _log.failure(
             "{peer}: notification {method} failed",
             failure,

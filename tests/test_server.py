@@ -23,7 +23,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from agilerpc import MethodNotFound, Registry, RpcError, RpcServerFactory, _server
+from agilerpc import Registry, RpcError, RpcServerFactory, _server
 from agilerpc import _wire as wire
 from agilerpc._server import RpcServerProtocol
 
@@ -866,12 +866,26 @@ class NotificationTests(ServerTestCase):
 
     def test_unknownMethodLogged(self) -> None:
         """
-        A notification for an unknown method is logged, not answered.
+        A notification for an unknown method, or with arguments that do not
+        bind, is logged at debug level without a traceback (it is the
+        caller's mistake, not the server's), and not answered.
         """
+        events = self.captureLogs()
         connection = self.connect()
         connection.send([2, "nope", []])
+        connection.send([2, "echo", [1, 2, 3]])
         self.assertEqual(connection.received(), [])
-        self.assertEqual(len(self.flushLoggedErrors(MethodNotFound)), 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        logged = [e for e in events if e.get("method") in ("nope", "echo")]
+        self.assertEqual(
+            [(e["method"], e["log_level"].name) for e in logged],
+            [("nope", "debug"), ("echo", "debug")],
+        )
+        self.assertFalse(any("log_failure" in e for e in logged))
+        self.assertEqual(
+            [type(e["error"]).__name__ for e in logged],
+            ["MethodNotFound", "InvalidParams"],
+        )
 
     def test_deferredFailureLogged(self) -> None:
         """
