@@ -108,7 +108,18 @@ def toJSON(value: Any) -> str:
     C{{"$bytes": "<base64>"}} (map keys: C{"$bytes:<base64>"}), and anything
     else JSON has no form for (msgpack extension types) its C{str()}.
     """
-    return json.dumps(_jsonable(value), ensure_ascii=False, default=str)
+    limit = sys.getrecursionlimit()
+    # A value may nest 1024 arrays and maps (PROTOCOL.md section 3), and
+    # converting and encoding one takes a few frames a level: more than
+    # Python's default limit of 1000 allows.
+    sys.setrecursionlimit(max(limit, _FRAMES_FOR_DEEPEST))
+    try:
+        return json.dumps(_jsonable(value), ensure_ascii=False, default=str)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+_FRAMES_FOR_DEEPEST = 4 * 1024 + 200
 
 
 def _jsonable(value: Any) -> Any:

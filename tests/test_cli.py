@@ -426,6 +426,23 @@ class ParsingTests(SynchronousTestCase):
         )
         self.assertEqual(_cli.toJSON(None), "null")
 
+    def test_toJSONDeepest(self) -> None:
+        """
+        A value nested as deep as the protocol allows (1024 arrays and maps,
+        the message's own included) prints, where Python's default recursion
+        limit of 1000 made it a RecursionError; the limit is restored.
+        """
+        value: Any = 1
+        expected = "1"
+        for level in range(1023):
+            if level % 2:
+                value, expected = [value], f"[{expected}]"
+            else:
+                value, expected = {"k": value}, f'{{"k": {expected}}}'
+        limit = sys.getrecursionlimit()
+        self.assertEqual(_cli.toJSON(value), expected)
+        self.assertEqual(sys.getrecursionlimit(), limit)
+
 
 class EntryPointTests(SynchronousTestCase):
     """
