@@ -44,6 +44,7 @@ from ._dispatch import PLAIN, Dispatcher, deferred, kinds
 from ._errors import RpcError
 from ._framing import LARGE_FRAME, FrameReceiver, packHeader, writeFrame
 from ._observers import IServerObserver, observing
+from ._peerlog import PeerLog
 from ._registry import Method
 from ._serverconnection import Cancel, Refusal, ServerConnection, ServerSettings
 from ._version import __version__
@@ -154,9 +155,11 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         ):
             # Refused instead of a hello: a client that never got a hello
             # treats this as a failed attempt and backs off.
-            _log.warn(
+            factory.settings.log.emit(
+                _log,
+                LogLevel.warn,
                 "{peer}: refused, {count} connections are open (--max-connections)",
-                peer=self.peer,
+                self.peer,
                 count=factory.accepted,
             )
             if observer is not None:
@@ -413,11 +416,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 error=failure.value,
             )
             return
-        _log.failure(
-            "{peer}: notification {method} failed",
-            failure,
+        self.factory.settings.log.emit(
+            _log,
             LogLevel.error,
-            peer=self.peer,
+            "{peer}: notification {method} failed",
+            self.peer,
+            failure,
             method=method,
         )
 
@@ -437,11 +441,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 error=failure.value,
             )
         elif not failure.check(CancelledError):
-            _log.failure(
-                "{peer}: {method} #{msgid} failed",
-                failure,
+            self.factory.settings.log.emit(
+                _log,
                 LogLevel.error,
-                peer=self.peer,
+                "{peer}: {method} #{msgid} failed",
+                self.peer,
+                failure,
                 method=method,
                 msgid=msgid,
             )
@@ -694,6 +699,7 @@ class RpcServerFactory(Factory):
             debug,
             f"agilerpc/{__version__}",
             maxContainers,
+            PeerLog(reactor.seconds),
         )
         self.stopping = False
         self._drained: list[Deferred[None]] = []

@@ -20,10 +20,11 @@ response payload to write.
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Any
 
 from twisted.internet.defer import CancelledError
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from . import _wire
@@ -34,6 +35,7 @@ from ._errors import (
     RpcError,
     Unauthorized,
 )
+from ._peerlog import PeerLog
 
 _log = Logger(namespace="agilerpc.server")
 
@@ -78,12 +80,15 @@ class ServerSettings:
     @ivar authToken: the token a client must send first, or L{None}.
     @ivar debug: send tracebacks of failed calls to callers.
     @ivar hello: the hello's contents.
+    @ivar log: what logs the events a peer can cause, at a rate it cannot
+        raise.
     """
 
     __slots__ = (
         "authToken",
         "debug",
         "hello",
+        "log",
         "maxContainers",
         "maxInFlight",
         "maxMessageSize",
@@ -98,7 +103,9 @@ class ServerSettings:
         debug: bool,
         server: str,
         maxContainers: int | None = _wire.DEFAULT_MAX_CONTAINERS,
+        log: PeerLog | None = None,
     ) -> None:
+        self.log = PeerLog(time.monotonic) if log is None else log
         self.maxMessageSize = maxMessageSize
         self.maxContainers = maxContainers
         self.maxInFlight = maxInFlight
@@ -290,7 +297,9 @@ class ServerConnection:
         goaway.
         """
         # Never log the token offered: it may be a real one, mistyped.
-        _log.warn("{peer}: refused: {why}", peer=self.peer, why=why)
+        self.settings.log.emit(
+            _log, LogLevel.warn, "{peer}: refused: {why}", self.peer, why=why
+        )
         error = Unauthorized(f"authentication failed: {why}")
         return Refusal(
             _wire.encodeError(msgid, error.toWire()), "Unauthorized", goaway=True
@@ -321,9 +330,11 @@ class ServerConnection:
         connection ends with a C{MessageTooLarge} goaway.
         """
         limit = self.settings.maxMessageSize
-        _log.warn(
+        self.settings.log.emit(
+            _log,
+            LogLevel.warn,
             "{peer}: refused a frame of {length} bytes (limit {limit})",
-            peer=self.peer,
+            self.peer,
             length=length,
             limit=limit,
         )
@@ -403,9 +414,11 @@ class ServerConnection:
         try:
             payload: bytes = packer.pack([_RESPONSE, msgid, None, result])
         except Exception as e:
-            _log.error(
+            self.settings.log.emit(
+                _log,
+                LogLevel.error,
                 "{peer}: {method} #{msgid} returned a result msgpack cannot encode: {error}",
-                peer=self.peer,
+                self.peer,
                 method=method,
                 msgid=msgid,
                 error=e,
@@ -450,10 +463,12 @@ class ServerConnection:
         try:
             payload = _wire.encodeError(msgid, error)
         except Exception as e:
-            _log.error(
+            self.settings.log.emit(
+                _log,
+                LogLevel.error,
                 "{peer}: {method} #{msgid}: its error cannot be encoded ({reason}); "
                 "sending its type and message only",
-                peer=self.peer,
+                self.peer,
                 method=method,
                 msgid=msgid,
                 reason=e,
