@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 
 _log = Logger(namespace="agilerpc.server")
 
+#: Seconds a started frame may take to complete (nginx's client_body_timeout
+#: is 60 s between reads; this is for the whole frame: 8 MiB at 1 Mbit/s).
+DEFAULT_FRAME_TIMEOUT = 120.0
+
 _Request = _wire.Request
 _unpackFrom = _wire.HEADER.unpack_from
 _Notification = _wire.Notification
@@ -114,6 +118,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         # so that attribute lookups take the interpreter's fast path.
         self.state = SERVING
         self._framesReceived = False
+        self._frameCall: IDelayedCall | None = None
         self.paused = False
         self.startReceiving()
 
@@ -191,6 +196,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         if self._lingerCall is not None and self._lingerCall.active():
             self._lingerCall.cancel()
         self._lingerCall = None
+        self._stopFrameTimer()
         factory.connectionClosed(self)
         if self._observer is not None:
             self._observer.connectionClosed(self)
@@ -211,6 +217,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         if self.state < DRAINING:
             self.state = DRAINING
         self.discardInput()
+        self._stopFrameTimer()
         # The connection is closing already: an idle goaway now would be
         # written after (or race with) our own close.
         self.setTimeout(None)  # type: ignore[no-untyped-call]
@@ -286,7 +293,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                     break
             if offset < end and not self._discarding:
                 FrameReceiver.dataReceived(self, data[offset:] if offset else data)
-        if self._framesReceived:
+        completed = self._framesReceived
+        if self._buffered:
+            self._frameStarted(completed)
+        elif self._frameCall is not None:
+            self._stopFrameTimer()
+        if completed:
             self._framesReceived = False
             if not self.connection.outstanding:
                 # _idle, with its usual case first: the keepalive timer is
@@ -295,6 +307,47 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                     self.resetTimeout()  # type: ignore[no-untyped-call]
                 else:
                     self._idle()
+
+    def _frameStarted(self, completed: bool) -> None:
+        """
+        Part of a frame is buffered: it must be complete within the frame
+        timeout, counted from the chunk that started it (C{completed}: this
+        chunk finished the frames before it), whatever else is outstanding.
+        While the server itself does not read (paused), nothing is counted.
+        """
+        timeout = self.factory.frameTimeout
+        if not timeout or self.paused or self._discarding:
+            self._stopFrameTimer()
+        elif self._frameCall is None:
+            self._frameCall = self.factory.reactor.callLater(
+                timeout, self._frameTimedOut
+            )
+        elif completed:
+            self._frameCall.reset(timeout)
+
+    def _stopFrameTimer(self) -> None:
+        call, self._frameCall = self._frameCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _frameTimedOut(self) -> None:
+        """
+        A frame took longer than the frame timeout to arrive: drop it, and
+        end the connection gracefully (a client sending a frame a byte at a
+        time holds up to the maximum message size of memory).
+        """
+        self._frameCall = None
+        self.factory.settings.log.emit(
+            _log,
+            LogLevel.warn,
+            "{peer}: a frame was not complete after {timeout}s (--frame-timeout)",
+            self.peer,
+            timeout=self.factory.frameTimeout,
+        )
+        if self._observer is not None:
+            self._observer.frameRefused(self, "FrameTimeout")
+        self.discardInput()
+        self.goaway("FrameTimeout")
 
     def stringReceived(self, payload: bytes) -> None:
         message = self.connection.receive(payload)
@@ -615,6 +668,9 @@ class RpcServerFactory(Factory):
     @ivar maxMessageSize: the largest frame accepted, and sent, in bytes.
     @ivar lingerTimeout: how long a closing connection waits for the client to
         close before it is aborted.
+    @ivar frameTimeout: seconds a frame may take to arrive once its first
+        bytes have, whatever else the connection does; then the connection
+        ends with a C{FrameTimeout} goaway.  0 disables.
     @ivar debug: send tracebacks to callers (for development only).
     @ivar maxInFlight: outstanding calls per connection before the server
         stops reading that connection until some finish.
@@ -657,9 +713,13 @@ class RpcServerFactory(Factory):
         observers: Sequence[IServerObserver] = (),
         timer: Callable[[], float] = time.perf_counter,
         maxContainers: int | None = _wire.DEFAULT_MAX_CONTAINERS,
+        frameTimeout: float = DEFAULT_FRAME_TIMEOUT,
     ) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
+        if frameTimeout < 0:
+            raise ValueError("frameTimeout must be >= 0")
+        self.frameTimeout = frameTimeout
         if maxMessageSize < 1:
             raise ValueError("maxMessageSize must be >= 1")
         if maxInFlight < 1:

@@ -56,7 +56,13 @@ _Request = _wire.Request
 _Notification = _wire.Notification
 
 #: Why a frame (or, for C{ServerBusy}, a connection) is refused.
-REFUSAL_REASONS = ("InvalidRequest", "MessageTooLarge", "Unauthorized", "ServerBusy")
+REFUSAL_REASONS = (
+    "InvalidRequest",
+    "MessageTooLarge",
+    "Unauthorized",
+    "ServerBusy",
+    "FrameTimeout",
+)
 
 
 def _text(value: object) -> str:

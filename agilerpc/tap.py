@@ -24,7 +24,7 @@ from twisted.python import usage
 
 from ._observers import CallLog, IServerObserver
 from ._registry import Registry
-from ._server import RpcServerFactory
+from ._server import DEFAULT_FRAME_TIMEOUT, RpcServerFactory
 from ._service import RpcService
 from ._tlsoptions import readFile, serverTLSOptions
 from ._wire import DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_MESSAGE_SIZE
@@ -88,6 +88,14 @@ class Options(usage.Options):
             1000,
             "Calls one connection may have outstanding; past it the server "
             "stops reading that connection until some finish.",
+        ],
+        [
+            "frame-timeout",
+            None,
+            DEFAULT_FRAME_TIMEOUT,
+            "Seconds a frame may take to arrive once it has started, whatever "
+            "else the connection does; then the connection ends with a "
+            "FrameTimeout goaway (0 disables).",
         ],
         [
             "max-containers",
@@ -200,6 +208,9 @@ class Options(usage.Options):
         )
         self["max-containers"] = _number(
             int, "max-containers", self["max-containers"], 0
+        )
+        self["frame-timeout"] = _number(
+            float, "frame-timeout", self["frame-timeout"], 0
         )
         self["workers"] = _number(int, "workers", self["workers"], 1)
         self["metrics"] = self._metrics()
@@ -364,6 +375,7 @@ def makeService(
         maxInFlight=config["max-in-flight"],
         maxConnections=config["max-connections"] or None,
         maxContainers=config["max-containers"] or None,
+        frameTimeout=config["frame-timeout"],
         observers=observers,
     )
     if serverEndpoints is None:

@@ -1739,3 +1739,89 @@ class ConnectionStateTests(ServerTestCase):
         self.pending["a"].callback("done")
         self.assertEqual(connection.transport.closes, ["loseConnection"])
         connection.received()
+
+
+class FrameTimeoutTests(ServerTestCase):
+    """
+    A frame that has started must be complete within the frame timeout,
+    whatever else is outstanding on its connection.
+    """
+
+    def test_dribblingWhileCallOutstanding(self) -> None:
+        """
+        With a call outstanding (so no keepalive runs), a frame still
+        incomplete after the frame timeout ends the connection: a
+        C{FrameTimeout} goaway, its bytes dropped, the outstanding call still
+        answered, then the half-close.
+        """
+        connection = self.connect(frameTimeout=3.0)
+        connection.request(1, "later", "a")
+        frame = encode([0, 2, "echo", ["x" * 100]])
+        connection.sendBytes(frame[:50])
+        self.reactor.advance(2.0)
+        connection.sendBytes(frame[50:60])
+        self.reactor.advance(0.999)
+        self.assertEqual(connection.received(), [])
+        self.reactor.advance(0.001)
+        self.assertEqual(connection.received(), [[3, "goaway", 1, "FrameTimeout"]])
+        connection.sendBytes(frame[60:])
+        self.assertEqual(self.calls, ["a"])
+        self.pending["a"].callback("done")
+        self.assertEqual(connection.received(), [[1, 1, None, "done"]])
+        self.assertEqual(connection.transport.closes, ["loseWriteConnection"])
+
+    def test_eachFrameItsOwnDeadline(self) -> None:
+        """
+        Chunks that each finish a frame and start the next do not add up: a
+        client pipelining steadily is never cut.
+        """
+        connection = self.connect(frameTimeout=3.0, keepalive=0)
+        data = b"".join(encode([0, i, "echo", [i]]) for i in range(1, 11))
+        step = len(encode([0, 1, "echo", [1]]))
+        for start in range(0, len(data), step):
+            connection.sendBytes(
+                data[start + 3 : start + step + 3] if start else data[: 3 + step]
+            )
+            self.reactor.advance(2.0)
+        answers = connection.received()
+        self.assertNotIn([3, "goaway", 0, "FrameTimeout"], answers)
+        self.assertEqual([m[1] for m in answers if m[0] == 1], list(range(1, 11)))
+
+    def test_completedInTime(self) -> None:
+        """
+        A frame completed before its deadline stops the timer.
+        """
+        connection = self.connect(frameTimeout=3.0, keepalive=0)
+        frame = encode([0, 1, "echo", [1]])
+        connection.sendBytes(frame[:5])
+        self.reactor.advance(2.9)
+        connection.sendBytes(frame[5:])
+        self.reactor.advance(10)
+        self.assertEqual(connection.received(), [[1, 1, None, 1]])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_disabled(self) -> None:
+        """
+        A frame timeout of 0 sets no timer.
+        """
+        connection = self.connect(frameTimeout=0, keepalive=0)
+        connection.sendBytes(encode([0, 1, "echo", [1]])[:5])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_notWhileServerPaused(self) -> None:
+        """
+        While the server itself stops reading (calls in flight at the
+        limit), buffered bytes are not the client's delay: no timer runs.
+        """
+        connection = self.connect(frameTimeout=3.0, keepalive=0, maxInFlight=1)
+        connection.request(1, "later", "a")
+        connection.sendBytes(encode([0, 2, "echo", [2]])[:5])
+        self.assertTrue(connection.protocol.paused)
+        self.reactor.advance(10)
+        self.assertEqual(connection.received(), [])
+
+    def test_invalidTimeout(self) -> None:
+        """
+        A negative frame timeout is a configuration error.
+        """
+        self.assertRaises(ValueError, self.makeFactory, frameTimeout=-1)

@@ -686,6 +686,7 @@ class LimitOptionsTests(SynchronousTestCase):
         self.assertEqual(service.factory.maxInFlight, 1000)
         self.assertIsNone(service.factory.maxConnections)
         self.assertEqual(service.factory.maxContainers, 65536)
+        self.assertEqual(service.factory.frameTimeout, 120.0)
 
     def test_given(self) -> None:
         """
@@ -699,9 +700,13 @@ class LimitOptionsTests(SynchronousTestCase):
         self.assertEqual(service.factory.maxInFlight, 7)
         self.assertEqual(service.factory.maxConnections, 3)
         self.assertEqual(service.factory.maxContainers, 9)
-        service = makeService(parse("--max-containers", "0"), ListeningReactor())
+        service = makeService(
+            parse("--max-containers", "0", "--frame-timeout", "2.5"),
+            ListeningReactor(),
+        )
         assert isinstance(service, RpcService)
         self.assertIsNone(service.factory.maxContainers)
+        self.assertEqual(service.factory.frameTimeout, 2.5)
 
     def test_invalid(self) -> None:
         """
@@ -714,6 +719,8 @@ class LimitOptionsTests(SynchronousTestCase):
         self.assertEqual(str(e), "--max-connections must be >= 0, not '-1'")
         e = self.assertRaises(usage.UsageError, parse, "--max-containers", "-1")
         self.assertEqual(str(e), "--max-containers must be >= 0, not '-1'")
+        e = self.assertRaises(usage.UsageError, parse, "--frame-timeout", "-1")
+        self.assertEqual(str(e), "--frame-timeout must be >= 0, not '-1'")
 
     def test_authToken(self) -> None:
         """
