@@ -387,6 +387,7 @@ class ConnectionCounterTests(ServerTestCase):
                 "MessageTooLarge": 0,
                 "Unauthorized": 0,
                 "ServerBusy": 0,
+                "FrameTimeout": 0,
             },
         )
 
