@@ -73,7 +73,9 @@ _CONTROL = _wire.CONTROL
 _MAX_MSGID = _wire.MAX_MSGID
 _unpackb = msgpack.unpackb
 _isMsgid = _wire.isMsgid
-_encodeRequest = _wire.encodeRequest
+_REQUEST = _wire.REQUEST
+_perThread = _wire._perThread
+_threadPacker = _wire.threadPacker
 
 
 def after(msgid: int, last: int) -> bool:
@@ -234,7 +236,16 @@ class ClientConnection(FrameReceiver):
             raises them) if the arguments cannot be encoded.
         """
         msgid = self._nextMsgid
-        payload = _encodeRequest(msgid, method, args, kwargs)
+        # _wire.encodeRequest, inline, with this thread's packer.
+        try:
+            packer = _perThread.packer
+        except AttributeError:
+            packer = _threadPacker()
+        payload: bytes = packer.pack(
+            [_REQUEST, msgid, method, args, kwargs]
+            if kwargs
+            else [_REQUEST, msgid, method, args]
+        )
         if len(payload) > self.maxSendSize:
             raise self._tooLarge(method, len(payload))
         self._nextMsgid = (msgid + 1) & _MAX_MSGID
