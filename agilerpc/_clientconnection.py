@@ -59,6 +59,7 @@ from ._errors import (
     Unauthorized,
 )
 from ._framing import FrameReceiver
+from ._wire import HEADER
 
 # The goaway reason (and error type) of a server refusing a connection that
 # did not authenticate.
@@ -76,6 +77,7 @@ _isMsgid = _wire.isMsgid
 _REQUEST = _wire.REQUEST
 _perThread = _wire._perThread
 _threadPacker = _wire.threadPacker
+_unpackFrom = HEADER.unpack_from
 
 
 def after(msgid: int, last: int) -> bool:
@@ -205,6 +207,7 @@ class ClientConnection(FrameReceiver):
         self.state = State.AWAITING_HELLO
         self.calls: dict[int, Any] = {}
         self._nextMsgid = 0
+        self.startReceiving()
 
     def __repr__(self) -> str:
         return f"<ClientConnection {self.state.value}, {len(self.calls)} in flight>"
@@ -321,6 +324,28 @@ class ClientConnection(FrameReceiver):
         )
 
     # -- what the server sends -------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._buffered or self._discarding or self.paused:
+            FrameReceiver.dataReceived(self, data)
+            return
+        # FrameReceiver.dataReceived's usual case, inline: nothing buffered,
+        # whole frames within the limit.  What is left (part of a frame, one
+        # too large, or the rest after a pause) goes to FrameReceiver, as the
+        # start of a chunk.
+        offset = 0
+        end = len(data)
+        while end - offset >= 4:
+            (length,) = _unpackFrom(data, offset)
+            stop = offset + 4 + length
+            if stop > end or length > self.MAX_LENGTH:
+                break
+            self.stringReceived(data[offset + 4 : stop])
+            offset = stop
+            if self._discarding or self.paused:
+                break
+        if offset < end and not self._discarding:
+            FrameReceiver.dataReceived(self, data[offset:] if offset else data)
 
     def stringReceived(self, payload: bytes) -> None:
         try:
