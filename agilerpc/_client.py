@@ -71,7 +71,7 @@ from ._errors import (
     TLSRefused,
     Unauthorized,
 )
-from ._framing import writeFrame
+from ._framing import LARGE_FRAME, packHeader, writeFrame
 
 _log = Logger(namespace="agilerpc.client")
 
@@ -246,7 +246,12 @@ class RpcClientProtocol(Protocol):
             return
         call.msgid = msgid
         call.connection = self
-        writeFrame(self.transport, payload)
+        # writeFrame, inline, for the usual small payload.
+        size = len(payload)
+        if size < LARGE_FRAME:
+            self.transport.write(packHeader(size) + payload)
+        else:
+            writeFrame(self.transport, payload)
 
     def _sendNotification(self, call: _Call) -> None:
         try:
@@ -594,7 +599,11 @@ class RpcClient:
         """
         if self._closed:
             return fail(ClientClosed(f"{method}(): the client is closed"))
-        pending = self.pending
+        # self.pending, inline.
+        queue = self._queue
+        pending = len(queue)
+        for protocol in self._connections:
+            pending += len(protocol.core.calls)
         if pending >= self.maxPending:
             return fail(
                 QueueFull(
@@ -608,7 +617,17 @@ class RpcClient:
         call.client = self
         if self.timeout is not None:
             d.addTimeout(self.timeout, self._reactor, call.timedOut)
-        self._submit(call)
+        # self._submit(call), with its usual case inline: a ready connection
+        # and nothing queued.
+        ready = self._readyList
+        if ready and not queue and len(ready) == len(self._endpoints):
+            index = self._next
+            if index >= len(ready):
+                index = 0
+            self._next = index + 1
+            ready[index].sendCall(call)
+        else:
+            self._submit(call)
         return d
 
     def notify(self, method: str, *args: Any, **kwargs: Any) -> None:

@@ -59,6 +59,7 @@ from ._errors import (
     Unauthorized,
 )
 from ._framing import FrameReceiver
+from ._wire import HEADER
 
 # The goaway reason (and error type) of a server refusing a connection that
 # did not authenticate.
@@ -73,7 +74,10 @@ _CONTROL = _wire.CONTROL
 _MAX_MSGID = _wire.MAX_MSGID
 _unpackb = msgpack.unpackb
 _isMsgid = _wire.isMsgid
-_encodeRequest = _wire.encodeRequest
+_REQUEST = _wire.REQUEST
+_perThread = _wire._perThread
+_threadPacker = _wire.threadPacker
+_unpackFrom = HEADER.unpack_from
 
 
 def after(msgid: int, last: int) -> bool:
@@ -203,6 +207,7 @@ class ClientConnection(FrameReceiver):
         self.state = State.AWAITING_HELLO
         self.calls: dict[int, Any] = {}
         self._nextMsgid = 0
+        self.startReceiving()
 
     def __repr__(self) -> str:
         return f"<ClientConnection {self.state.value}, {len(self.calls)} in flight>"
@@ -234,7 +239,16 @@ class ClientConnection(FrameReceiver):
             raises them) if the arguments cannot be encoded.
         """
         msgid = self._nextMsgid
-        payload = _encodeRequest(msgid, method, args, kwargs)
+        # _wire.encodeRequest, inline, with this thread's packer.
+        try:
+            packer = _perThread.packer
+        except AttributeError:
+            packer = _threadPacker()
+        payload: bytes = packer.pack(
+            [_REQUEST, msgid, method, args, kwargs]
+            if kwargs
+            else [_REQUEST, msgid, method, args]
+        )
         if len(payload) > self.maxSendSize:
             raise self._tooLarge(method, len(payload))
         self._nextMsgid = (msgid + 1) & _MAX_MSGID
@@ -310,6 +324,28 @@ class ClientConnection(FrameReceiver):
         )
 
     # -- what the server sends -------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._buffered or self._discarding or self.paused:
+            FrameReceiver.dataReceived(self, data)
+            return
+        # FrameReceiver.dataReceived's usual case, inline: nothing buffered,
+        # whole frames within the limit.  What is left (part of a frame, one
+        # too large, or the rest after a pause) goes to FrameReceiver, as the
+        # start of a chunk.
+        offset = 0
+        end = len(data)
+        while end - offset >= 4:
+            (length,) = _unpackFrom(data, offset)
+            stop = offset + 4 + length
+            if stop > end or length > self.MAX_LENGTH:
+                break
+            self.stringReceived(data[offset + 4 : stop])
+            offset = stop
+            if self._discarding or self.paused:
+                break
+        if offset < end and not self._discarding:
+            FrameReceiver.dataReceived(self, data[offset:] if offset else data)
 
     def stringReceived(self, payload: bytes) -> None:
         try:

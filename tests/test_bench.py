@@ -650,6 +650,23 @@ class ServerLoopTests(SynchronousTestCase):
         self.assertGreater(perRequest, 0)
 
 
+class ClientLoopTests(SynchronousTestCase):
+    """
+    L{bench.clientloop} drives a real client over a fake transport (timings
+    are not asserted, only that it measured something).
+    """
+
+    def test_measures(self) -> None:
+        """
+        C{measure} makes its calls, each answered with its result, and
+        returns a positive time per call.
+        """
+        from bench import clientloop
+
+        perCall = clientloop.measure(200, passes=1)
+        self.assertGreater(perCall, 0)
+
+
 class StallTests(SynchronousTestCase):
     """
     L{bench.stall} builds legal worst cases and one over the container limit

@@ -906,3 +906,38 @@ class NotificationTests(SynchronousTestCase):
         self.assertEqual(
             transport.written, [_wire.frame(_wire.encodeNotification("m", [1]))]
         )
+
+
+class LargeRequestTests(SynchronousTestCase):
+    """
+    A request of 64 KiB or more is written as its header and its payload,
+    not one joined copy.
+    """
+
+    def test_headerThenPayload(self) -> None:
+        """
+        A large call's frame is written with C{writeSequence}, and the bytes
+        are the header then the payload.
+        """
+        reactor = MemoryReactorClock()
+        client = RpcClient(reactor, "127.0.0.1", 1)
+        client.connect()
+        protocol: Any = reactor.tcpClients[0][2].buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(
+            _wire.frame(_wire.encodeHello({"protocol": _wire.PROTOCOL_VERSION}))
+        )
+        sequences: list[Any] = []
+        write = transport.writeSequence
+
+        def writeSequence(data: Any) -> None:
+            sequences.append(list(data))
+            write(data)
+
+        transport.writeSequence = writeSequence  # type: ignore[method-assign]
+        transport.clear()
+        client.callRemote("echo", b"x" * 70_000)
+        payload = _wire.encodeRequest(0, "echo", [b"x" * 70_000])
+        self.assertEqual(sequences, [[_wire.HEADER.pack(len(payload)), payload]])
+        self.assertEqual(transport.value(), _wire.frame(payload))
