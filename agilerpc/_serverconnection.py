@@ -46,6 +46,7 @@ _parse = _wire.parseClientMessage
 _check = _wire.checkClientMessage
 _unpackb = _wire._unpackb
 _refuseExtension = _wire._refuseExtension
+_whyUndecodable = _wire._whyUndecodable
 _MAX_MSGID = _wire.MAX_MSGID
 _REQUEST = _wire.REQUEST
 _EMPTY = _wire._EMPTY
@@ -204,7 +205,9 @@ class ServerConnection:
         # without a hook, and a request of the usual shape to dispatch.
         maxContainers = self.settings.maxContainers
         message: Any = None
-        if maxContainers is None or len(payload) <= maxContainers:
+        refused: Exception | None = None
+        decoded = maxContainers is None or len(payload) <= maxContainers
+        if decoded:
             try:
                 # _wire._STRICT, spelled out: a ** dict costs more.
                 message = _unpackb(
@@ -213,8 +216,8 @@ class ServerConnection:
                     max_ext_len=0,
                     ext_hook=_refuseExtension,
                 )
-            except Exception:
-                message = None
+            except Exception as e:
+                refused = e
         if type(message) is list and len(message) == 4 and self.serving:
             code, msgid, method, args = message
             if (
@@ -232,9 +235,12 @@ class ServerConnection:
         try:
             if type(message) is list:
                 message = _check(message)
+            elif refused is not None:
+                raise _wire.undecodableRequest(payload, _whyUndecodable(refused))
+            elif decoded:
+                raise InvalidRequest(_wire.notAnArray(message))
             else:
-                # Not decoded, or not an array: decode again for the error
-                # (or, past the container limit, with the counting hook).
+                # Past the container limit: decode with the counting hook.
                 message = _parse(payload, maxContainers)
         except InvalidRequest as e:
             if self.serving:

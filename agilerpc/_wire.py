@@ -185,8 +185,27 @@ def unpack(payload: bytes, maxContainers: int | None = None) -> list[Any]:
         # UnicodeDecodeError: all mean the same thing to us.
         raise ValueError(_whyUndecodable(e)) from None
     if type(message) is not list:
-        raise ValueError(f"the message is {_kindName(message)}, not an array")
+        raise ValueError(notAnArray(message))
     return message
+
+
+def notAnArray(message: object) -> str:
+    """
+    Why a payload that decoded to C{message}, which is not a list, is not a
+    message.
+    """
+    return f"the message is {_kindName(message)}, not an array"
+
+
+def undecodableRequest(payload: bytes, why: str) -> InvalidRequest:
+    """
+    The C{InvalidRequest} for a payload that is not one msgpack array, for
+    the reason C{why}: with the msgid its start names (L{peekMsgid}), if any.
+    """
+    msgid = peekMsgid(payload, REQUEST)
+    if msgid is None:
+        return InvalidRequest(why)
+    return InvalidRequest(why, {"msgid": msgid})
 
 
 def _kindName(value: object) -> str:
@@ -437,10 +456,7 @@ def parseClientMessage(
     try:
         message = unpack(payload, maxContainers)
     except ValueError as e:
-        msgid = peekMsgid(payload, REQUEST)
-        if msgid is None:
-            raise InvalidRequest(str(e)) from None
-        raise InvalidRequest(str(e), {"msgid": msgid}) from None
+        raise undecodableRequest(payload, str(e)) from None
     return checkClientMessage(message)
 
 

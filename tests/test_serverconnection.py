@@ -15,6 +15,7 @@ from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from agilerpc import _serverconnection as core
 from agilerpc import _wire
 from agilerpc._errors import InvalidResult, MessageTooLarge, RpcError
 from agilerpc._serverconnection import (
@@ -69,6 +70,39 @@ class ReceiveTests(SynchronousTestCase):
         message = connection.receive(_wire.encodeNotification("log", ["x"]))
         self.assertEqual(message, _wire.Notification("log", ["x"], {}))
         self.assertIsNone(connection.lastMsgid)
+
+    def test_undecodableDecodedOnce(self) -> None:
+        """
+        A payload within the container limit that does not decode, or is not
+        an array, is refused from the one decoding attempt (a hostile 8 MiB
+        frame must not cost two decodes), with the msgid its start names.
+        """
+
+        def parseAgain(payload: bytes, maxContainers: int | None) -> Any:
+            self.fail("the payload was decoded a second time")
+
+        self.patch(core, "_parse", parseAgain)
+        connection = ServerConnection(settings(maxContainers=None))
+        truncated = connection.receive(request(5, "echo", "x" * 50)[:-1])
+        notAnArray = connection.receive(msgpack.packb({"a": 1}))
+        assert isinstance(truncated, Refusal) and isinstance(notAnArray, Refusal)
+        self.assertEqual(
+            decode(truncated.payload),
+            [
+                1,
+                5,
+                {
+                    "type": "InvalidRequest",
+                    "message": "the payload ends inside a value (truncated)",
+                    "data": {"msgid": 5},
+                },
+                None,
+            ],
+        )
+        self.assertEqual(
+            decode(notAnArray.payload)[2]["message"],
+            "the message is a map, not an array",
+        )
 
     def test_malformed(self) -> None:
         """
