@@ -34,6 +34,28 @@ from agilerpc import _wire
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
+#: Run the fault and hardening tests at full size (C{tox -e stress}).
+STRESS = os.environ.get("AGILERPC_STRESS") == "1"
+
+
+def scale(short: int, full: int) -> int:
+    """
+    C{full} under C{AGILERPC_STRESS=1}, else C{short}.
+    """
+    return full if STRESS else short
+
+
+def rssKiB(pid: int) -> int:
+    """
+    The resident set size of process C{pid}, in KiB.
+    """
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 _PORT_LINE = re.compile(r"RpcServerFactory(?: \(TLS\))? starting on (\d+)")
 _ADDRESS_IN_USE = "Address already in use"
 

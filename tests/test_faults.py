@@ -44,16 +44,7 @@ from twisted.trial.unittest import TestCase
 from agilerpc import CallLost, RpcClient
 
 from .chaosproxy import ChaosProxy
-from .serverprocess import ServerProcess
-
-STRESS = os.environ.get("AGILERPC_STRESS") == "1"
-
-
-def scale(short: int, full: int) -> int:
-    """
-    C{full} under C{AGILERPC_STRESS=1}, else C{short}.
-    """
-    return full if STRESS else short
+from .serverprocess import STRESS, ServerProcess, rssKiB, scale
 
 
 def _pause(seconds: float) -> Deferred[None]:
@@ -118,17 +109,6 @@ def readLedger(path: str) -> Counter[str]:
         return Counter()
     with open(path, encoding="utf-8") as f:
         return Counter(line.strip() for line in f if line.strip())
-
-
-def rssKiB(pid: int) -> int:
-    """
-    The resident set size of process C{pid}, in KiB.
-    """
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def fdCount(pid: int) -> int:

@@ -23,7 +23,7 @@ from .serverhelpers import (
     encode,
     rawFrame,
 )
-from .serverprocess import ServerProcess
+from .serverprocess import ServerProcess, rssKiB
 
 
 class BackpressureTests(ServerTestCase):
@@ -397,13 +397,6 @@ class SlowReaderIntegrationTests(SynchronousTestCase):
     answered meanwhile.
     """
 
-    def _rss(self, pid: int) -> int:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
-
     def test_clientThatNeverReads(self) -> None:
         """
         However much a non-reading client tries to send, the server takes
@@ -414,7 +407,7 @@ class SlowReaderIntegrationTests(SynchronousTestCase):
         other = server.connect(self)
         other.receiveHello()
         self.assertEqual(other.call("echo", "warm")[3], "warm")
-        before = self._rss(server.pid)
+        before = rssKiB(server.pid) * 1024
 
         hog = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(hog.close)
@@ -447,7 +440,7 @@ class SlowReaderIntegrationTests(SynchronousTestCase):
 
         # The server stopped reading long before 200 MiB.
         self.assertLess(sent, 64 * 1024 * 1024)
-        grown = self._rss(server.pid) - before
+        grown = rssKiB(server.pid) * 1024 - before
         self.assertLess(grown, 32 * 1024 * 1024, f"server RSS grew by {grown} bytes")
         # Everyone else is still served, promptly.
         started = time.monotonic()
