@@ -60,6 +60,10 @@ _log = Logger(namespace="agilerpc.server")
 #: is 60 s between reads; this is for the whole frame: 8 MiB at 1 Mbit/s).
 DEFAULT_FRAME_TIMEOUT = 120.0
 
+#: Seconds between probes while calls are outstanding and the client cannot
+#: be read (see L{RpcServerProtocol._probe}).
+PROBE_INTERVAL = 0.5
+
 _Request = _wire.Request
 _unpackFrom = _wire.HEADER.unpack_from
 _Notification = _wire.Notification
@@ -98,6 +102,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     peer: IAddress | None = None
     _accepted = False
     _lingerCall: IDelayedCall | None = None
+    _probeCall: IDelayedCall | None = None
     # Reading stops while the transport's send buffer is full (it pauses us
     # as its producer) or while maxInFlight calls are outstanding.
     _writePaused = False
@@ -197,9 +202,32 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._lingerCall.cancel()
         self._lingerCall = None
         self._stopFrameTimer()
+        if self._probeCall is not None:
+            self._probeCall.cancel()
+            self._probeCall = None
+        if self.connection.outstanding:
+            self._cancelOutstanding()
         factory.connectionClosed(self)
         if self._observer is not None:
             self._observer.connectionClosed(self)
+
+    def _cancelOutstanding(self) -> None:
+        """
+        The client has gone: nobody will read the answers of its outstanding
+        calls, so cancel them (as gRPC cancels a gone caller's calls).  A
+        handler's Deferred is cancelled; a thread cannot be stopped, and its
+        result is dropped when it comes.
+        """
+        outstanding = self.connection.outstanding
+        self.factory.settings.log.emit(
+            _log,
+            LogLevel.info,
+            "{peer}: connection lost with {count} calls outstanding; cancelling them",
+            self.peer,
+            count=len(outstanding),
+        )
+        for call in list(outstanding.values()):
+            call.cancel()
 
     def handshakeCompleted(self) -> None:
         """
@@ -223,6 +251,9 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         self.setTimeout(None)  # type: ignore[no-untyped-call]
         if not self.connection.outstanding:
             self.transport.loseConnection()
+        else:
+            # Half-closed, or gone entirely?  Only a write can tell.
+            self._probe()
 
     def writeConnectionLost(self) -> None:
         """
@@ -267,6 +298,33 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self.transport.resumeProducing()
             # Frames that arrived before the pause are still buffered.
             self.dataReceived(b"")
+        if pause and not self._writePaused and self._probeCall is None:
+            # Not reading, so the client's end of stream would go unseen.
+            self._probeCall = self.factory.reactor.callLater(
+                PROBE_INTERVAL, self._probe
+            )
+
+    def _probe(self) -> None:
+        """
+        While calls are outstanding and the client cannot be read (its end
+        of stream came, or the in-flight limit stopped reading), write a
+        probe every L{PROBE_INTERVAL} seconds.  A client that only
+        half-closed, or is busy, ignores it; the system of a client that has
+        gone answers it with a reset, which fails the next write and so ends
+        the connection (L{connectionLost} then cancels its calls).  While
+        the send buffer is full no probe is needed: the transport is writing
+        already.
+        """
+        call, self._probeCall = self._probeCall, None
+        if call is not None and call.active():
+            call.cancel()
+        if self.state == DRAINING or (self.paused and not self._writePaused):
+            payload = self.connection.probe()
+            if payload is not None:
+                self._send(payload)
+                self._probeCall = self.factory.reactor.callLater(
+                    PROBE_INTERVAL, self._probe
+                )
 
     # -- receiving ----------------------------------------------------------
 
@@ -484,6 +542,13 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         self._callFinished()
 
     def _callFailed(self, failure: Failure, msgid: int, method: str) -> None:
+        if self.state == CLOSED and type(failure.value) is CancelledError:
+            # Cancelled with its connection (_cancelOutstanding): there is
+            # nobody to answer, and no error to encode or log.
+            self.connection.callEnded(msgid)
+            if self._observer is not None:
+                self._finished(msgid, method, "Cancelled")
+            return
         ended = self.connection.callEnded(msgid)
         if isinstance(failure.value, RpcError):
             _log.debug(

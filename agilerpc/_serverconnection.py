@@ -410,6 +410,15 @@ class ServerConnection:
         self.serving = False
         return _wire.encodeGoaway(self.lastMsgid, reason)
 
+    def probe(self) -> bytes | None:
+        """
+        A probe to write while calls are outstanding and the client cannot
+        be read (its end of stream came, or flow control stopped reading):
+        a client that has gone answers it with a TCP reset, and the next
+        write fails.  L{None} when nothing is outstanding: nothing to ask.
+        """
+        return _wire.PROBE if self.outstanding else None
+
     def result(self, msgid: int, result: Any, method: str) -> bytes:
         """
         The response carrying C{result}.

@@ -338,6 +338,11 @@ def encodeGoaway(lastMsgid: int | None, reason: str) -> bytes:
     return pack([CONTROL, "goaway", lastMsgid, reason])
 
 
+#: The server's probe, a control message every client ignores: written to
+#: learn whether a client it cannot read from is still there.
+PROBE = pack([CONTROL, "probe"])
+
+
 def encodeCancel(msgid: int) -> bytes:
     """
     Encode a client's request to cancel the call C{msgid}.

@@ -149,7 +149,7 @@ class HelloTests(CoreTestMixin, SynchronousTestCase):
         clients send, are ignored before and after the hello.
         """
         ignored = frame([3, "cancel", 0]) + frame([3, "auth", b"x"])
-        ignored += frame([3, "ping"])
+        ignored += frame([3, "ping"]) + frame([3, "probe"])
         self.core.dataReceived(ignored)
         self.assertEqual(self.events.events, [])
         self.ready()

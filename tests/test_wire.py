@@ -68,6 +68,8 @@ def _encode(message: list[Any]) -> bytes:
         return wire.encodeGoaway(*message[2:])
     if kind == "auth":
         return wire.encodeAuth(*message[2:])
+    if kind == "probe":
+        return wire.PROBE
     assert kind == "cancel", message
     return wire.encodeCancel(*message[2:])
 
@@ -76,7 +78,11 @@ def _parse(message: list[Any], payload: bytes) -> Any:
     """
     Decode C{payload} with the parser for the side that receives C{message}.
     """
-    if message[0] in (wire.RESPONSE,) or message[1:2] in (["hello"], ["goaway"]):
+    if message[0] in (wire.RESPONSE,) or message[1:2] in (
+        ["hello"],
+        ["goaway"],
+        ["probe"],
+    ):
         return wire.parseServerMessage(payload)
     return wire.parseClientMessage(payload)
 
