@@ -520,9 +520,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             # What the caller got wrong (no such method, arguments that do
             # not bind) or what the handler chose to say: not a server error,
             # and no traceback a peer could make the server write at will.
-            _log.debug(
+            # Rate-limited too: twistd writes debug events unless told not to.
+            self.factory.settings.log.emit(
+                _log,
+                LogLevel.debug,
                 "{peer}: notification {method}: {error}",
-                peer=self.peer,
+                self.peer,
                 method=method,
                 error=failure.value,
             )
@@ -551,9 +554,11 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             return
         ended = self.connection.callEnded(msgid)
         if isinstance(failure.value, RpcError):
-            _log.debug(
+            self.factory.settings.log.emit(
+                _log,
+                LogLevel.debug,
                 "{peer}: {method} #{msgid}: {error}",
-                peer=self.peer,
+                self.peer,
                 method=method,
                 msgid=msgid,
                 error=failure.value,

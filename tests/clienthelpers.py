@@ -59,7 +59,13 @@ class Handlers:
         return d
 
     def answer(self, token: Any) -> None:
-        self.waiting.pop(token).callback(token)
+        """
+        Answer the call C{token}, unless the server cancelled it (its
+        connection was lost).
+        """
+        d = self.waiting.pop(token)
+        if not d.called:
+            d.callback(token)
 
 
 def assertExactlyOnce(

@@ -84,3 +84,14 @@ def fail(message: str) -> None:
     Raise C{ValueError(message)}.
     """
     raise ValueError(message)
+
+
+@agilerpc.rpc
+def nested(depth: int) -> list[Any]:
+    """
+    An empty list nested C{depth} lists deep.
+    """
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value

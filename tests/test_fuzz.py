@@ -392,6 +392,16 @@ class ServerModel:
             self.pending.remove(call)
         return index
 
+    def lose(self) -> None:
+        """
+        The connection is lost: its outstanding calls are cancelled, without
+        a response; notifications run on.
+        """
+        self.lost = True
+        for call in self.outstanding.values():
+            self.pending.remove(call)
+        self.outstanding.clear()
+
     def finish(self, call: _Pending, response: tuple[Any, ...]) -> None:
         assert call.msgid is not None
         del self.outstanding[call.msgid]
@@ -514,7 +524,7 @@ class ServerFuzzTests(SynchronousTestCase):
 
         if loseAtEnd:
             protocol.connectionLost(Failure(ConnectionDone()))
-            model.lost = True
+            model.lose()
         while model.pending:
             act(("answer", 0, True))
 

@@ -284,17 +284,17 @@ class CallCounterTests(ServerTestCase):
         )
         self.assertEqual(self.metrics.methods["later"].total, 2.0)
 
-    def test_answeredAfterConnectionLost(self) -> None:
+    def test_cancelledWithConnection(self) -> None:
         """
-        A call answered after its connection is gone is still counted, and
-        nothing is written.
+        A call outstanding when its connection is lost is cancelled, counted
+        as C{Cancelled}, and nothing is written.
         """
         connection = Connection(self.factory)
         connection.request(1, "later")
-        connection.lost()
         written = connection.transport.value()
-        self.pending[0].callback("late")
-        self.assertEqual(self.metrics.calls, {("later", "ok"): 1})
+        connection.lost()
+        self.assertTrue(self.pending[0].called)
+        self.assertEqual(self.metrics.calls, {("later", "Cancelled"): 1})
         self.assertEqual(connection.transport.value(), written)
 
     def test_cancelledCall(self) -> None:

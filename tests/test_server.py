@@ -1258,7 +1258,9 @@ class ClientCloseTests(ServerTestCase):
         self.pending["b"].callback("B")
         self.assertEqual(connection.transport.closes, [])
         self.pending["a"].callback("A")
-        self.assertEqual(connection.received(), [[1, 2, None, "B"], [1, 1, None, "A"]])
+        self.assertEqual(
+            connection.received(), [[3, "probe"], [1, 2, None, "B"], [1, 1, None, "A"]]
+        )
         self.assertEqual(connection.transport.closes, ["loseConnection"])
 
     def test_shutdownAfterEOF(self) -> None:
@@ -1271,7 +1273,9 @@ class ClientCloseTests(ServerTestCase):
         connection.request(1, "later", "a")
         connection.clientCloses()
         self.factory.shutdown(10)
-        self.assertEqual(connection.received(), [[3, "goaway", 1, "shutdown"]])
+        self.assertEqual(
+            connection.received(), [[3, "probe"], [3, "goaway", 1, "shutdown"]]
+        )
         self.pending["a"].callback("A")
         self.assertEqual(connection.received(), [[1, 1, None, "A"]])
         self.assertEqual(connection.transport.closes, ["loseConnection"])
@@ -1818,7 +1822,8 @@ class FrameTimeoutTests(ServerTestCase):
         connection.sendBytes(encode([0, 2, "echo", [2]])[:5])
         self.assertTrue(connection.protocol.paused)
         self.reactor.advance(10)
-        self.assertEqual(connection.received(), [])
+        # Only the probes of a connection the server cannot read (7.4).
+        self.assertEqual({tuple(m) for m in connection.received()}, {(3, "probe")})
 
     def test_invalidTimeout(self) -> None:
         """
