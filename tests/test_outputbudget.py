@@ -12,13 +12,15 @@ from typing import Any
 
 from twisted.internet.error import ConnectionAborted
 from twisted.logger import LogLevel
+from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from agilerpc import RpcError, RpcServerFactory, _wire
+from agilerpc import RpcError, RpcServerFactory, RpcService, _wire
 from agilerpc._peerlog import BURST
 from agilerpc._server import DEFAULT_MAX_UNSENT, DEFAULT_MAX_UNSENT_TOTAL
 from agilerpc.metrics import ServerCollector, ServerMetrics
+from agilerpc.tap import Options, makeService
 
 from .serverhelpers import (
     BufferingTransport,
@@ -372,3 +374,69 @@ class FactoryOptionTests(SynchronousTestCase):
         ]:
             self.assertRaises(ValueError, self.factory, **kwargs)
         self.factory(maxMessageSize=1000, maxUnsent=1000, maxUnsentTotal=1000)
+
+
+class TapOptionTests(SynchronousTestCase):
+    """
+    C{twistd agilerpc --max-unsent} and C{--max-unsent-total}.
+    """
+
+    def parse(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def service(self, *argv: str) -> RpcServerFactory:
+        service = makeService(self.parse(*argv), ListeningReactor())
+        assert isinstance(service, RpcService)
+        return service.factory
+
+    def test_tapDefaults(self) -> None:
+        """
+        C{twistd agilerpc} has the factory's defaults.
+        """
+        factory = self.service()
+        self.assertEqual(factory.maxUnsent, DEFAULT_MAX_UNSENT)
+        self.assertEqual(factory.unsent.limit, DEFAULT_MAX_UNSENT_TOTAL)
+
+    def test_tapGiven(self) -> None:
+        """
+        The options' values are the factory's limits; 0 is no limit.
+        """
+        factory = self.service(
+            "--max-unsent", str(16 * MiB), "--max-unsent-total", str(256 * MiB)
+        )
+        self.assertEqual(factory.maxUnsent, 16 * MiB)
+        self.assertEqual(factory.unsent.limit, 256 * MiB)
+        factory = self.service("--max-unsent", "0", "--max-unsent-total", "0")
+        self.assertIsNone(factory.maxUnsent)
+        self.assertIsNone(factory.unsent.limit)
+
+    def test_tapInvalid(self) -> None:
+        """
+        A negative limit, or one below C{--max-message-size}, is a usage
+        error.
+        """
+        e = self.assertRaises(usage.UsageError, self.parse, "--max-unsent", "-1")
+        self.assertEqual(str(e), "--max-unsent must be >= 0, not '-1'")
+        e = self.assertRaises(usage.UsageError, self.parse, "--max-unsent-total", "x")
+        self.assertEqual(str(e), "--max-unsent-total must be a number, not 'x'")
+        e = self.assertRaises(
+            usage.UsageError,
+            self.parse,
+            "--max-message-size",
+            "2000",
+            "--max-unsent",
+            "1000",
+        )
+        self.assertEqual(
+            str(e), "--max-unsent must be 0 or >= --max-message-size (2000), not 1000"
+        )
+        e = self.assertRaises(
+            usage.UsageError, self.parse, "--max-unsent-total", "1000"
+        )
+        self.assertEqual(
+            str(e),
+            "--max-unsent-total must be 0 or >= --max-message-size "
+            f"({_wire.DEFAULT_MAX_MESSAGE_SIZE}), not 1000",
+        )
