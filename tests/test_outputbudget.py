@@ -8,6 +8,9 @@ is aborted, logged and counted, like redis' C{client-output-buffer-limit}.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
 from typing import Any
 
 from twisted.internet.error import ConnectionAborted
@@ -28,6 +31,7 @@ from .serverhelpers import (
     ListeningReactor,
     ServerTestCase,
 )
+from .serverprocess import STRESS, ServerProcess, rssKiB, scale
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -440,3 +444,141 @@ class TapOptionTests(SynchronousTestCase):
             "--max-unsent-total must be 0 or >= --max-message-size "
             f"({_wire.DEFAULT_MAX_MESSAGE_SIZE}), not 1000",
         )
+
+
+class ServerProcessTests(SynchronousTestCase):
+    """
+    Against C{twistd agilerpc}: a client that asks for large results from a
+    Deferred handler and never reads them.
+    """
+
+    timeout = 600 if STRESS else 60
+
+    def hog(self, server: ServerProcess) -> socket.socket:
+        """
+        A client that never reads.
+        """
+        hog = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(hog.close)
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", server.port))
+        return hog
+
+    def ask(
+        self, hog: socket.socket, msgids: range, size: int, delay: float = 0.2
+    ) -> None:
+        """
+        Send requests for C{size}-byte results produced C{delay} seconds
+        later.
+        """
+        hog.sendall(
+            b"".join(
+                _wire.frame(_wire.encodeRequest(i, "blobLater", [size, delay]))
+                for i in msgids
+            )
+        )
+
+    def waitForStats(
+        self, client: Any, done: Any, timeout: float = 20.0
+    ) -> dict[str, Any]:
+        """
+        Poll C{system.stats} until C{done(stats)}; the stats.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            stats: dict[str, Any] = client.call("system.stats")[3]
+            if done(stats):
+                return stats
+            self.assertLess(time.monotonic(), deadline, f"last stats: {stats}")
+            time.sleep(0.05)
+
+    def test_clientThatNeverReadsItsResults(self) -> None:
+        """
+        A client that sent small requests for large results (Deferred) and
+        reads none is aborted once the server holds C{--max-unsent} for it:
+        the server's RSS grows by about that much, not by the results, and
+        another client is served throughout.
+        """
+        # Short: 96 MiB of results with a 16 MiB limit; full (tox -e stress):
+        # the issue's 3000 requests (about 67 KB) for 1 MiB results, with the
+        # default limit.
+        limit = scale(16 * MiB, DEFAULT_MAX_UNSENT)
+        requests = scale(96, 3000)
+        server = ServerProcess.start(self, "--max-unsent", str(limit))
+        other = server.connect(self)
+        other.receiveHello()
+        self.assertEqual(other.call("echo", "warm")[3], "warm")
+        before = rssKiB(server.pid) * KiB
+
+        hog = self.hog(server)
+        # Every request is read before any result is ready (the server stops
+        # reading only once results fill its buffer).  The first 8 MiB of
+        # results, more than the kernel's buffers take and less than the
+        # limit, come first: the server holds some, and says so.
+        self.ask(hog, range(8), MiB, 0.2)
+        self.ask(hog, range(8, requests), MiB, 2.0)
+        self.waitForStats(other, lambda s: s["unsent_bytes"] > 0, timeout=2.0)
+        server.waitForOutput(r"over --max-unsent \(", timeout=30)
+        stats = self.waitForStats(
+            other, lambda s: s["connections"] == 1 and s["unsent_bytes"] == 0
+        )
+        self.assertEqual(stats["in_flight"], 0)
+        grown = rssKiB(server.pid) * KiB - before
+        self.assertLess(
+            grown, limit + 48 * MiB, f"server RSS grew by {grown // MiB} MiB"
+        )
+        # The hog's connection was aborted; everyone else is still served.
+        hog.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):
+            while hog.recv(1 << 20):
+                pass
+        started = time.monotonic()
+        self.assertEqual(other.call("echo", "still here")[3], "still here")
+        self.assertLess(time.monotonic() - started, 2.0)
+
+    def test_clientsThatNeverReadShareTheTotal(self) -> None:
+        """
+        Several such clients, with no limit per connection, are aborted
+        (largest first) as together they pass C{--max-unsent-total}: the
+        server's RSS grows by about that much, not by all their results.
+        """
+        # Short: 8 clients, 128 MiB of results, a 24 MiB total; full: 16
+        # clients, 640 MiB, a 256 MiB total.
+        total = scale(24 * MiB, 256 * MiB)
+        hogs = scale(8, 16)
+        requests = scale(16, 40)
+        server = ServerProcess.start(
+            self, "--max-unsent", "0", "--max-unsent-total", str(total)
+        )
+        other = server.connect(self)
+        other.receiveHello()
+        self.assertEqual(other.call("echo", "warm")[3], "warm")
+        before = rssKiB(server.pid) * KiB
+        calls = other.call("system.stats")[3]["calls"] + hogs * requests
+        # Each client's results come in a reactor iteration of their own: an
+        # aborted connection's buffer is freed in its connectionLost, on the
+        # iteration after the abort.
+        for i in range(hogs):
+            self.ask(self.hog(server), range(requests), MiB, 0.2 + 0.15 * i)
+        server.waitForOutput(r"--max-unsent-total", timeout=30)
+        # Every result was produced: written, or dropped with its connection.
+        self.waitForStats(
+            other,
+            lambda s: (
+                s["calls"] > calls
+                and s["in_flight"] == 0
+                and s["unsent_bytes"] <= total
+            ),
+        )
+        # Beyond the total: the results of the client aborted in an
+        # iteration, until its connectionLost, and Twisted's copy of a
+        # buffer when it joins it to write.
+        grown = rssKiB(server.pid) * KiB - before
+        self.assertLess(
+            grown,
+            total + 2 * requests * MiB + 32 * MiB,
+            f"server RSS grew by {grown // MiB} MiB",
+        )
+        started = time.monotonic()
+        self.assertEqual(other.call("echo", "still here")[3], "still here")
+        self.assertLess(time.monotonic() - started, 2.0)
