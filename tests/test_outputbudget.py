@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from agilerpc import RpcError, RpcServerFactory, RpcService, _wire
+from agilerpc._observers import CallLog
 from agilerpc._peerlog import BURST
 from agilerpc._server import DEFAULT_MAX_UNSENT, DEFAULT_MAX_UNSENT_TOTAL
 from agilerpc.metrics import ServerCollector, ServerMetrics
@@ -31,7 +33,8 @@ from .serverhelpers import (
     ListeningReactor,
     ServerTestCase,
 )
-from .serverprocess import STRESS, ServerProcess, rssKiB, scale
+from .serverprocess import STRESS, RawClient, ServerProcess, rssKiB, scale
+from .tlshelpers import pki
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -166,6 +169,30 @@ class CountingTests(UnsentTestCase):
         self.assertGreater(self.factory.unsent.total, 0)
         connection.lost()
         self.assertEqual(self.factory.unsent.total, 0)
+
+    def test_lostWhileWriting(self) -> None:
+        """
+        A connection lost inside the write that filled its buffer (a
+        transport may report a failed write at once) holds nothing
+        afterwards.
+        """
+
+        class LosingTransport(BufferingTransport):
+            protocol: Any = None
+
+            def write(self, data: bytes) -> None:
+                super().write(data)
+                if self.producerPaused and self.protocol is not None:
+                    protocol, self.protocol = self.protocol, None
+                    protocol.connectionLost(Failure(ConnectionAborted()))
+
+        transport = LosingTransport()
+        connection = Connection(self.factory, transport)
+        transport.protocol = connection.protocol
+        connection.request(1, "later", "a")
+        self.respond(connection, "a", 100 * KiB)
+        self.assertEqual(self.factory.unsent.total, 0)
+        self.assertEqual(len(self.factory.unsent), 0)
 
     def test_stats(self) -> None:
         """
@@ -318,7 +345,11 @@ class LimitTests(UnsentTestCase):
         from prometheus_client import CollectorRegistry, generate_latest
 
         metrics = ServerMetrics()
-        factory = self.makeFactory(observers=[metrics], maxUnsentTotal=2 * LIMIT)
+        # With another observer: both are told.
+        other = ServerMetrics()
+        factory = self.makeFactory(
+            observers=[metrics, CallLog(), other], maxUnsentTotal=2 * LIMIT
+        )
         held = self.buffered(factory)
         heldBytes = self.paused(held)
         hog = self.buffered(factory)
@@ -328,6 +359,7 @@ class LimitTests(UnsentTestCase):
         for key in "abcde":
             self.respond(hog, key, 200 * KiB)
         self.assertEqual(metrics.aborted, {"UnsentLimit": 1, "UnsentTotalLimit": 0})
+        self.assertEqual(other.aborted, metrics.aborted)
         self.assertEqual(metrics.unsentBytes(), heldBytes)
         registry = CollectorRegistry()
         registry.register(ServerCollector(metrics))
@@ -454,14 +486,20 @@ class ServerProcessTests(SynchronousTestCase):
 
     timeout = 600 if STRESS else 60
 
-    def hog(self, server: ServerProcess) -> socket.socket:
+    def hog(
+        self, server: ServerProcess, tls: ssl.SSLContext | None = None
+    ) -> socket.socket:
         """
-        A client that never reads.
+        A client that never reads (over TLS with C{tls}).
         """
         hog = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(hog.close)
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.settimeout(10)
         hog.connect(("127.0.0.1", server.port))
+        if tls is not None:
+            hog = tls.wrap_socket(hog, server_hostname="localhost")
+            self.addCleanup(hog.close)
         return hog
 
     def ask(
@@ -535,6 +573,37 @@ class ServerProcessTests(SynchronousTestCase):
         started = time.monotonic()
         self.assertEqual(other.call("echo", "still here")[3], "still here")
         self.assertLess(time.monotonic() - started, 2.0)
+
+    def test_overTLS(self) -> None:
+        """
+        The unsent responses are counted, and the client aborted past
+        C{--max-unsent}, over TLS too: the transport pauses the server the
+        same way.
+        """
+        p = pki()
+        server = ServerProcess.start(
+            self,
+            "--tls-cert",
+            p.path("server.pem"),
+            "--tls-key",
+            p.path("server.key"),
+            "--max-unsent",
+            str(16 * MiB),
+        )
+        other = RawClient(server.port, 10.0)
+        self.addCleanup(other.close)
+        context = ssl.create_default_context(cafile=p.path("ca.pem"))
+        other.sock = context.wrap_socket(other.sock, server_hostname="localhost")
+        other.receiveHello()
+        hog = self.hog(server, context)
+        self.ask(hog, range(8), MiB, 0.2)
+        self.ask(hog, range(8, 96), MiB, 2.0)
+        self.waitForStats(other, lambda s: s["unsent_bytes"] > 0, timeout=2.0)
+        server.waitForOutput(r"over --max-unsent \(", timeout=30)
+        self.waitForStats(
+            other, lambda s: s["connections"] == 1 and s["unsent_bytes"] == 0
+        )
+        self.assertEqual(other.call("echo", "still here")[3], "still here")
 
     def test_clientsThatNeverReadShareTheTotal(self) -> None:
         """
