@@ -59,6 +59,14 @@ class IServerObserver(Interface):
         A goaway was sent with C{reason} (C{idle} when the keepalive fired).
         """
 
+    def connectionAborted(connection: Any, reason: str) -> None:
+        """
+        The server aborted the connection for going over a limit: C{reason}
+        is C{UnsentLimit} (it held more than C{maxUnsent} of responses its
+        client had not read) or C{UnsentTotalLimit} (all connections held
+        more than C{maxUnsentTotal}, and it held the most).
+        """
+
     def receivedBytes(connection: Any, count: int) -> None:
         """
         C{count} bytes were read from the connection.
@@ -101,6 +109,9 @@ class CallLog:
     def goawaySent(self, connection: Any, reason: str) -> None:
         pass
 
+    def connectionAborted(self, connection: Any, reason: str) -> None:
+        pass
+
     def receivedBytes(self, connection: Any, count: int) -> None:
         pass
 
@@ -138,6 +149,10 @@ class _Observers:
     def goawaySent(self, connection: Any, reason: str) -> None:
         for o in self.observers:
             o.goawaySent(connection, reason)
+
+    def connectionAborted(self, connection: Any, reason: str) -> None:
+        for o in self.observers:
+            o.connectionAborted(connection, reason)
 
     def receivedBytes(self, connection: Any, count: int) -> None:
         for o in self.observers:

@@ -14,7 +14,16 @@ The connection's life has explicit states (L{RpcServerProtocol.state}):
 C{SERVING}, then C{GOAWAY_SENT} (a goaway was sent, outstanding calls are
 still answered) or C{DRAINING} (the client closed its side), then
 C{LINGERING} (our side is closed, the client's is read until it closes),
-then C{CLOSED}.
+then C{CLOSED} (the connection is lost, or we aborted it).
+
+A client that does not read its responses fills the transport's send
+buffer, which pauses the connection: it reads no more requests.  Calls
+already dispatched still answer; what they write from then on is unsent
+until the transport resumes the connection (its buffer is empty), and is
+counted in the factory's L{Budget} C{unsent}.  A connection that holds more
+than C{maxUnsent}, or the one holding the most when all hold more than
+C{maxUnsentTotal}, is aborted, as redis does past its
+C{client-output-buffer-limit}.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import _wire
+from ._budget import Budget
 from ._dispatch import PLAIN, Dispatcher, deferred, kinds
 from ._errors import RpcError
 from ._framing import LARGE_FRAME, FrameReceiver, packHeader, writeFrame
@@ -63,6 +73,16 @@ DEFAULT_FRAME_TIMEOUT = 120.0
 #: Seconds between probes while calls are outstanding and the client cannot
 #: be read (see L{RpcServerProtocol._probe}).
 PROBE_INTERVAL = 0.5
+
+#: Bytes of responses one connection may hold unsent (written while its client
+#: does not read): eight of the largest messages.
+DEFAULT_MAX_UNSENT = 8 * _wire.DEFAULT_MAX_MESSAGE_SIZE
+#: Bytes of responses all connections may hold unsent together.
+DEFAULT_MAX_UNSENT_TOTAL = 1024 * 1024 * 1024
+#: Why a connection is aborted (L{IServerObserver.connectionAborted}): it
+#: held more than maxUnsent, or the most when all held more than
+#: maxUnsentTotal.
+ABORT_REASONS = ("UnsentLimit", "UnsentTotalLimit")
 
 _Request = _wire.Request
 _unpackFrom = _wire.HEADER.unpack_from
@@ -104,8 +124,9 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     _lingerCall: IDelayedCall | None = None
     _probeCall: IDelayedCall | None = None
     # Reading stops while the transport's send buffer is full (it pauses us
-    # as its producer) or while maxInFlight calls are outstanding.
-    _writePaused = False
+    # as its producer) or while maxInFlight calls are outstanding.  While it
+    # is full, every write is counted as unsent (see _unsentWritten).
+    _writePaused: bool
     # Set by stringReceived, so that the keepalive restarts once per chunk
     # received rather than once per frame.
     _framesReceived: bool
@@ -122,6 +143,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         # Read on the hot path: as instance attributes, not class defaults,
         # so that attribute lookups take the interpreter's fast path.
         self.state = SERVING
+        self._writePaused = False
         self._framesReceived = False
         self._frameCall: IDelayedCall | None = None
         self.paused = False
@@ -144,6 +166,15 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         Calls dispatched on this connection and not answered yet.
         """
         return len(self.connection.outstanding)
+
+    @property
+    def unsent(self) -> int:
+        """
+        Bytes written to this connection since its transport paused it (its
+        send buffer passed its limit: the client does not read), and not sent
+        yet; 0 while it is not paused.
+        """
+        return self.factory.unsent.held(self)
 
     # -- connection life ----------------------------------------------------
 
@@ -273,9 +304,11 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
 
     def resumeProducing(self) -> None:
         """
-        The transport's send buffer drained: read again.
+        The transport's send buffer drained: nothing is unsent any more; read
+        again.
         """
         self._writePaused = False
+        self.factory.unsent.release(self)
         self._updateReading()
 
     def stopProducing(self) -> None:
@@ -444,6 +477,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 self.transport.write(packHeader(size) + payload)
             else:
                 writeFrame(self.transport, payload)
+            if self._writePaused:
+                self._unsentWritten(size + 4)
             return
         later = deferred(result)
         if later is None:
@@ -614,6 +649,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 self.transport.write(packHeader(size) + payload)
             else:
                 writeFrame(self.transport, payload)
+            if self._writePaused:
+                self._unsentWritten(size + 4)
             if self._observer is not None:
                 self._observer.sentBytes(self, size + 4)
                 self._finished(msgid, method, "ok")
@@ -644,8 +681,61 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 self.transport.write(packHeader(size) + payload)
             else:
                 writeFrame(self.transport, payload)
+            if self._writePaused:
+                self._unsentWritten(size + 4)
             if self._observer is not None:
                 self._observer.sentBytes(self, size + 4)
+
+    def _unsentWritten(self, count: int) -> None:
+        """
+        C{count} bytes were written while the transport has us paused (the
+        write that paused us included: the transport pauses its producer
+        inside C{write}): they are unsent.  Abort this connection if it now
+        holds more than C{maxUnsent}, and the ones holding the most if all
+        hold more than C{maxUnsentTotal}.
+        """
+        if self.state == CLOSED:
+            return
+        factory = self.factory
+        budget = factory.unsent
+        limit = factory.maxUnsent
+        if limit is not None:
+            unsent = budget.held(self) + count
+            if unsent > limit:
+                budget.release(self)
+                factory.settings.log.emit(
+                    _log,
+                    LogLevel.warn,
+                    "{peer}: {unsent} bytes of responses the client has not "
+                    "read, over --max-unsent ({limit}): aborting the connection",
+                    self.peer,
+                    unsent=unsent,
+                    limit=limit,
+                )
+                self._abortForLimit("UnsentLimit")
+                return
+        total = budget.total + count
+        for protocol in budget.add(self, count):
+            factory.settings.log.emit(
+                _log,
+                LogLevel.warn,
+                "{peer}: the connections hold {total} bytes of responses their "
+                "clients have not read, over --max-unsent-total ({limit}): "
+                "aborting this one, which holds the most",
+                protocol.peer,
+                total=total,
+                limit=budget.limit,
+            )
+            protocol._abortForLimit("UnsentTotalLimit")
+
+    def _abortForLimit(self, reason: str) -> None:
+        """
+        Abort the connection for going over a limit: C{reason} names it to
+        the observer.
+        """
+        if self._observer is not None:
+            self._observer.connectionAborted(self, reason)
+        self.abort()
 
     # -- keepalive and goaway -----------------------------------------------
 
@@ -722,10 +812,11 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
 
     def abort(self) -> None:
         """
-        Close now, whatever is outstanding.
+        Close now, whatever is outstanding: nothing more is written.
         """
         if self.state != CLOSED:
             self.transport.abortConnection()
+            self.state = CLOSED
 
 
 class RpcServerFactory(Factory):
@@ -749,6 +840,13 @@ class RpcServerFactory(Factory):
         C{InvalidRequest} before they are built.  L{None}: no limit.
     @ivar maxConnections: accepted connections at once; further ones get a
         C{ServerBusy} goaway instead of a hello.  L{None}: no limit.
+    @ivar maxUnsent: bytes of responses one connection may hold unsent
+        (written while its client does not read, see
+        L{RpcServerProtocol.unsent}); past it the connection is aborted.
+        L{None}: no limit.
+    @ivar unsent: the bytes all connections hold unsent, with
+        C{maxUnsentTotal} as its limit: past it, the connections holding the
+        most are aborted.
     @ivar authToken: when set, each connection must first send
         C{[3, "auth", token]} with this token.
     @ivar observer: told what every connection does (see L{IServerObserver}):
@@ -784,6 +882,8 @@ class RpcServerFactory(Factory):
         timer: Callable[[], float] = time.perf_counter,
         maxContainers: int | None = _wire.DEFAULT_MAX_CONTAINERS,
         frameTimeout: float = DEFAULT_FRAME_TIMEOUT,
+        maxUnsent: int | None = DEFAULT_MAX_UNSENT,
+        maxUnsentTotal: int | None = DEFAULT_MAX_UNSENT_TOTAL,
     ) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
@@ -801,6 +901,16 @@ class RpcServerFactory(Factory):
         if maxContainers is not None and maxContainers < 1:
             raise ValueError("maxContainers must be >= 1 or None")
         self.maxContainers = maxContainers
+        # A single response may be as large as the largest message: a smaller
+        # limit would abort a client that reads.
+        for name, value in [
+            ("maxUnsent", maxUnsent),
+            ("maxUnsentTotal", maxUnsentTotal),
+        ]:
+            if value is not None and value < maxMessageSize:
+                raise ValueError(f"{name} must be >= maxMessageSize or None")
+        self.maxUnsent = maxUnsent
+        self.unsent: Budget[RpcServerProtocol] = Budget(maxUnsentTotal)
         self.maxInFlight = maxInFlight
         self.maxConnections = maxConnections
         self.authToken = authToken
@@ -858,7 +968,9 @@ class RpcServerFactory(Factory):
         """
         What C{system.stats} answers: C{uptime} (seconds), C{connections}
         (open now), C{calls} (requests dispatched since the start),
-        C{in_flight} (dispatched and not answered yet) and C{server}.
+        C{in_flight} (dispatched and not answered yet), C{unsent_bytes}
+        (responses written and not sent yet because their clients do not
+        read, see L{RpcServerProtocol.unsent}) and C{server}.
         """
         connections = self.connections
         return {
@@ -866,11 +978,13 @@ class RpcServerFactory(Factory):
             "connections": len(connections),
             "calls": self.closedCallsServed + sum(p.callsServed for p in connections),
             "in_flight": sum(p.inFlight for p in connections),
+            "unsent_bytes": self.unsent.total,
             "server": self.settings.hello["server"],
         }
 
     def connectionClosed(self, protocol: RpcServerProtocol) -> None:
         self.connections.discard(protocol)
+        self.unsent.release(protocol)
         if not self.connections and self._drained:
             drained, self._drained = self._drained, []
             for d in drained:

@@ -30,12 +30,14 @@ from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from ._observers import IServerObserver
+from ._server import ABORT_REASONS
 from ._serverconnection import REFUSAL_REASONS
 
 if TYPE_CHECKING:
     from ._client import RpcClient
 
 __all__ = [
+    "ABORT_REASONS",
     "DEFAULT_BUCKETS",
     "REFUSAL_REASONS",
     "UNKNOWN_METHOD",
@@ -106,6 +108,8 @@ class ServerMetrics:
     @ivar keepaliveCloses: connections closed for being idle.
     @ivar goaways: goaways sent, by reason.
     @ivar refused: frames refused, by reason (see L{REFUSAL_REASONS}).
+    @ivar aborted: connections the server aborted for going over a limit, by
+        reason (see L{ABORT_REASONS}).
     @ivar bytesReceived: bytes read from clients.
     @ivar bytesSent: bytes written to clients, frame headers included.
     @ivar connections: the open connections.
@@ -119,6 +123,7 @@ class ServerMetrics:
         self.keepaliveCloses = 0
         self.goaways: dict[str, int] = {}
         self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.aborted: dict[str, int] = dict.fromkeys(ABORT_REASONS, 0)
         self.bytesReceived = 0
         self.bytesSent = 0
         self.connections: set[Any] = set()
@@ -158,6 +163,13 @@ class ServerMetrics:
         """
         return sum(c.inFlight for c in self.connections)
 
+    def unsentBytes(self) -> int:
+        """
+        The bytes of responses written and not sent now, because their
+        clients do not read.
+        """
+        return sum(c.unsent for c in self.connections)
+
     # -- IServerObserver ----------------------------------------------------
 
     def connectionOpened(self, connection: Any) -> None:
@@ -189,6 +201,10 @@ class ServerMetrics:
         goaways[reason] = goaways.get(reason, 0) + 1
         if reason == "idle":
             self.keepaliveCloses += 1
+
+    def connectionAborted(self, connection: Any, reason: str) -> None:
+        aborted = self.aborted
+        aborted[reason] = aborted.get(reason, 0) + 1
 
     def receivedBytes(self, connection: Any, count: int) -> None:
         self.bytesReceived += count
@@ -276,6 +292,19 @@ class ServerCollector:
         for reason, count in sorted(m.refused.items()):
             refused.add_metric([reason], count)
         yield refused
+        yield GaugeMetricFamily(
+            f"{p}_unsent_bytes",
+            "Bytes of responses written and not sent, their clients not reading.",
+            value=m.unsentBytes(),
+        )
+        aborted = CounterMetricFamily(
+            f"{p}_aborted_connections",
+            "Connections aborted for going over a limit, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(m.aborted.items()):
+            aborted.add_metric([reason], count)
+        yield aborted
 
 
 class _MetricsPage(Resource):

@@ -24,7 +24,12 @@ from twisted.python import usage
 
 from ._observers import CallLog, IServerObserver
 from ._registry import Registry
-from ._server import DEFAULT_FRAME_TIMEOUT, RpcServerFactory
+from ._server import (
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_MAX_UNSENT,
+    DEFAULT_MAX_UNSENT_TOTAL,
+    RpcServerFactory,
+)
 from ._service import RpcService
 from ._tlsoptions import readFile, serverTLSOptions
 from ._wire import DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_MESSAGE_SIZE
@@ -104,6 +109,22 @@ class Options(usage.Options):
             "Arrays and maps one request may hold (its own array included); "
             "more is refused with InvalidRequest before they are built "
             "(0: no limit).",
+        ],
+        [
+            "max-unsent",
+            None,
+            DEFAULT_MAX_UNSENT,
+            "Bytes of responses one connection may hold that its client has "
+            "not read; past it the connection is aborted (0: no limit; else "
+            "at least --max-message-size).",
+        ],
+        [
+            "max-unsent-total",
+            None,
+            DEFAULT_MAX_UNSENT_TOTAL,
+            "Bytes of responses all connections may hold that their clients "
+            "have not read; past it the connections holding the most are "
+            "aborted (0: no limit; else at least --max-message-size).",
         ],
         [
             "max-connections",
@@ -212,6 +233,13 @@ class Options(usage.Options):
         self["frame-timeout"] = _number(
             float, "frame-timeout", self["frame-timeout"], 0
         )
+        for name in ("max-unsent", "max-unsent-total"):
+            self[name] = _number(int, name, self[name], 0)
+            if 0 < self[name] < self["max-message-size"]:
+                raise usage.UsageError(
+                    f"--{name} must be 0 or >= --max-message-size "
+                    f"({self['max-message-size']}), not {self[name]}"
+                )
         self["workers"] = _number(int, "workers", self["workers"], 1)
         self["metrics"] = self._metrics()
         self["auth-token"] = (
@@ -376,6 +404,8 @@ def makeService(
         maxConnections=config["max-connections"] or None,
         maxContainers=config["max-containers"] or None,
         frameTimeout=config["frame-timeout"],
+        maxUnsent=config["max-unsent"] or None,
+        maxUnsentTotal=config["max-unsent-total"] or None,
         observers=observers,
     )
     if serverEndpoints is None:

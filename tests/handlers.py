@@ -54,6 +54,18 @@ def sleep(seconds: float) -> Deferred[float]:
 
 
 @agilerpc.rpc
+def blobLater(size: int, delay: float) -> Deferred[bytes]:
+    """
+    Wait C{delay} seconds without blocking the reactor, then return C{size}
+    bytes: a response produced after its request was read.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, delay, lambda: b"x" * size)
+
+
+@agilerpc.rpc
 def pid() -> int:
     """
     The server process's id.

@@ -100,6 +100,47 @@ class RecordingTransport(StringTransport):
         self.disconnected = True
 
 
+class BufferingTransport(RecordingTransport):
+    """
+    A transport with a send buffer that behaves like Twisted's: the write
+    that takes what the client has not read past C{bufferSize} pauses the
+    producer (inside that write), and L{drain} (the client reads it all)
+    resumes it, as Twisted does once its buffer is empty.
+
+    @ivar buffered: bytes written and not drained.
+    """
+
+    bufferSize = 64 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffered = 0
+        self.producerPaused = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.buffered += len(data)
+        if (
+            self.buffered > self.bufferSize
+            and self.producer is not None
+            and not self.producerPaused
+        ):
+            self.producerPaused = True
+            self.producer.pauseProducing()
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def drain(self) -> None:
+        """
+        The client read everything: empty the buffer and resume the producer.
+        """
+        self.buffered = 0
+        if self.producerPaused and self.producer is not None:
+            self.producerPaused = False
+            self.producer.resumeProducing()
+
+
 @implementer(ILogObserver)
 class LogCollector:
     """
@@ -169,8 +210,10 @@ class Connection:
     @ivar hello: the frames the server wrote when the connection was made.
     """
 
-    def __init__(self, factory: RpcServerFactory) -> None:
-        self.transport = RecordingTransport()
+    def __init__(
+        self, factory: RpcServerFactory, transport: RecordingTransport | None = None
+    ) -> None:
+        self.transport = RecordingTransport() if transport is None else transport
         self.protocol = factory.buildProtocol(PEER)
         self.protocol.makeConnection(self.transport)
         self._read = 0

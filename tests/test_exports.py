@@ -62,6 +62,7 @@ MODULES = {
     "agilerpc.testing": {"MemoryConnection", "MemoryServer"},
     "agilerpc.tap": {"DEFAULT_MODULE", "Options", "makeService"},
     "agilerpc.metrics": {
+        "ABORT_REASONS",
         "DEFAULT_BUCKETS",
         "REFUSAL_REASONS",
         "UNKNOWN_METHOD",

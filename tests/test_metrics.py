@@ -498,6 +498,7 @@ class BuiltinTests(ServerTestCase):
                 "connections": 1,
                 "calls": 3,
                 "in_flight": 1,
+                "unsent_bytes": 0,
                 "server": factory.hello["server"],
             },
         )
