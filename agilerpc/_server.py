@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import _wire
+from ._budget import Budget
 from ._dispatch import PLAIN, Dispatcher, deferred, kinds
 from ._errors import RpcError
 from ._framing import LARGE_FRAME, FrameReceiver, packHeader, writeFrame
@@ -59,6 +60,11 @@ _log = Logger(namespace="agilerpc.server")
 #: Seconds a started frame may take to complete (nginx's client_body_timeout
 #: is 60 s between reads; this is for the whole frame: 8 MiB at 1 Mbit/s).
 DEFAULT_FRAME_TIMEOUT = 120.0
+
+#: Bytes of unfinished frames all connections may hold together (redis 7's
+#: maxmemory-clients, for buffered input): 1,000 connections each holding most
+#: of a maximum-size frame stay within it plus what the process needs besides.
+DEFAULT_MAX_INPUT_TOTAL = 1024**3
 
 _Request = _wire.Request
 _unpackFrom = _wire.HEADER.unpack_from
@@ -119,6 +125,9 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         self.state = SERVING
         self._framesReceived = False
         self._frameCall: IDelayedCall | None = None
+        # What this connection is charged in the factory's input budget: its
+        # buffered input as of the end of the last chunk received.
+        self._charged = 0
         self.paused = False
         self.startReceiving()
 
@@ -139,6 +148,15 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         Calls dispatched on this connection and not answered yet.
         """
         return len(self.connection.outstanding)
+
+    @property
+    def bufferedInput(self) -> int:
+        """
+        Bytes received on this connection and held until their frame is
+        complete (or the server reads again), as charged to the factory's
+        L{RpcServerFactory.inputBudget}.
+        """
+        return self._charged
 
     # -- connection life ----------------------------------------------------
 
@@ -196,7 +214,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         if self._lingerCall is not None and self._lingerCall.active():
             self._lingerCall.cancel()
         self._lingerCall = None
-        self._stopFrameTimer()
+        self._frameEnded()
         factory.connectionClosed(self)
         if self._observer is not None:
             self._observer.connectionClosed(self)
@@ -295,9 +313,11 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 FrameReceiver.dataReceived(self, data[offset:] if offset else data)
         completed = self._framesReceived
         if self._buffered:
-            self._frameStarted(completed)
-        elif self._frameCall is not None:
-            self._stopFrameTimer()
+            self._inputHeld(completed)
+        elif self._charged:
+            # Nothing is held any more: give back the charge, and stop the
+            # frame timer (which runs only while something is charged).
+            self._frameEnded()
         if completed:
             self._framesReceived = False
             if not self.connection.outstanding:
@@ -307,6 +327,54 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                     self.resetTimeout()  # type: ignore[no-untyped-call]
                 else:
                     self._idle()
+
+    def discardInput(self) -> None:
+        FrameReceiver.discardInput(self)
+        self._frameEnded()
+
+    def _inputHeld(self, completed: bool) -> None:
+        """
+        Bytes stay buffered after a chunk: charge what changed to the
+        factory's input budget, refuse the connections it evicts, and run
+        the frame timer.
+        """
+        held = self._buffered
+        change = held - self._charged
+        if change:
+            self._charged = held
+            budget = self.factory.inputBudget
+            if change < 0:
+                budget.release(self, -change)
+            else:
+                evicted = budget.add(self, change)
+                if evicted:
+                    for protocol in evicted:
+                        protocol._overInputBudget()
+        self._frameStarted(completed)
+
+    def _overInputBudget(self) -> None:
+        """
+        The factory's input budget evicted this connection (it held the most
+        when the connections' buffered input passed the budget): drop what
+        it holds and end it with a C{ServerBusy} goaway.  The unfinished
+        frame was never dispatched, so the goaway tells the client it may
+        resend it; calls already dispatched are still answered.
+        """
+        held, self._charged = self._charged, 0
+        factory = self.factory
+        factory.settings.log.emit(
+            _log,
+            LogLevel.warn,
+            "{peer}: input dropped, {held} bytes of unfinished frames held while "
+            "connections held more than {limit} together (--max-input-total)",
+            self.peer,
+            held=held,
+            limit=factory.inputBudget.limit,
+        )
+        if self._observer is not None:
+            self._observer.frameRefused(self, "InputBudget")
+        self.discardInput()
+        self.goaway("ServerBusy")
 
     def _frameStarted(self, completed: bool) -> None:
         """
@@ -329,6 +397,17 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         call, self._frameCall = self._frameCall, None
         if call is not None and call.active():
             call.cancel()
+
+    def _frameEnded(self) -> None:
+        """
+        Nothing is buffered any more (a frame completed, or input was
+        dropped): give back the charge and stop the frame timer.
+        """
+        charged = self._charged
+        if charged:
+            self._charged = 0
+            self.factory.inputBudget.release(self, charged)
+        self._stopFrameTimer()
 
     def _frameTimedOut(self) -> None:
         """
@@ -679,6 +758,12 @@ class RpcServerFactory(Factory):
         C{InvalidRequest} before they are built.  L{None}: no limit.
     @ivar maxConnections: accepted connections at once; further ones get a
         C{ServerBusy} goaway instead of a hello.  L{None}: no limit.
+    @ivar inputBudget: the bytes of unfinished frames (and of frames not read
+        yet while a connection is paused) all connections hold, with
+        C{maxInputTotal} as its limit (L{None}: no limit).  A chunk that takes
+        the total past it ends the connections holding the most: their input
+        is dropped and they get a C{ServerBusy} goaway.  Frames that arrive
+        whole are never charged.
     @ivar authToken: when set, each connection must first send
         C{[3, "auth", token]} with this token.
     @ivar observer: told what every connection does (see L{IServerObserver}):
@@ -714,6 +799,7 @@ class RpcServerFactory(Factory):
         timer: Callable[[], float] = time.perf_counter,
         maxContainers: int | None = _wire.DEFAULT_MAX_CONTAINERS,
         frameTimeout: float = DEFAULT_FRAME_TIMEOUT,
+        maxInputTotal: int | None = DEFAULT_MAX_INPUT_TOTAL,
     ) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
@@ -731,6 +817,9 @@ class RpcServerFactory(Factory):
         if maxContainers is not None and maxContainers < 1:
             raise ValueError("maxContainers must be >= 1 or None")
         self.maxContainers = maxContainers
+        if maxInputTotal is not None and maxInputTotal < 1:
+            raise ValueError("maxInputTotal must be >= 1 or None")
+        self.inputBudget: Budget[RpcServerProtocol] = Budget(maxInputTotal)
         self.maxInFlight = maxInFlight
         self.maxConnections = maxConnections
         self.authToken = authToken
@@ -788,7 +877,9 @@ class RpcServerFactory(Factory):
         """
         What C{system.stats} answers: C{uptime} (seconds), C{connections}
         (open now), C{calls} (requests dispatched since the start),
-        C{in_flight} (dispatched and not answered yet) and C{server}.
+        C{in_flight} (dispatched and not answered yet),
+        C{buffered_input_bytes} (held by connections until their frames are
+        complete, see L{inputBudget}) and C{server}.
         """
         connections = self.connections
         return {
@@ -796,6 +887,7 @@ class RpcServerFactory(Factory):
             "connections": len(connections),
             "calls": self.closedCallsServed + sum(p.callsServed for p in connections),
             "in_flight": sum(p.inFlight for p in connections),
+            "buffered_input_bytes": self.inputBudget.total,
             "server": self.settings.hello["server"],
         }
 

@@ -24,7 +24,7 @@ from twisted.python import usage
 
 from ._observers import CallLog, IServerObserver
 from ._registry import Registry
-from ._server import DEFAULT_FRAME_TIMEOUT, RpcServerFactory
+from ._server import DEFAULT_FRAME_TIMEOUT, DEFAULT_MAX_INPUT_TOTAL, RpcServerFactory
 from ._service import RpcService
 from ._tlsoptions import readFile, serverTLSOptions
 from ._wire import DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_MESSAGE_SIZE
@@ -96,6 +96,14 @@ class Options(usage.Options):
             "Seconds a frame may take to arrive once it has started, whatever "
             "else the connection does; then the connection ends with a "
             "FrameTimeout goaway (0 disables).",
+        ],
+        [
+            "max-input-total",
+            None,
+            DEFAULT_MAX_INPUT_TOTAL,
+            "Bytes of unfinished frames all connections (of one process) may "
+            "hold together; past it the connections holding the most get a "
+            "ServerBusy goaway (0: no limit).",
         ],
         [
             "max-containers",
@@ -211,6 +219,9 @@ class Options(usage.Options):
         )
         self["frame-timeout"] = _number(
             float, "frame-timeout", self["frame-timeout"], 0
+        )
+        self["max-input-total"] = _number(
+            int, "max-input-total", self["max-input-total"], 0
         )
         self["workers"] = _number(int, "workers", self["workers"], 1)
         self["metrics"] = self._metrics()
@@ -376,6 +387,7 @@ def makeService(
         maxConnections=config["max-connections"] or None,
         maxContainers=config["max-containers"] or None,
         frameTimeout=config["frame-timeout"],
+        maxInputTotal=config["max-input-total"] or None,
         observers=observers,
     )
     if serverEndpoints is None:

@@ -388,6 +388,7 @@ class ConnectionCounterTests(ServerTestCase):
                 "Unauthorized": 0,
                 "ServerBusy": 0,
                 "FrameTimeout": 0,
+                "InputBudget": 0,
             },
         )
 
@@ -498,6 +499,7 @@ class BuiltinTests(ServerTestCase):
                 "connections": 1,
                 "calls": 3,
                 "in_flight": 1,
+                "buffered_input_bytes": 0,
                 "server": factory.hello["server"],
             },
         )
