@@ -44,6 +44,7 @@ from ._budget import Budget
 from ._dispatch import PLAIN, Dispatcher, deferred, kinds
 from ._errors import RpcError
 from ._framing import LARGE_FRAME, FrameReceiver, packHeader, writeFrame
+from ._heap import HeapTrimmer
 from ._observers import IServerObserver, observing
 from ._peerlog import PeerLog
 from ._registry import Method
@@ -342,14 +343,18 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         change = held - self._charged
         if change:
             self._charged = held
-            budget = self.factory.inputBudget
+            factory = self.factory
+            budget = factory.inputBudget
             if change < 0:
                 budget.release(self, -change)
+                factory.heapTrimmer.released()
             else:
                 evicted = budget.add(self, change)
+                factory.heapTrimmer.held()
                 if evicted:
                     for protocol in evicted:
                         protocol._overInputBudget()
+                    factory.heapTrimmer.released()
         self._frameStarted(completed)
 
     def _overInputBudget(self) -> None:
@@ -407,6 +412,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         if charged:
             self._charged = 0
             self.factory.inputBudget.release(self, charged)
+            self.factory.heapTrimmer.released()
         self._stopFrameTimer()
 
     def _frameTimedOut(self) -> None:
@@ -764,6 +770,8 @@ class RpcServerFactory(Factory):
         the total past it ends the connections holding the most: their input
         is dropped and they get a C{ServerBusy} goaway.  Frames that arrive
         whole are never charged.
+    @ivar heapTrimmer: returns the memory of buffered input to the system
+        after a burst of it is freed (see L{HeapTrimmer}).
     @ivar authToken: when set, each connection must first send
         C{[3, "auth", token]} with this token.
     @ivar observer: told what every connection does (see L{IServerObserver}):
@@ -820,6 +828,7 @@ class RpcServerFactory(Factory):
         if maxInputTotal is not None and maxInputTotal < 1:
             raise ValueError("maxInputTotal must be >= 1 or None")
         self.inputBudget: Budget[RpcServerProtocol] = Budget(maxInputTotal)
+        self.heapTrimmer = HeapTrimmer(self.inputBudget, reactor)
         self.maxInFlight = maxInFlight
         self.maxConnections = maxConnections
         self.authToken = authToken
@@ -879,7 +888,8 @@ class RpcServerFactory(Factory):
         (open now), C{calls} (requests dispatched since the start),
         C{in_flight} (dispatched and not answered yet),
         C{buffered_input_bytes} (held by connections until their frames are
-        complete, see L{inputBudget}) and C{server}.
+        complete, see L{inputBudget}), C{buffered_input_refusals}
+        (connections refused for holding the most past it) and C{server}.
         """
         connections = self.connections
         return {
@@ -888,6 +898,7 @@ class RpcServerFactory(Factory):
             "calls": self.closedCallsServed + sum(p.callsServed for p in connections),
             "in_flight": sum(p.inFlight for p in connections),
             "buffered_input_bytes": self.inputBudget.total,
+            "buffered_input_refusals": self.inputBudget.evictions,
             "server": self.settings.hello["server"],
         }
 
@@ -906,6 +917,7 @@ class RpcServerFactory(Factory):
         @return: fires when every connection is closed.
         """
         self.stopping = True
+        self.heapTrimmer.stop()
         if not self.connections:
             return succeed(None)
         d: Deferred[None] = Deferred()

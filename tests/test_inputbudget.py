@@ -10,13 +10,24 @@ a C{ServerBusy} goaway.
 
 from __future__ import annotations
 
+import resource
+import socket
+import time
 from typing import Any
+from unittest import SkipTest
 
 from twisted.logger import LogLevel
+from twisted.python import log
+from twisted.trial.unittest import SynchronousTestCase
 
+from agilerpc import RpcServerFactory, _wire
+from agilerpc._heap import TRIM, HeapTrimmer
 from agilerpc.metrics import ServerMetrics
 
 from .serverhelpers import Connection, ServerTestCase, encode
+from .serverprocess import STRESS, ServerProcess, rssKiB, scale
+
+MiB = 1024 * 1024
 
 
 def partial(size: int, msgid: int = 1) -> tuple[bytes, bytes]:
@@ -279,3 +290,227 @@ class InputBudgetMetricsTests(ServerTestCase):
         registry.register(ServerCollector(metrics))
         value: Any = registry.get_sample_value("agilerpc_server_buffered_input_bytes")
         self.assertEqual(value, 500)
+
+
+class HeapTrimTests(ServerTestCase):
+    """
+    Once a large amount of buffered input is freed, the heap is trimmed so
+    that its memory goes back to the system.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.trimmed: list[None] = []
+        self.makeFactory(maxInputTotal=None, keepalive=0)
+        self.factory.heapTrimmer = HeapTrimmer(
+            self.factory.inputBudget,
+            self.reactor,
+            lambda: self.trimmed.append(None),
+            threshold=1000,
+            delay=1.0,
+        )
+
+    def hold(self, count: int) -> list[Connection]:
+        connections = [Connection(self.factory) for _ in range(count)]
+        for connection in connections:
+            connection.sendBytes(partial(304)[0])
+        return connections
+
+    def test_trimmedAfterBurst(self) -> None:
+        """
+        When connections that held at least the threshold together close,
+        leaving half or less of the peak, the heap is trimmed once, after
+        the delay.
+        """
+        connections = self.hold(5)
+        for connection in connections[:3]:
+            connection.lost()
+        self.reactor.advance(0.999)
+        self.assertEqual(self.trimmed, [])
+        for connection in connections[3:]:
+            connection.lost()
+        self.reactor.advance(0.001)
+        self.assertEqual(len(self.trimmed), 1)
+        self.reactor.advance(10)
+        self.assertEqual(len(self.trimmed), 1)
+        self.assertEqual(self.factory.heapTrimmer.trims, 1)
+
+    def test_notBelowThreshold(self) -> None:
+        """
+        Buffered input that never reached the threshold is left to the
+        allocator.
+        """
+        for connection in self.hold(3):
+            connection.lost()
+        self.reactor.advance(10)
+        self.assertEqual(self.trimmed, [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_notWhileHalfHeld(self) -> None:
+        """
+        No trim while more than half of the peak is still held.
+        """
+        connections = self.hold(5)
+        connections[0].lost()
+        self.reactor.advance(10)
+        self.assertEqual(self.trimmed, [])
+
+    def test_notWhenHeldAgain(self) -> None:
+        """
+        Input held again before the delay passes reuses the memory: no trim.
+        """
+        connections = self.hold(5)
+        for connection in connections:
+            connection.lost()
+        self.hold(3)
+        self.reactor.advance(1.0)
+        self.assertEqual(self.trimmed, [])
+
+    def test_evictionsRelease(self) -> None:
+        """
+        Shares given up to the budget count as freed too.
+        """
+        self.factory.inputBudget.limit = 1200
+        connections = self.hold(5)
+        self.assertEqual(self.factory.inputBudget.total, 1200)
+        for connection in connections:
+            connection.lost()
+        self.reactor.advance(1.0)
+        self.assertEqual(len(self.trimmed), 1)
+
+    def test_shutdownCancels(self) -> None:
+        """
+        A trim due when the server shuts down is cancelled.
+        """
+        for connection in self.hold(5):
+            connection.lost()
+        self.factory.shutdown()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_defaultTrim(self) -> None:
+        """
+        By default the factory trims with glibc's C{malloc_trim(0)} (this
+        process's C library has it), after 64 MiB.
+        """
+        trimmer = RpcServerFactory(self.registry, self.reactor).heapTrimmer
+        self.assertIs(trimmer.trim, TRIM)
+        assert trimmer.trim is not None
+        self.assertIsInstance(trimmer.trim(), int)
+        self.assertEqual(trimmer.threshold, 64 * 1024 * 1024)
+
+    def test_noTrim(self) -> None:
+        """
+        Without a trim function (a C library other than glibc), nothing is
+        scheduled.
+        """
+        self.factory.heapTrimmer.trim = None
+        for connection in self.hold(5):
+            connection.lost()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class InputBudgetIntegrationTests(SynchronousTestCase):
+    """
+    A real C{twistd agilerpc} flooded with connections that each hold most
+    of a maximum-size frame (issue 13: 850 such connections took a server
+    to +6 GiB, which it kept after they were gone).
+    """
+
+    def raiseFileLimit(self, needed: int) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < needed:
+            wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < needed:
+            raise SkipTest(f"needs {needed} file descriptors")  # pragma: no cover
+
+    def test_floodOfUnfinishedFrames(self) -> None:
+        """
+        Connections each sending 90% of an 8 MiB frame, interleaved: the
+        server's RSS stays within the budget plus a margin, the connections
+        holding the most are refused (C{system.stats} counts them), another
+        client is served all along, and once they close the RSS comes back.
+        """
+        count = scale(60, 1000)
+        # The default budget (1 GiB) at full size; short, a smaller one.
+        budget = scale(256 * MiB, 1024 * MiB)
+        options = () if STRESS else ("--max-input-total", str(budget))
+        self.raiseFileLimit(count + 100)
+        server = ServerProcess.start(self, *options)
+        other = server.connect(self)
+        other.receiveHello()
+        self.assertEqual(other.call("echo", "warm")[3], "warm")
+        before = rssKiB(server.pid) * 1024
+
+        frame = _wire.frame(_wire.encodeRequest(1, "echo", [b"x" * (8 * MiB - 64)]))
+        part = frame[: len(frame) * 9 // 10]
+        holders: list[socket.socket | None] = []
+        for _ in range(count):
+            holder = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            self.addCleanup(holder.close)
+            holders.append(holder)
+        peak = before
+        slowest = 0.0
+        step = 256 * 1024
+        for offset in range(0, len(part), step):
+            for i, sock in enumerate(holders):
+                if sock is None:
+                    continue
+                try:
+                    sock.sendall(part[offset : offset + step])
+                except OSError:
+                    # Refused a while ago: the server stopped lingering.
+                    sock.close()
+                    holders[i] = None
+            started = time.monotonic()
+            self.assertEqual(other.call("echo", offset)[3], offset)
+            slowest = max(slowest, time.monotonic() - started)
+            peak = max(peak, rssKiB(server.pid) * 1024)
+
+        # Wait for the server to have read it all: what it holds stops moving.
+        stats = other.call("system.stats")[3]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            peak = max(peak, rssKiB(server.pid) * 1024)
+            latest = other.call("system.stats")[3]
+            if latest == {**stats, "uptime": latest["uptime"]}:
+                break
+            stats = latest
+        held = stats["buffered_input_bytes"]
+        refusals = stats["buffered_input_refusals"]
+
+        for sock in holders:
+            if sock is not None:
+                sock.close()
+        deadline = time.monotonic() + 30
+        while other.call("system.stats")[3]["connections"] > 1:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.1)
+        # The trim runs once the held input has settled for a second.
+        deadline = time.monotonic() + 10
+        after = rssKiB(server.pid) * 1024
+        while after - before > 48 * MiB and time.monotonic() < deadline:
+            time.sleep(0.2)
+            after = rssKiB(server.pid) * 1024
+        self.assertEqual(other.call("echo", "after")[3], "after")
+        report = (
+            f"{count} connections x {len(part)} bytes, budget {budget}: "
+            f"RSS before {before // MiB} MiB, peak +{(peak - before) // MiB} MiB, "
+            f"{refusals} refused, held {held // MiB} MiB, "
+            f"after +{(after - before) // MiB} MiB; slowest echo {slowest:.3f}s"
+        )
+        if STRESS:
+            print("\n" + report)
+        else:
+            log.msg(report)
+        self.assertLessEqual(held, budget, report)
+        # Each refusal freed at most one holder's part.
+        self.assertGreaterEqual(refusals, (count * len(part) - budget) // len(part))
+        # What the heap needs besides the bytes held, under churn: a quarter.
+        self.assertLess(peak - before, budget * 5 // 4, report)
+        self.assertLess(peak, 2 * 1024 * MiB, report)
+        self.assertLess(slowest, 2.0, report)
+        self.assertIn("--max-input-total", server.output())
+        self.assertLess(after - before, 48 * MiB, report)

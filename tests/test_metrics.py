@@ -500,6 +500,7 @@ class BuiltinTests(ServerTestCase):
                 "calls": 3,
                 "in_flight": 1,
                 "buffered_input_bytes": 0,
+                "buffered_input_refusals": 0,
                 "server": factory.hello["server"],
             },
         )
