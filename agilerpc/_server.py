@@ -769,7 +769,8 @@ class RpcServerFactory(Factory):
         C{maxInputTotal} as its limit (L{None}: no limit).  A chunk that takes
         the total past it ends the connections holding the most: their input
         is dropped and they get a C{ServerBusy} goaway.  Frames that arrive
-        whole are never charged.
+        whole are never charged.  The limit must hold a frame of
+        C{maxMessageSize} and its header.
     @ivar heapTrimmer: returns the memory of buffered input to the system
         after a burst of it is freed (see L{HeapTrimmer}).
     @ivar authToken: when set, each connection must first send
@@ -825,8 +826,13 @@ class RpcServerFactory(Factory):
         if maxContainers is not None and maxContainers < 1:
             raise ValueError("maxContainers must be >= 1 or None")
         self.maxContainers = maxContainers
-        if maxInputTotal is not None and maxInputTotal < 1:
-            raise ValueError("maxInputTotal must be >= 1 or None")
+        if maxInputTotal is not None and maxInputTotal < maxMessageSize + 4:
+            # One frame of the maximum size, arriving alone, would be refused
+            # on every attempt its client made.
+            raise ValueError(
+                "maxInputTotal must be None or hold a frame of the maximum "
+                "size (>= maxMessageSize + 4)"
+            )
         self.inputBudget: Budget[RpcServerProtocol] = Budget(maxInputTotal)
         self.heapTrimmer = HeapTrimmer(self.inputBudget, reactor)
         self.maxInFlight = maxInFlight

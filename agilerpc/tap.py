@@ -103,7 +103,8 @@ class Options(usage.Options):
             DEFAULT_MAX_INPUT_TOTAL,
             "Bytes of unfinished frames all connections (of one process) may "
             "hold together; past it the connections holding the most get a "
-            "ServerBusy goaway (0: no limit).",
+            "ServerBusy goaway (0: no limit; else at least --max-message-size "
+            "+ 4).",
         ],
         [
             "max-containers",
@@ -223,6 +224,12 @@ class Options(usage.Options):
         self["max-input-total"] = _number(
             int, "max-input-total", self["max-input-total"], 0
         )
+        smallest = self["max-message-size"] + 4
+        if 0 < self["max-input-total"] < smallest:
+            raise usage.UsageError(
+                "--max-input-total must be 0 or hold a frame of --max-message-size "
+                f"(at least {smallest}), not {self['max-input-total']}"
+            )
         self["workers"] = _number(int, "workers", self["workers"], 1)
         self["metrics"] = self._metrics()
         self["auth-token"] = (

@@ -56,7 +56,7 @@ class InputBudgetTests(ServerTestCase):
         budget, the connection holding the most gets a C{ServerBusy} goaway
         and its input is dropped; the others keep theirs and are served.
         """
-        self.makeFactory(maxInputTotal=1000, keepalive=0)
+        self.makeFactory(maxInputTotal=1004, keepalive=0)
         a, b, c = (
             Connection(self.factory),
             Connection(self.factory),
@@ -84,7 +84,7 @@ class InputBudgetTests(ServerTestCase):
         The connection whose own chunk passes the budget is refused when it
         is the one holding the most.
         """
-        self.makeFactory(maxInputTotal=500, keepalive=0)
+        self.makeFactory(maxInputTotal=504, maxMessageSize=500, keepalive=0)
         a, b = Connection(self.factory), Connection(self.factory)
         a.sendBytes(partial(204)[0])
         b.sendBytes(partial(504)[0][:400])
@@ -98,18 +98,20 @@ class InputBudgetTests(ServerTestCase):
         buffered, chunk by chunk, so a connection dribbling a frame is
         refused once it passes the budget.
         """
-        self.makeFactory(maxInputTotal=500, keepalive=0)
+        self.makeFactory(maxInputTotal=504, maxMessageSize=500, keepalive=0)
+        other = Connection(self.factory)
+        other.sendBytes(partial(104)[0])
         connection = Connection(self.factory)
-        head = partial(904)[0]
-        for start in range(0, 500, 100):
+        head = partial(504)[0]
+        for start in range(0, 400, 100):
             connection.sendBytes(head[start : start + 100])
-        self.assertEqual(self.held(connection), 500)
+            self.assertEqual(self.held(connection), start + 100)
         self.assertEqual(connection.received(), [])
-        connection.sendBytes(head[500:501])
+        connection.sendBytes(head[400:405])
         self.assertEqual(connection.received(), [[3, "goaway", None, "ServerBusy"]])
-        self.assertEqual(self.factory.inputBudget.total, 0)
-        connection.sendBytes(head[501:])
-        self.assertEqual(self.factory.inputBudget.total, 0)
+        self.assertEqual(self.factory.inputBudget.total, 100)
+        connection.sendBytes(head[405:])
+        self.assertEqual(self.factory.inputBudget.total, 100)
 
     def test_goawayNamesLastDispatched(self) -> None:
         """
@@ -117,7 +119,8 @@ class InputBudgetTests(ServerTestCase):
         never dispatched, so its client may resend it.  Calls outstanding
         are still answered, then the connection half-closes.
         """
-        self.makeFactory(maxInputTotal=100, keepalive=0)
+        self.makeFactory(maxInputTotal=304, maxMessageSize=300, keepalive=0)
+        Connection(self.factory).sendBytes(partial(104)[0])
         connection = Connection(self.factory)
         connection.request(1, "later", "a")
         connection.sendBytes(partial(304, 2)[0])
@@ -131,10 +134,10 @@ class InputBudgetTests(ServerTestCase):
     def test_wholeFramesNotCharged(self) -> None:
         """
         Frames that arrive whole are never charged, however large: a budget
-        smaller than one frame does not touch a client that sends whole
+        smaller than one chunk does not touch a client that sends whole
         frames, several per chunk or one.
         """
-        self.makeFactory(maxInputTotal=10, keepalive=0)
+        self.makeFactory(maxInputTotal=604, maxMessageSize=600, keepalive=0)
         connection = Connection(self.factory)
         frames = [encode([0, i, "echo", ["x" * 500]]) for i in range(1, 4)]
         connection.sendBytes(b"".join(frames[:2]))
@@ -148,7 +151,7 @@ class InputBudgetTests(ServerTestCase):
         A completed frame gives its bytes back; what follows it in the same
         chunk is charged instead.
         """
-        self.makeFactory(maxInputTotal=1000, keepalive=0)
+        self.makeFactory(maxInputTotal=1004, keepalive=0)
         connection = Connection(self.factory)
         head, tail = partial(304, 1)
         nextHead = partial(204, 2)[0]
@@ -162,7 +165,7 @@ class InputBudgetTests(ServerTestCase):
         """
         A connection lost with part of a frame gives it back.
         """
-        self.makeFactory(maxInputTotal=1000, keepalive=0)
+        self.makeFactory(maxInputTotal=1004, keepalive=0)
         connection = Connection(self.factory)
         connection.sendBytes(partial(304)[0])
         connection.lost()
@@ -174,7 +177,7 @@ class InputBudgetTests(ServerTestCase):
         A client that closes its side with part of a frame sent gives it
         back at once (the part is dropped).
         """
-        self.makeFactory(maxInputTotal=1000, keepalive=0)
+        self.makeFactory(maxInputTotal=1004, keepalive=0)
         connection = Connection(self.factory)
         connection.sendBytes(partial(304)[0])
         connection.clientCloses()
@@ -184,7 +187,7 @@ class InputBudgetTests(ServerTestCase):
         """
         A frame dropped for its frame timeout gives its bytes back.
         """
-        self.makeFactory(maxInputTotal=1000, keepalive=0, frameTimeout=3.0)
+        self.makeFactory(maxInputTotal=1004, keepalive=0, frameTimeout=3.0)
         connection = Connection(self.factory)
         connection.sendBytes(partial(304)[0])
         self.reactor.advance(3.0)
@@ -195,7 +198,7 @@ class InputBudgetTests(ServerTestCase):
         """
         A frame refused for its size drops what was buffered before it.
         """
-        self.makeFactory(maxInputTotal=1000, keepalive=0)
+        self.makeFactory(maxInputTotal=1004, keepalive=0)
         connection = Connection(self.factory)
         connection.sendBytes(partial(304)[0])
         connection.sendBytes(b"\x00" * 4 + b"\x00\x01\x00\x00")
@@ -206,7 +209,7 @@ class InputBudgetTests(ServerTestCase):
         Whole frames kept while the server does not read (calls in flight at
         the limit) are held input too, and given back once parsed.
         """
-        self.makeFactory(maxInputTotal=1000, keepalive=0, maxInFlight=1)
+        self.makeFactory(maxInputTotal=1004, keepalive=0, maxInFlight=1)
         connection = Connection(self.factory)
         connection.request(1, "later", "a")
         waiting = encode([0, 2, "echo", [2]])
@@ -236,10 +239,16 @@ class InputBudgetTests(ServerTestCase):
 
     def test_invalidLimit(self) -> None:
         """
-        A budget below 1 byte is a configuration error (L{None}: no limit).
+        A budget that cannot hold one frame of the maximum size (its header
+        included) is a configuration error: a client sending such a frame
+        would be refused on every attempt.  L{None}: no limit.
         """
-        self.assertRaises(ValueError, self.makeFactory, maxInputTotal=0)
-        self.assertRaises(ValueError, self.makeFactory, maxInputTotal=-1)
+        for limit in [-1, 0, 1003]:
+            e = self.assertRaises(
+                ValueError, self.makeFactory, maxInputTotal=limit, maxMessageSize=1000
+            )
+            self.assertIn("maxMessageSize + 4", str(e))
+        self.makeFactory(maxInputTotal=1004, maxMessageSize=1000)
 
     def test_loggedAndCounted(self) -> None:
         """
@@ -249,7 +258,10 @@ class InputBudgetTests(ServerTestCase):
         """
         events = self.captureLogs()
         metrics = ServerMetrics()
-        self.makeFactory(maxInputTotal=100, keepalive=0, observers=[metrics])
+        self.makeFactory(
+            maxInputTotal=304, maxMessageSize=300, keepalive=0, observers=[metrics]
+        )
+        Connection(self.factory).sendBytes(partial(104)[0])
         connection = Connection(self.factory)
         connection.sendBytes(partial(304)[0])
         self.assertEqual(metrics.refused["InputBudget"], 1)
@@ -261,7 +273,7 @@ class InputBudgetTests(ServerTestCase):
         """
         C{system.stats} says how many bytes of input connections hold now.
         """
-        self.makeFactory(maxInputTotal=1000, keepalive=0)
+        self.makeFactory(maxInputTotal=1004, keepalive=0)
         holder = Connection(self.factory)
         holder.sendBytes(partial(304)[0])
         [[_, _, _, stats]] = Connection(self.factory).call(1, "system.stats")
@@ -283,7 +295,7 @@ class InputBudgetMetricsTests(ServerTestCase):
         from agilerpc.metrics import ServerCollector
 
         metrics = ServerMetrics()
-        self.makeFactory(maxInputTotal=1000, keepalive=0, observers=[metrics])
+        self.makeFactory(maxInputTotal=1004, keepalive=0, observers=[metrics])
         Connection(self.factory).sendBytes(partial(304)[0])
         Connection(self.factory).sendBytes(partial(204)[0])
         registry = CollectorRegistry()

@@ -708,7 +708,7 @@ class LimitOptionsTests(SynchronousTestCase):
         assert isinstance(service, RpcService)
         self.assertIsNone(service.factory.maxContainers)
         self.assertEqual(service.factory.frameTimeout, 2.5)
-        for given, limit in [("5000", 5000), ("0", None)]:
+        for given, limit in [("9000000", 9000000), ("0", None)]:
             service = makeService(parse("--max-input-total", given), ListeningReactor())
             assert isinstance(service, RpcService)
             self.assertEqual(service.factory.inputBudget.limit, limit)
@@ -728,6 +728,19 @@ class LimitOptionsTests(SynchronousTestCase):
         self.assertEqual(str(e), "--frame-timeout must be >= 0, not '-1'")
         e = self.assertRaises(usage.UsageError, parse, "--max-input-total", "-1")
         self.assertEqual(str(e), "--max-input-total must be >= 0, not '-1'")
+        e = self.assertRaises(
+            usage.UsageError,
+            parse,
+            "--max-message-size",
+            "1000",
+            "--max-input-total",
+            "1003",
+        )
+        self.assertEqual(
+            str(e),
+            "--max-input-total must be 0 or hold a frame of --max-message-size "
+            "(at least 1004), not 1003",
+        )
 
     def test_authToken(self) -> None:
         """
