@@ -10,17 +10,21 @@ a C{ServerBusy} goaway.
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import time
 from typing import Any
 from unittest import SkipTest
 
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.logger import LogLevel
 from twisted.python import log
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from agilerpc import RpcServerFactory, _wire
+from agilerpc import RpcClient, RpcServerFactory, _wire
 from agilerpc._heap import TRIM, HeapTrimmer
 from agilerpc.metrics import ServerMetrics
 
@@ -526,3 +530,63 @@ class InputBudgetIntegrationTests(SynchronousTestCase):
         self.assertLess(slowest, 2.0, report)
         self.assertIn("--max-input-total", server.output())
         self.assertLess(after - before, 48 * MiB, report)
+
+
+class EvictedCallTests(TestCase):
+    """
+    A call whose frame is dropped for the input budget is provably unrun:
+    the client sends it again, and it runs once.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_evictedCallResentAndRunOnce(self) -> Any:
+        """
+        While four other connections hold unfinished frames, a client's large
+        call takes the total past the budget and, holding the most, is
+        refused with a C{ServerBusy} goaway; the client resends it on new
+        connections until the others are gone, and it runs exactly once.
+        """
+        ledger = os.path.abspath(self.mktemp())
+        size = 1024 * 1024
+        budget = size + 4 + 400_000
+        server = ServerProcess.start(
+            self,
+            "--max-message-size",
+            str(size),
+            "--max-input-total",
+            str(budget),
+            ledger=ledger,
+        )
+        # Together they leave the call less than its size minus one read
+        # (64 KiB): it cannot complete with the read that passes the budget.
+        hogs = []
+        for _ in range(4):
+            hog = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            self.addCleanup(hog.close)
+            hog.sendall(_wire.HEADER.pack(size) + b"x" * 200_000)
+            hogs.append(hog)
+        watcher = server.connect(self)
+        watcher.receiveHello()
+        deadline = time.monotonic() + 10
+        while watcher.call("system.stats")[3]["buffered_input_bytes"] < 800_016:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+
+        client = RpcClient(reactor, "127.0.0.1", server.port)
+        self.addCleanup(client.close, 1)
+        token = "t" * 900_000
+        call = client.callRemote("incr", token)
+        yield deferLater(reactor, 1.0, lambda: None)
+        refusals = watcher.call("system.stats")[3]["buffered_input_refusals"]
+        self.assertGreaterEqual(refusals, 1)
+        self.assertFalse(call.called)
+        for hog in hogs:
+            hog.close()
+        result = yield call
+        self.assertEqual(result, 1)
+        with open(ledger, encoding="utf-8") as f:
+            self.assertEqual(f.read(), token + "\n")
+        stats = watcher.call("system.stats")[3]
+        self.assertEqual(stats["buffered_input_bytes"], 0)
