@@ -53,6 +53,7 @@ from ._budget import Budget
 from ._dispatch import PLAIN, Dispatcher, deferred, kinds
 from ._errors import RpcError
 from ._framing import LARGE_FRAME, FrameReceiver, packHeader, writeFrame
+from ._heap import HeapTrimmer
 from ._observers import IServerObserver, observing
 from ._peerlog import PeerLog
 from ._registry import Method
@@ -83,6 +84,11 @@ DEFAULT_MAX_UNSENT_TOTAL = 1024 * 1024 * 1024
 #: held more than maxUnsent, or the most when all held more than
 #: maxUnsentTotal.
 ABORT_REASONS = ("UnsentLimit", "UnsentTotalLimit")
+
+#: Bytes of unfinished frames all connections may hold together (redis 7's
+#: maxmemory-clients, for buffered input): 1,000 connections each holding most
+#: of a maximum-size frame stay within it plus what the process needs besides.
+DEFAULT_MAX_INPUT_TOTAL = 1024**3
 
 _Request = _wire.Request
 _unpackFrom = _wire.HEADER.unpack_from
@@ -146,6 +152,9 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         self._writePaused = False
         self._framesReceived = False
         self._frameCall: IDelayedCall | None = None
+        # What this connection is charged in the factory's input budget: its
+        # buffered input as of the end of the last chunk received.
+        self._charged = 0
         self.paused = False
         self.startReceiving()
 
@@ -175,6 +184,14 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         yet; 0 while it is not paused.
         """
         return self.factory.unsent.held(self)
+
+    def bufferedInput(self) -> int:
+        """
+        Bytes received on this connection and held until their frame is
+        complete (or the server reads again), as charged to the factory's
+        L{RpcServerFactory.inputBudget}.
+        """
+        return self._charged
 
     # -- connection life ----------------------------------------------------
 
@@ -232,7 +249,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         if self._lingerCall is not None and self._lingerCall.active():
             self._lingerCall.cancel()
         self._lingerCall = None
-        self._stopFrameTimer()
+        self._frameEnded()
         if self._probeCall is not None:
             self._probeCall.cancel()
             self._probeCall = None
@@ -386,9 +403,11 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 FrameReceiver.dataReceived(self, data[offset:] if offset else data)
         completed = self._framesReceived
         if self._buffered:
-            self._frameStarted(completed)
-        elif self._frameCall is not None:
-            self._stopFrameTimer()
+            self._inputHeld(completed)
+        elif self._charged:
+            # Nothing is held any more: give back the charge, and stop the
+            # frame timer (which runs only while something is charged).
+            self._frameEnded()
         if completed:
             self._framesReceived = False
             if not self.connection.outstanding:
@@ -398,6 +417,58 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                     self.resetTimeout()  # type: ignore[no-untyped-call]
                 else:
                     self._idle()
+
+    def discardInput(self) -> None:
+        FrameReceiver.discardInput(self)
+        self._frameEnded()
+
+    def _inputHeld(self, completed: bool) -> None:
+        """
+        Bytes stay buffered after a chunk: charge what changed to the
+        factory's input budget, refuse the connections it evicts, and run
+        the frame timer.
+        """
+        held = self._buffered
+        change = held - self._charged
+        if change:
+            self._charged = held
+            factory = self.factory
+            budget = factory.inputBudget
+            if change < 0:
+                budget.release(self, -change)
+                factory.heapTrimmer.released()
+            else:
+                evicted = budget.add(self, change)
+                factory.heapTrimmer.held()
+                if evicted:
+                    for protocol in evicted:
+                        protocol._overInputBudget()
+                    factory.heapTrimmer.released()
+        self._frameStarted(completed)
+
+    def _overInputBudget(self) -> None:
+        """
+        The factory's input budget evicted this connection (it held the most
+        when the connections' buffered input passed the budget): drop what
+        it holds and end it with a C{ServerBusy} goaway.  The unfinished
+        frame was never dispatched, so the goaway tells the client it may
+        resend it; calls already dispatched are still answered.
+        """
+        held, self._charged = self._charged, 0
+        factory = self.factory
+        factory.settings.log.emit(
+            _log,
+            LogLevel.warn,
+            "{peer}: input dropped, {held} bytes of unfinished frames held while "
+            "connections held more than {limit} together (--max-input-total)",
+            self.peer,
+            held=held,
+            limit=factory.inputBudget.limit,
+        )
+        if self._observer is not None:
+            self._observer.frameRefused(self, "InputBudget")
+        self.discardInput()
+        self.goaway("ServerBusy")
 
     def _frameStarted(self, completed: bool) -> None:
         """
@@ -420,6 +491,18 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         call, self._frameCall = self._frameCall, None
         if call is not None and call.active():
             call.cancel()
+
+    def _frameEnded(self) -> None:
+        """
+        Nothing is buffered any more (a frame completed, or input was
+        dropped): give back the charge and stop the frame timer.
+        """
+        charged = self._charged
+        if charged:
+            self._charged = 0
+            self.factory.inputBudget.release(self, charged)
+            self.factory.heapTrimmer.released()
+        self._stopFrameTimer()
 
     def _frameTimedOut(self) -> None:
         """
@@ -847,6 +930,15 @@ class RpcServerFactory(Factory):
     @ivar unsent: the bytes all connections hold unsent, with
         C{maxUnsentTotal} as its limit: past it, the connections holding the
         most are aborted.
+    @ivar inputBudget: the bytes of unfinished frames (and of frames not read
+        yet while a connection is paused) all connections hold, with
+        C{maxInputTotal} as its limit (L{None}: no limit).  A chunk that takes
+        the total past it ends the connections holding the most: their input
+        is dropped and they get a C{ServerBusy} goaway.  Frames that arrive
+        whole are never charged.  The limit must hold a frame of
+        C{maxMessageSize} and its header.
+    @ivar heapTrimmer: returns the memory of buffered input to the system
+        after a burst of it is freed (see L{HeapTrimmer}).
     @ivar authToken: when set, each connection must first send
         C{[3, "auth", token]} with this token.
     @ivar observer: told what every connection does (see L{IServerObserver}):
@@ -884,6 +976,7 @@ class RpcServerFactory(Factory):
         frameTimeout: float = DEFAULT_FRAME_TIMEOUT,
         maxUnsent: int | None = DEFAULT_MAX_UNSENT,
         maxUnsentTotal: int | None = DEFAULT_MAX_UNSENT_TOTAL,
+        maxInputTotal: int | None = DEFAULT_MAX_INPUT_TOTAL,
     ) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
@@ -911,6 +1004,15 @@ class RpcServerFactory(Factory):
                 raise ValueError(f"{name} must be >= maxMessageSize or None")
         self.maxUnsent = maxUnsent
         self.unsent: Budget[RpcServerProtocol] = Budget(maxUnsentTotal)
+        if maxInputTotal is not None and maxInputTotal < maxMessageSize + 4:
+            # One frame of the maximum size, arriving alone, would be refused
+            # on every attempt its client made.
+            raise ValueError(
+                "maxInputTotal must be None or hold a frame of the maximum "
+                "size (>= maxMessageSize + 4)"
+            )
+        self.inputBudget: Budget[RpcServerProtocol] = Budget(maxInputTotal)
+        self.heapTrimmer = HeapTrimmer(self.inputBudget, reactor)
         self.maxInFlight = maxInFlight
         self.maxConnections = maxConnections
         self.authToken = authToken
@@ -970,7 +1072,10 @@ class RpcServerFactory(Factory):
         (open now), C{calls} (requests dispatched since the start),
         C{in_flight} (dispatched and not answered yet), C{unsent_bytes}
         (responses written and not sent yet because their clients do not
-        read, see L{RpcServerProtocol.unsent}) and C{server}.
+        read, see L{RpcServerProtocol.unsent}), C{buffered_input_bytes}
+        (held by connections until their frames are complete, see
+        L{inputBudget}), C{buffered_input_refusals} (connections refused
+        for holding the most past it) and C{server}.
         """
         connections = self.connections
         return {
@@ -979,6 +1084,8 @@ class RpcServerFactory(Factory):
             "calls": self.closedCallsServed + sum(p.callsServed for p in connections),
             "in_flight": sum(p.inFlight for p in connections),
             "unsent_bytes": self.unsent.total,
+            "buffered_input_bytes": self.inputBudget.total,
+            "buffered_input_refusals": self.inputBudget.evictions,
             "server": self.settings.hello["server"],
         }
 
@@ -998,6 +1105,7 @@ class RpcServerFactory(Factory):
         @return: fires when every connection is closed.
         """
         self.stopping = True
+        self.heapTrimmer.stop()
         if not self.connections:
             return succeed(None)
         d: Deferred[None] = Deferred()

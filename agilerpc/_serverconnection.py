@@ -63,6 +63,7 @@ REFUSAL_REASONS = (
     "Unauthorized",
     "ServerBusy",
     "FrameTimeout",
+    "InputBudget",
 )
 
 

@@ -170,6 +170,13 @@ class ServerMetrics:
         """
         return sum(c.unsent for c in self.connections)
 
+    def bufferedInput(self) -> int:
+        """
+        The bytes of unfinished frames the open connections hold now (see
+        L{RpcServerFactory.inputBudget}).
+        """
+        return sum(c.bufferedInput for c in self.connections)
+
     # -- IServerObserver ----------------------------------------------------
 
     def connectionOpened(self, connection: Any) -> None:
@@ -266,6 +273,11 @@ class ServerCollector:
         )
         yield GaugeMetricFamily(
             f"{p}_connections", "Open connections.", value=m.openConnections()
+        )
+        yield GaugeMetricFamily(
+            f"{p}_buffered_input_bytes",
+            "Bytes of unfinished frames the open connections hold now.",
+            value=m.bufferedInput(),
         )
         yield CounterMetricFamily(
             f"{p}_keepalive_closes",

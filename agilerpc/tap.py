@@ -26,6 +26,7 @@ from ._observers import CallLog, IServerObserver
 from ._registry import Registry
 from ._server import (
     DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_MAX_INPUT_TOTAL,
     DEFAULT_MAX_UNSENT,
     DEFAULT_MAX_UNSENT_TOTAL,
     RpcServerFactory,
@@ -101,6 +102,15 @@ class Options(usage.Options):
             "Seconds a frame may take to arrive once it has started, whatever "
             "else the connection does; then the connection ends with a "
             "FrameTimeout goaway (0 disables).",
+        ],
+        [
+            "max-input-total",
+            None,
+            DEFAULT_MAX_INPUT_TOTAL,
+            "Bytes of unfinished frames all connections (of one process) may "
+            "hold together; past it the connections holding the most get a "
+            "ServerBusy goaway (0: no limit; else at least --max-message-size "
+            "+ 4).",
         ],
         [
             "max-containers",
@@ -240,6 +250,15 @@ class Options(usage.Options):
                     f"--{name} must be 0 or >= --max-message-size "
                     f"({self['max-message-size']}), not {self[name]}"
                 )
+        self["max-input-total"] = _number(
+            int, "max-input-total", self["max-input-total"], 0
+        )
+        smallest = self["max-message-size"] + 4
+        if 0 < self["max-input-total"] < smallest:
+            raise usage.UsageError(
+                "--max-input-total must be 0 or hold a frame of --max-message-size "
+                f"(at least {smallest}), not {self['max-input-total']}"
+            )
         self["workers"] = _number(int, "workers", self["workers"], 1)
         self["metrics"] = self._metrics()
         self["auth-token"] = (
@@ -406,6 +425,7 @@ def makeService(
         frameTimeout=config["frame-timeout"],
         maxUnsent=config["max-unsent"] or None,
         maxUnsentTotal=config["max-unsent-total"] or None,
+        maxInputTotal=config["max-input-total"] or None,
         observers=observers,
     )
     if serverEndpoints is None:

@@ -388,6 +388,7 @@ class ConnectionCounterTests(ServerTestCase):
                 "Unauthorized": 0,
                 "ServerBusy": 0,
                 "FrameTimeout": 0,
+                "InputBudget": 0,
             },
         )
 
@@ -499,6 +500,8 @@ class BuiltinTests(ServerTestCase):
                 "calls": 3,
                 "in_flight": 1,
                 "unsent_bytes": 0,
+                "buffered_input_bytes": 0,
+                "buffered_input_refusals": 0,
                 "server": factory.hello["server"],
             },
         )

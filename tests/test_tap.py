@@ -687,6 +687,7 @@ class LimitOptionsTests(SynchronousTestCase):
         self.assertIsNone(service.factory.maxConnections)
         self.assertEqual(service.factory.maxContainers, 65536)
         self.assertEqual(service.factory.frameTimeout, 120.0)
+        self.assertEqual(service.factory.inputBudget.limit, 1024**3)
 
     def test_given(self) -> None:
         """
@@ -707,6 +708,10 @@ class LimitOptionsTests(SynchronousTestCase):
         assert isinstance(service, RpcService)
         self.assertIsNone(service.factory.maxContainers)
         self.assertEqual(service.factory.frameTimeout, 2.5)
+        for given, limit in [("9000000", 9000000), ("0", None)]:
+            service = makeService(parse("--max-input-total", given), ListeningReactor())
+            assert isinstance(service, RpcService)
+            self.assertEqual(service.factory.inputBudget.limit, limit)
 
     def test_invalid(self) -> None:
         """
@@ -721,6 +726,21 @@ class LimitOptionsTests(SynchronousTestCase):
         self.assertEqual(str(e), "--max-containers must be >= 0, not '-1'")
         e = self.assertRaises(usage.UsageError, parse, "--frame-timeout", "-1")
         self.assertEqual(str(e), "--frame-timeout must be >= 0, not '-1'")
+        e = self.assertRaises(usage.UsageError, parse, "--max-input-total", "-1")
+        self.assertEqual(str(e), "--max-input-total must be >= 0, not '-1'")
+        e = self.assertRaises(
+            usage.UsageError,
+            parse,
+            "--max-message-size",
+            "1000",
+            "--max-input-total",
+            "1003",
+        )
+        self.assertEqual(
+            str(e),
+            "--max-input-total must be 0 or hold a frame of --max-message-size "
+            "(at least 1004), not 1003",
+        )
 
     def test_authToken(self) -> None:
         """
