@@ -185,6 +185,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         """
         return self.factory.unsent.held(self)
 
+    @property
     def bufferedInput(self) -> int:
         """
         Bytes received on this connection and held until their frame is
