@@ -27,6 +27,11 @@ REQUEST = 0
 RESPONSE = 1
 NOTIFICATION = 2
 CONTROL = 3
+ITEM = 4
+
+#: What this implementation supports beyond the base protocol, as its hello
+#: lists it (PROTOCOL.md 4.4, C{features}).
+STREAM = "stream"
 
 DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 #: The arrays and maps one request may hold, the message's own included.
@@ -279,17 +284,41 @@ def peekMsgid(payload: bytes, code: int) -> int | None:
 
 
 def encodeRequest(
-    msgid: int, method: str, args: Any, kwargs: dict[str, Any] | None = None
+    msgid: int,
+    method: str,
+    args: Any,
+    kwargs: dict[str, Any] | None = None,
+    stream: int | None = None,
 ) -> bytes:
     """
     Encode a request; C{kwargs} is left off the wire when empty.
 
+    @param stream: for a stream (PROTOCOL.md 4.5), the caller's first
+        window, in items.
     @raise TypeError: (or L{ValueError}, L{OverflowError}) if the arguments
         cannot be encoded: see L{pack}.
     """
+    if stream is not None:
+        return pack([REQUEST, msgid, method, args, kwargs or {}, {STREAM: stream}])
     if kwargs:
         return pack([REQUEST, msgid, method, args, kwargs])
     return pack([REQUEST, msgid, method, args])
+
+
+def encodeItem(msgid: int, item: Any) -> bytes:
+    """
+    Encode one item of the stream C{msgid}.
+
+    @raise TypeError: (or L{ValueError}) if msgpack cannot encode C{item}.
+    """
+    return pack([ITEM, msgid, item])
+
+
+def encodeCredit(msgid: int, count: int) -> bytes:
+    """
+    Encode a caller's grant of C{count} more items of the stream C{msgid}.
+    """
+    return pack([CONTROL, "credit", msgid, count])
 
 
 def encodeNotification(
@@ -367,13 +396,25 @@ def isMsgid(value: object) -> bool:
 @dataclass(slots=True)
 class Request:
     """
-    A call that wants an answer.
+    A call that wants an answer: for a stream, items then the answer, and
+    C{stream} is the caller's first window (else L{None}).
     """
 
     msgid: int
     method: str
     args: list[Any]
     kwargs: dict[str, Any]
+    stream: int | None = None
+
+
+@dataclass(slots=True)
+class Item:
+    """
+    One item of the stream C{msgid}.
+    """
+
+    msgid: int
+    item: Any
 
 
 @dataclass(slots=True)
@@ -417,19 +458,41 @@ def _badTypeCode(code: object) -> str:
     return f"the type code is {_kindName(code)}, not an integer"
 
 
+def _parseOptions(options: object) -> int | None:
+    """
+    Check a request's options map (PROTOCOL.md 4.1); the stream window it
+    asks for, if any.  Keys this implementation does not know are ignored.
+
+    @raise ValueError: if it is not a map, or a known option is invalid.
+    """
+    if type(options) is not dict:
+        raise ValueError("options must be a map")
+    window = options.get(STREAM)
+    if window is None:
+        return None
+    if type(window) is not int or not 1 <= window <= MAX_MSGID:
+        raise ValueError("the stream option must be an integer from 1 to 2**32 - 1")
+    return window
+
+
 def _parseCall(
-    message: list[Any], offset: int
+    message: list[Any], offset: int, options: bool = False
 ) -> tuple[str, list[Any], dict[str, Any]]:
     """
-    Check the C{method, args[, kwargs]} part of a request or notification.
+    Check the C{method, args[, kwargs]} part of a request or notification
+    (with C{options}, a request's C{options} may follow: see
+    L{_parseOptions}).
 
     @raise ValueError: if it has the wrong shape.
     """
     n = len(message) - offset
-    if n != 2 and n != 3:
-        raise ValueError(
-            f"expected {offset + 2} or {offset + 3} elements, got {len(message)}"
+    if n != 2 and n != 3 and not (options and n == 4):
+        counts = (
+            f"{offset + 2} to {offset + 4}"
+            if options
+            else f"{offset + 2} or {offset + 3}"
         )
+        raise ValueError(f"expected {counts} elements, got {len(message)}")
     method = message[offset]
     args = message[offset + 1]
     if type(method) is not str:
@@ -494,7 +557,12 @@ def checkClientMessage(message: list[Any]) -> Request | Notification | Control:
                     "request msgid must be an unsigned integer below 2**32"
                 )
             try:
-                return Request(message[1], *_parseCall(message, 2))
+                method, args, kwargs = _parseCall(message, 2, True)
+                if len(message) == 6:
+                    return Request(
+                        message[1], method, args, kwargs, _parseOptions(message[5])
+                    )
+                return Request(message[1], method, args, kwargs)
             except ValueError as e:
                 raise InvalidRequest(str(e), {"msgid": message[1]}) from None
         if code == NOTIFICATION and type(code) is int:
@@ -508,7 +576,7 @@ def checkClientMessage(message: list[Any]) -> Request | Notification | Control:
         raise InvalidRequest(str(e)) from None
 
 
-def parseServerMessage(payload: bytes) -> Response | Control:
+def parseServerMessage(payload: bytes) -> Response | Item | Control:
     """
     Decode and check a message a server sent to a client.
 
@@ -539,6 +607,12 @@ def parseServerMessage(payload: bytes) -> Response | Control:
             if error is not None and type(error) is not dict:
                 raise ValueError("response error must be nil or a map")
             return Response(msgid, error, result)
+        if code == ITEM and type(code) is int:
+            if len(message) != 3:
+                raise ValueError(f"stream item has {len(message)} elements, not 3")
+            if not isMsgid(message[1]):
+                raise ValueError("stream item msgid must be an unsigned integer")
+            return Item(message[1], message[2])
         if code == CONTROL and type(code) is int:
             if len(message) < 2 or type(message[1]) is not str:
                 raise ValueError("control kind must be a str")

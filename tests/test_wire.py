@@ -53,7 +53,11 @@ def _encode(message: list[Any]) -> bytes:
     """
     code = message[0]
     if code == wire.REQUEST:
+        if len(message) == 6:
+            return wire.encodeRequest(*message[1:5], stream=message[5]["stream"])
         return wire.encodeRequest(*message[1:])
+    if code == wire.ITEM:
+        return wire.encodeItem(*message[1:])
     if code == wire.RESPONSE:
         if message[2] is None:
             return wire.encodeResult(message[1], message[3])
@@ -70,6 +74,8 @@ def _encode(message: list[Any]) -> bytes:
         return wire.encodeAuth(*message[2:])
     if kind == "probe":
         return wire.PROBE
+    if kind == "credit":
+        return wire.encodeCredit(*message[2:])
     assert kind == "cancel", message
     return wire.encodeCancel(*message[2:])
 
@@ -78,7 +84,7 @@ def _parse(message: list[Any], payload: bytes) -> Any:
     """
     Decode C{payload} with the parser for the side that receives C{message}.
     """
-    if message[0] in (wire.RESPONSE,) or message[1:2] in (
+    if message[0] in (wire.RESPONSE, wire.ITEM) or message[1:2] in (
         ["hello"],
         ["goaway"],
         ["probe"],
@@ -93,8 +99,11 @@ def _expected(message: list[Any]) -> Any:
     """
     code = message[0]
     if code == wire.REQUEST:
-        kwargs = message[4] if len(message) == 5 else {}
-        return wire.Request(message[1], message[2], message[3], kwargs)
+        kwargs = message[4] if len(message) >= 5 else {}
+        stream = message[5]["stream"] if len(message) == 6 else None
+        return wire.Request(message[1], message[2], message[3], kwargs, stream)
+    if code == wire.ITEM:
+        return wire.Item(message[1], message[2])
     if code == wire.RESPONSE:
         return wire.Response(message[1], message[2], message[3])
     if code == wire.NOTIFICATION:
@@ -1039,3 +1048,62 @@ class ParseServerMessageTests(SynchronousTestCase):
         """
         for message in [[3], [3, 1], [3, b"goaway", 1, "idle"]]:
             self.assertInvalid(message)
+
+
+class StreamWireTests(SynchronousTestCase):
+    """
+    The frames of a stream (PROTOCOL.md 4.5): the request's options, items,
+    credit.
+    """
+
+    def test_streamOption(self) -> None:
+        """
+        A 6-element request carries its options; C{stream} is the first
+        window, and keys not known are ignored.
+        """
+        message = wire.parseClientMessage(
+            wire.pack([0, 5, "ticks", [], {}, {"stream": 8, "later": "x"}])
+        )
+        self.assertEqual(message, wire.Request(5, "ticks", [], {}, 8))
+        message = wire.parseClientMessage(wire.pack([0, 5, "echo", [1], {}, {}]))
+        self.assertEqual(message, wire.Request(5, "echo", [1], {}, None))
+
+    def test_badOptions(self) -> None:
+        """
+        Options that are not a map, or a stream window that is not an integer
+        from 1 to 2**32 - 1, refuse the request for its msgid.
+        """
+        for options in (None, [], {"stream": 0}, {"stream": True}, {"stream": 2**32}):
+            with self.assertRaises(InvalidRequest) as e:
+                wire.parseClientMessage(wire.pack([0, 5, "x", [], {}, options]))
+            self.assertEqual(e.exception.data, {"msgid": 5}, options)
+
+    def test_sevenElements(self) -> None:
+        """
+        A request has at most 6 elements; a notification at most 4.
+        """
+        with self.assertRaises(InvalidRequest) as e:
+            wire.parseClientMessage(wire.pack([0, 5, "x", [], {}, {}, 1]))
+        self.assertEqual(e.exception.message, "expected 4 to 6 elements, got 7")
+        with self.assertRaises(InvalidRequest) as e:
+            wire.parseClientMessage(wire.pack([2, "x", [], {}, {}]))
+        self.assertEqual(e.exception.message, "expected 3 or 4 elements, got 5")
+
+    def test_item(self) -> None:
+        """
+        An item is C{[4, msgid, item]}, exactly.
+        """
+        self.assertEqual(
+            wire.parseServerMessage(wire.encodeItem(3, [b"x"])), wire.Item(3, [b"x"])
+        )
+        for bad in ([4, 3], [4, 3, 1, 2], [4, -1, 1], [4, None, 1]):
+            self.assertRaises(InvalidResponse, wire.parseServerMessage, wire.pack(bad))
+
+    def test_credit(self) -> None:
+        """
+        A credit is a control message the server reads.
+        """
+        self.assertEqual(
+            wire.parseClientMessage(wire.encodeCredit(3, 10)),
+            wire.Control("credit", [3, 10]),
+        )
