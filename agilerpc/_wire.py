@@ -396,15 +396,23 @@ def isMsgid(value: object) -> bool:
 @dataclass(slots=True)
 class Request:
     """
-    A call that wants an answer: for a stream, items then the answer, and
-    C{stream} is the caller's first window (else L{None}).
+    A call that wants an answer.
     """
 
     msgid: int
     method: str
     args: list[Any]
     kwargs: dict[str, Any]
-    stream: int | None = None
+
+
+@dataclass(slots=True)
+class StreamRequest(Request):
+    """
+    A call that wants items, then an answer (PROTOCOL.md 4.5); C{window} is
+    the caller's first grant of items.
+    """
+
+    window: int
 
 
 @dataclass(slots=True)
@@ -512,7 +520,7 @@ def _parseCall(
 
 def parseClientMessage(
     payload: bytes, maxContainers: int | None = DEFAULT_MAX_CONTAINERS
-) -> Request | Notification | Control:
+) -> Request | StreamRequest | Notification | Control:
     """
     Decode and check a message a client sent to a server, which holds at
     most C{maxContainers} arrays and maps (L{None}: any number).
@@ -528,7 +536,9 @@ def parseClientMessage(
     return checkClientMessage(message)
 
 
-def checkClientMessage(message: list[Any]) -> Request | Notification | Control:
+def checkClientMessage(
+    message: list[Any],
+) -> Request | StreamRequest | Notification | Control:
     """
     Check a decoded message a client sent to a server: the part of
     L{parseClientMessage} after L{unpack}.
@@ -559,9 +569,9 @@ def checkClientMessage(message: list[Any]) -> Request | Notification | Control:
             try:
                 method, args, kwargs = _parseCall(message, 2, True)
                 if len(message) == 6:
-                    return Request(
-                        message[1], method, args, kwargs, _parseOptions(message[5])
-                    )
+                    window = _parseOptions(message[5])
+                    if window is not None:
+                        return StreamRequest(message[1], method, args, kwargs, window)
                 return Request(message[1], method, args, kwargs)
             except ValueError as e:
                 raise InvalidRequest(str(e), {"msgid": message[1]}) from None

@@ -100,8 +100,9 @@ def _expected(message: list[Any]) -> Any:
     code = message[0]
     if code == wire.REQUEST:
         kwargs = message[4] if len(message) >= 5 else {}
-        stream = message[5]["stream"] if len(message) == 6 else None
-        return wire.Request(message[1], message[2], message[3], kwargs, stream)
+        if len(message) == 6:
+            return wire.StreamRequest(*message[1:4], kwargs, message[5]["stream"])
+        return wire.Request(message[1], message[2], message[3], kwargs)
     if code == wire.ITEM:
         return wire.Item(message[1], message[2])
     if code == wire.RESPONSE:
@@ -1064,9 +1065,11 @@ class StreamWireTests(SynchronousTestCase):
         message = wire.parseClientMessage(
             wire.pack([0, 5, "ticks", [], {}, {"stream": 8, "later": "x"}])
         )
-        self.assertEqual(message, wire.Request(5, "ticks", [], {}, 8))
+        self.assertEqual(message, wire.StreamRequest(5, "ticks", [], {}, 8))
+        self.assertIs(type(message), wire.StreamRequest)
         message = wire.parseClientMessage(wire.pack([0, 5, "echo", [1], {}, {}]))
-        self.assertEqual(message, wire.Request(5, "echo", [1], {}, None))
+        self.assertEqual(message, wire.Request(5, "echo", [1], {}))
+        self.assertIs(type(message), wire.Request)
 
     def test_badOptions(self) -> None:
         """
