@@ -18,6 +18,7 @@ from ._registry import Method, Registry
 PLAIN = "plain"
 DEFERRED = "Deferred"
 COROUTINE = "coroutine"
+STREAM = "stream"
 
 #: What a handler returned, by type: isinstance(x, Deferred) goes through
 #: ABCMeta (Deferred is an Awaitable) and costs more than a dict lookup.
@@ -29,6 +30,8 @@ def _kindOf(result: object) -> str:
         kind = DEFERRED
     elif inspect.iscoroutine(result):
         kind = COROUTINE
+    elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+        kind = STREAM
     else:
         kind = PLAIN
     kinds[type(result)] = kind
@@ -87,11 +90,20 @@ class Dispatcher:
         return method.func(*args)
 
 
+def kindOf(result: object) -> str:
+    """
+    What kind of value a handler returned: C{PLAIN}, C{DEFERRED},
+    C{COROUTINE} or C{STREAM}.
+    """
+    kind = kinds.get(type(result))
+    return _kindOf(result) if kind is None else kind
+
+
 def deferred(result: object) -> Deferred[Any] | None:
     """
     What to wait for before answering with a handler's C{result}: L{None}
-    for a plain value (answer at once), the L{Deferred} itself, or one
-    running a coroutine.
+    for a plain value (answer at once) or a stream (see L{kinds}), the
+    L{Deferred} itself, or one running a coroutine.
 
     Callers may skip this for types that L{kinds} already knows as
     C{PLAIN}: the usual case, a dict lookup instead of a call.
@@ -99,7 +111,7 @@ def deferred(result: object) -> Deferred[Any] | None:
     kind = kinds.get(type(result))
     if kind is None:
         kind = _kindOf(result)
-    if kind is PLAIN:
+    if kind is PLAIN or kind is STREAM:
         return None
     if kind is COROUTINE:
         return Deferred.fromCoroutine(result)  # type: ignore[arg-type]

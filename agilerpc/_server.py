@@ -50,14 +50,30 @@ from zope.interface import implementer
 
 from . import _wire
 from ._budget import Budget
-from ._dispatch import PLAIN, Dispatcher, deferred, kinds
-from ._errors import RpcError
+from ._dispatch import (
+    COROUTINE,
+    DEFERRED,
+    PLAIN,
+    STREAM,
+    Dispatcher,
+    deferred,
+    kindOf,
+    kinds,
+)
+from ._errors import InvalidRequest, RpcError
 from ._framing import LARGE_FRAME, FrameReceiver, packHeader, writeFrame
 from ._heap import HeapTrimmer
 from ._observers import IServerObserver, observing
 from ._peerlog import PeerLog
 from ._registry import Method
-from ._serverconnection import Cancel, Refusal, ServerConnection, ServerSettings
+from ._serverconnection import (
+    Cancel,
+    Credit,
+    Refusal,
+    ServerConnection,
+    ServerSettings,
+)
+from ._streams import ServerStream, StreamPump, closeStream
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -129,6 +145,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     _accepted = False
     _lingerCall: IDelayedCall | None = None
     _probeCall: IDelayedCall | None = None
+    # Created with the connection's first stream.
+    _pump: StreamPump | None = None
     # Reading stops while the transport's send buffer is full (it pauses us
     # as its producer) or while maxInFlight calls are outstanding.  While it
     # is full, every write is counted as unsent (see _unsentWritten).
@@ -254,6 +272,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         if self._probeCall is not None:
             self._probeCall.cancel()
             self._probeCall = None
+        if self._pump is not None:
+            self._pump.stop()
         if self.connection.outstanding:
             self._cancelOutstanding()
         factory.connectionClosed(self)
@@ -318,20 +338,26 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         stop reading its requests until it drains.
         """
         self._writePaused = True
+        if self._pump is not None:
+            self._pump.pause()
         self._updateReading()
 
     def resumeProducing(self) -> None:
         """
         The transport's send buffer drained: nothing is unsent any more; read
-        again.
+        again, and send streams' items again.
         """
         self._writePaused = False
         self.factory.unsent.release(self)
+        if self._pump is not None:
+            self._pump.resume()
         self._updateReading()
 
     def stopProducing(self) -> None:
         self._writePaused = True
         self.paused = True
+        if self._pump is not None:
+            self._pump.pause()
 
     def _updateReading(self) -> None:
         """
@@ -565,14 +591,24 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 self._unsentWritten(size + 4)
             return
         later = deferred(result)
-        if later is None:
+        if later is not None:
+            self._callStarted(msgid, later, method)
+        elif kinds[type(result)] is STREAM:
+            closeStream(result)
+            error = InvalidRequest(f"{method} is a stream: call it as one")
+            self._sendError(msgid, error.toWire(), method)
+        else:
             # A plain value of a type not seen before.
             self._sendResult(msgid, result, method)
-        else:
-            self._callStarted(msgid, later, method)
 
     def _otherMessage(
-        self, message: _wire.Request | _wire.Notification | Refusal | Cancel
+        self,
+        message: _wire.Request
+        | _wire.StreamRequest
+        | _wire.Notification
+        | Refusal
+        | Cancel
+        | Credit,
     ) -> None:
         """
         Anything but a request (see L{ServerConnection.receive}).
@@ -581,6 +617,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._notify(message)
         elif type(message) is Cancel:
             message.call.cancel()
+        elif type(message) is Credit:
+            grant = getattr(message.call, "grant", None)
+            if grant is not None:
+                grant(message.count)
+        elif type(message) is _wire.StreamRequest:
+            self._streamRequested(message)
         else:
             assert type(message) is Refusal
             self._refused(message)
@@ -605,14 +647,64 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
 
     # -- calls --------------------------------------------------------------
 
-    def _callStarted(self, msgid: int, call: Deferred[Any], method: str) -> None:
+    def _streamRequested(self, request: _wire.StreamRequest) -> None:
         """
-        The request C{msgid} is outstanding until C{call} fires.
+        Run a stream's handler, whose generator's items go out as the
+        caller's credit allows (see L{ServerStream}), and its end as the
+        answer.
+        """
+        msgid = request.msgid
+        method = request.method
+        if self._observer is not None:
+            self._starts[msgid] = self.factory.timer()
+        try:
+            result = self._dispatcher.call(method, request.args, request.kwargs)
+        except RpcError as e:
+            self._sendError(msgid, e.toWire(), method)
+            return
+        except Exception:
+            self._callFailed(Failure(), msgid, method)
+            return
+        kind = kindOf(result)
+        if kind is not STREAM:
+            # Whatever it started, nobody will take its answer.
+            if kind is COROUTINE:
+                result.close()
+            elif kind is DEFERRED:
+                result.addErrback(lambda f: None)
+                result.cancel()
+            error = InvalidRequest(f"{method} is not a stream: call it without one")
+            self._sendError(msgid, error.toWire(), method)
+            return
+        pump = self._pump
+        if pump is None:
+            pump = self._pump = StreamPump(self.factory.reactor, self.factory.timer)
+            if self._writePaused:
+                pump.pause()
+        stream = ServerStream(
+            msgid, method, result, request.window, self._sendItem, pump
+        )
+        self._callStarted(msgid, stream.done, method, stream)
+
+    def _sendItem(self, msgid: int, item: Any, method: str) -> None:
+        """
+        Write one item of the stream C{msgid}.
+
+        @raise RpcError: when it cannot be sent (see L{ServerConnection.item}).
+        """
+        self._send(self.connection.item(msgid, item, method))
+
+    def _callStarted(
+        self, msgid: int, call: Deferred[Any], method: str, handle: Any = None
+    ) -> None:
+        """
+        The request C{msgid} is outstanding until C{call} fires; C{handle}
+        (C{call} itself by default) is what a cancel or credit acts on.
         """
         connection = self.connection
         if not connection.outstanding:
             self.setTimeout(None)  # type: ignore[no-untyped-call]
-        if connection.callStarted(msgid, call):
+        if connection.callStarted(msgid, call if handle is None else handle):
             self._updateReading()
         call.addCallbacks(
             self._callSucceeded,

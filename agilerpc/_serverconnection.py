@@ -124,6 +124,7 @@ class ServerSettings:
             "keepalive": keepalive,
             "max_message_size": maxMessageSize,
             "server": server,
+            "features": [_wire.STREAM],
         }
         if authToken is not None:
             self.hello["auth"] = "token"
@@ -153,6 +154,19 @@ class Cancel:
 
     def __init__(self, call: Any) -> None:
         self.call = call
+
+
+class Credit:
+    """
+    The client granted C{count} more items of an outstanding call: C{call},
+    the handle given to L{ServerConnection.callStarted} (a stream's).
+    """
+
+    __slots__ = ("call", "count")
+
+    def __init__(self, call: Any, count: int) -> None:
+        self.call = call
+        self.count = count
 
 
 class ServerConnection:
@@ -194,12 +208,21 @@ class ServerConnection:
 
     def receive(
         self, payload: bytes
-    ) -> _wire.Request | _wire.Notification | Refusal | Cancel | None:
+    ) -> (
+        _wire.Request
+        | _wire.StreamRequest
+        | _wire.Notification
+        | Refusal
+        | Cancel
+        | Credit
+        | None
+    ):
         """
-        One frame from the client, decided: a L{_wire.Request} or
-        L{_wire.Notification} to dispatch (a request's msgid is then the last
-        one dispatched), a L{Refusal} to send, a L{Cancel} to do, or L{None}
-        when there is nothing to do.
+        One frame from the client, decided: a L{_wire.Request},
+        L{_wire.StreamRequest} or L{_wire.Notification} to dispatch (a
+        request's msgid is then the last one dispatched), a L{Refusal} to
+        send, a L{Cancel} or L{Credit} to do, or L{None} when there is
+        nothing to do.
         """
         # _wire.parseClientMessage, inline for its common case: a payload
         # small enough to hold no more containers than the limit, decoded
@@ -262,7 +285,7 @@ class ServerConnection:
             if type(message) is _wire.Control:
                 return self._control(message)
             return None
-        if type(message) is _Request:
+        if type(message) is _Request or type(message) is _wire.StreamRequest:
             msgid = message.msgid
             if msgid in self.outstanding:
                 error = InvalidRequest(
@@ -326,13 +349,30 @@ class ServerConnection:
             msgid = None
         return Refusal(_wire.encodeError(msgid, error.toWire()), "InvalidRequest")
 
-    def _control(self, message: _wire.Control) -> Refusal | Cancel | None:
-        if message.kind == "cancel":
-            if message.body and _wire.isMsgid(message.body[0]):
-                call = self.outstanding.get(message.body[0])
+    def _control(self, message: _wire.Control) -> Refusal | Cancel | Credit | None:
+        kind = message.kind
+        body = message.body
+        if kind == "cancel":
+            if body and _wire.isMsgid(body[0]):
+                call = self.outstanding.get(body[0])
                 return None if call is None else Cancel(call)
             if not self.goawaySent:
                 return self._refuse(InvalidRequest("cancel needs a msgid"))
+        elif kind == "credit":
+            if (
+                len(body) >= 2
+                and _wire.isMsgid(body[0])
+                and type(body[1]) is int
+                and 1 <= body[1] <= _MAX_MSGID
+            ):
+                call = self.outstanding.get(body[0])
+                return None if call is None else Credit(call, body[1])
+            if not self.goawaySent:
+                return self._refuse(
+                    InvalidRequest(
+                        "credit needs a msgid and a count from 1 to 2**32 - 1"
+                    )
+                )
         # Other kinds are ignored, so that clients can add optional ones.
         return None
 
@@ -419,6 +459,27 @@ class ServerConnection:
         write fails.  L{None} when nothing is outstanding: nothing to ask.
         """
         return _wire.PROBE if self.outstanding else None
+
+    def item(self, msgid: int, item: Any, method: str) -> bytes:
+        """
+        The message carrying one item of the stream C{msgid}.
+
+        @raise RpcError: C{InvalidResult} if msgpack cannot encode it, or
+            C{MessageTooLarge} if it is over the maximum message size: the
+            stream ends with that error.
+        """
+        try:
+            payload = _wire.encodeItem(msgid, item)
+        except Exception as e:
+            raise InvalidResult(
+                f"an item of {method} cannot be sent: {_wire.whyUnencodable(e)}"
+            ) from None
+        if len(payload) > self.settings.maxMessageSize:
+            raise MessageTooLarge(
+                f"an item of {method}() is {len(payload)} bytes, more than the "
+                f"maximum message size of {self.settings.maxMessageSize} bytes"
+            )
+        return payload
 
     def result(self, msgid: int, result: Any, method: str) -> bytes:
         """

@@ -1,0 +1,285 @@
+"""
+Server streams (PROTOCOL.md 4.5): the items a streaming handler produces,
+pulled as the caller's credit and the connection's send buffer allow, then
+the handler's final value, or its error, as the call's answer.
+
+A L{ServerStream} drives one handler's generator or async generator.  A
+L{StreamPump} takes turns between the streams of one connection, a batch of
+items each, and gives the reactor back every few milliseconds, so that one
+fast stream holds up neither the others nor the server.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._errors import RpcError
+from ._wire import MAX_MSGID
+
+_log = Logger(namespace="agilerpc.server")
+
+#: Items one stream sends in its turn before the next stream's turn.
+BATCH = 64
+
+#: Seconds of pulling after which the pump lets the reactor run.
+SLICE = 0.005
+
+#: The most credit a stream holds (PROTOCOL.md 4.5).
+MAX_CREDIT = MAX_MSGID
+
+
+def isStream(result: object) -> bool:
+    """
+    Is C{result}, what a handler returned, a stream of items: a generator
+    or an async generator?
+    """
+    return inspect.isgenerator(result) or inspect.isasyncgen(result)
+
+
+def closeStream(source: Any) -> Deferred[None] | None:
+    """
+    Close a generator (its C{finally} blocks run now) or an async generator
+    (they run as it awaits: the Deferred fires when they have).  Errors are
+    logged, not raised.
+    """
+    if inspect.isgenerator(source):
+        try:
+            source.close()
+        except Exception:
+            _log.failure("closing a stream's generator")
+        return None
+
+    async def aclose() -> None:
+        await source.aclose()
+
+    d = Deferred.fromCoroutine(aclose())
+    d.addErrback(lambda f: _log.failure("closing a stream's generator", f))
+    return d
+
+
+async def _anext(source: AsyncGenerator[Any, None]) -> Any:
+    return await source.__anext__()
+
+
+class ServerStream:
+    """
+    One stream being answered.
+
+    @ivar msgid: the call's msgid.
+    @ivar credit: items the caller has granted and not received yet.
+    @ivar done: fires with the handler's final value when it has produced
+        its last item, or fails with its error; cancelling it (the
+        caller's cancel, or its connection lost) closes the handler's
+        generator.
+    @ivar queued: it waits for its turn in its pump.
+    """
+
+    def __init__(
+        self,
+        msgid: int,
+        method: str,
+        source: Generator[Any, None, Any] | AsyncGenerator[Any, None],
+        window: int,
+        send: Callable[[int, Any, str], None],
+        pump: StreamPump,
+    ) -> None:
+        """
+        @param send: writes one item; raises L{RpcError} when the item
+            cannot be sent (the stream then ends with that error).
+        """
+        self.msgid = msgid
+        self.method = method
+        self.credit = min(window, MAX_CREDIT)
+        self.queued = False
+        self._source = source
+        self._async = inspect.isasyncgen(source)
+        self._send = send
+        self._pump = pump
+        self._pulling: Deferred[Any] | None = None
+        self._finished = False
+        self.done: Deferred[Any] = Deferred(self._cancelled)
+        pump.ready(self)
+
+    def cancel(self) -> None:
+        """
+        Stop the stream: its generator is closed and L{done} fails with
+        L{CancelledError}.
+        """
+        self.done.cancel()
+
+    def grant(self, count: int) -> None:
+        """
+        The caller grants C{count} more items.
+        """
+        if self._finished:
+            return
+        waiting = self.credit == 0
+        self.credit = min(self.credit + count, MAX_CREDIT)
+        if waiting and self._pulling is None:
+            self._pump.ready(self)
+
+    def pull(self, budget: int) -> bool:
+        """
+        Send up to C{budget} items, as the credit and the pump allow.
+
+        @return: whether the stream can go on at once (it has credit left,
+            is not waiting for its async generator, and has not ended).
+        """
+        pump = self._pump
+        while budget and self.credit and not pump.paused:
+            budget -= 1
+            if self._async:
+                d = Deferred.fromCoroutine(_anext(self._source))  # type: ignore[arg-type]
+                if not d.called:
+                    self._pulling = d
+                    d.addBoth(self._arrived)
+                    return False
+                outcome: list[Any] = []
+                d.addBoth(outcome.append)
+                if not self._deliver(outcome[0]):
+                    return False
+                continue
+            try:
+                item = next(self._source)  # type: ignore[arg-type]
+            except StopIteration as e:
+                self._end(e.value)
+                return False
+            except BaseException:
+                self._fail(Failure())
+                return False
+            if not self._deliver(item):
+                return False
+        return bool(self.credit) and not self._finished
+
+    def _arrived(self, outcome: Any) -> None:
+        """
+        The async generator produced an item, or ended.
+        """
+        self._pulling = None
+        if self._finished:
+            return
+        if self._deliver(outcome) and self.credit:
+            self._pump.ready(self)
+
+    def _deliver(self, outcome: Any) -> bool:
+        """
+        Send an item, or end the stream with an async generator's end or
+        error; whether it goes on.
+        """
+        if isinstance(outcome, Failure):
+            if outcome.check(StopAsyncIteration):
+                self._end(None)
+            else:
+                self._fail(outcome)
+            return False
+        try:
+            self._send(self.msgid, outcome, self.method)
+        except RpcError:
+            failure = Failure()
+            closeStream(self._source)
+            self._fail(failure)
+            return False
+        self.credit -= 1
+        return True
+
+    def _end(self, value: Any) -> None:
+        self._finished = True
+        self._pump.discard(self)
+        self.done.callback(value)
+
+    def _fail(self, failure: Failure) -> None:
+        self._finished = True
+        self._pump.discard(self)
+        self.done.errback(failure)
+
+    def _cancelled(self, done: Deferred[Any]) -> None:
+        """
+        L{done} was cancelled: close the generator (L{Deferred.cancel} then
+        fails L{done} with L{CancelledError}).
+        """
+        self._finished = True
+        self._pump.discard(self)
+        pulling, self._pulling = self._pulling, None
+        if pulling is not None:
+            # Throws CancelledError into the async generator's await.
+            pulling.cancel()
+        closeStream(self._source)
+
+
+class StreamPump:
+    """
+    Takes turns between the streams of one connection that can send.
+
+    @ivar paused: the connection's send buffer is full: no stream sends.
+    """
+
+    def __init__(self, reactor: IReactorTime, timer: Callable[[], float]) -> None:
+        self._reactor = reactor
+        self._timer = timer
+        self._ready: deque[ServerStream] = deque()
+        self._call: IDelayedCall | None = None
+        self.paused = False
+
+    def ready(self, stream: ServerStream) -> None:
+        """
+        C{stream} can send: give it a turn.
+        """
+        if not stream.queued:
+            stream.queued = True
+            self._ready.append(stream)
+            self._schedule()
+
+    def discard(self, stream: ServerStream) -> None:
+        """
+        C{stream} has ended: take it out of the turns.
+        """
+        if stream.queued:
+            stream.queued = False
+            self._ready.remove(stream)
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self._schedule()
+
+    def stop(self) -> None:
+        """
+        The connection is gone: no more turns.
+        """
+        self.paused = True
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _schedule(self) -> None:
+        if self._call is None and self._ready and not self.paused:
+            self._call = self._reactor.callLater(0, self._run)
+
+    def _run(self) -> None:
+        """
+        Turns, a batch of items each, until nobody can send or the slice is
+        used up.
+        """
+        self._call = None
+        ready = self._ready
+        timer = self._timer
+        deadline = timer() + SLICE
+        while ready and not self.paused:
+            stream = ready.popleft()
+            stream.queued = False
+            if stream.pull(BATCH):
+                stream.queued = True
+                ready.append(stream)
+            if timer() > deadline:
+                break
+        self._schedule()
