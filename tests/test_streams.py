@@ -1,0 +1,312 @@
+# mypy reports trial's untyped assertions called through self under the test
+# class's name, which untyped_calls_exclude = ["twisted"] does not match.
+# mypy: disable-error-code="no-untyped-call"
+"""
+Tests for server streams (PROTOCOL.md 4.5): L{agilerpc._streams} driven
+through L{RpcServerProtocol} with a recording transport and a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from agilerpc import _streams
+
+from .serverhelpers import KEEPALIVE, Connection, ServerTestCase, encode
+
+
+class StreamTestCase(ServerTestCase):
+    """
+    Connections to a server with streaming handlers.
+
+    @ivar pulled: the items each generator produced, by name.
+    @ivar closed: the generators whose C{finally} ran.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.pulled: list[Any] = []
+        self.closed: list[str] = []
+        self.waits: list[Deferred[None]] = []
+
+        def count(n: int) -> Generator[int, None, str]:
+            for i in range(n):
+                self.pulled.append(i)
+                yield i
+            return "done"
+
+        def forever(name: str) -> Generator[int, None, None]:
+            try:
+                i = 0
+                while True:
+                    self.pulled.append(i)
+                    yield i
+                    i += 1
+            finally:
+                self.closed.append(name)
+
+        def failing(n: int) -> Generator[int, None, None]:
+            yield from range(n)
+            raise ValueError("failed after items")
+
+        def badItem() -> Generator[object, None, None]:
+            try:
+                yield 1
+                yield object()
+                yield 2
+            finally:
+                self.closed.append("badItem")
+
+        async def ticks(n: int) -> AsyncGenerator[int, None]:
+            try:
+                for i in range(n):
+                    d: Deferred[None] = Deferred()
+                    self.waits.append(d)
+                    await d
+                    yield i
+            finally:
+                self.closed.append("ticks")
+
+        for f in (count, forever, failing, badItem, ticks):
+            self.registry.register(f)
+
+    def stream(
+        self, connection: Connection, msgid: int, method: str, *args: Any, window: int
+    ) -> None:
+        connection.send([0, msgid, method, list(args), {}, {"stream": window}])
+
+    def turn(self) -> None:
+        """
+        Let the pump run the turns scheduled so far.
+        """
+        self.reactor.advance(0)
+
+
+class StreamTests(StreamTestCase):
+    """
+    Items, then the end, as credit allows.
+    """
+
+    def test_helloListsStreams(self) -> None:
+        """
+        The hello lists the C{stream} feature.
+        """
+        connection = self.connect()
+        self.assertEqual(connection.hello[0][2]["features"], ["stream"])
+
+    def test_itemsThenEnd(self) -> None:
+        """
+        Each item is its own message, in order; the end is the response,
+        carrying the generator's return value.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "count", 3, window=10)
+        self.turn()
+        self.assertEqual(
+            connection.received(),
+            [[4, 1, 0], [4, 1, 1], [4, 1, 2], [1, 1, None, "done"]],
+        )
+        self.assertEqual(connection.protocol.inFlight, 0)
+
+    def test_windowBoundsPulling(self) -> None:
+        """
+        The server pulls no more items than the caller granted; a credit
+        lets it pull that many more.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "forever", "f", window=5)
+        self.turn()
+        self.assertEqual(len(connection.received()), 5)
+        self.assertEqual(self.pulled, [0, 1, 2, 3, 4])
+        self.turn()
+        self.assertEqual(connection.received(), [])
+        connection.send([3, "credit", 1, 3])
+        self.turn()
+        self.assertEqual(connection.received(), [[4, 1, 5], [4, 1, 6], [4, 1, 7]])
+        self.assertEqual(len(self.pulled), 8)
+
+    def test_creditIgnoredForOthers(self) -> None:
+        """
+        A credit for a msgid that is not outstanding, or for a plain call, is
+        ignored; a malformed one is refused with a nil msgid.
+        """
+        connection = self.connect()
+        connection.request(2, "later", "a")
+        connection.send([3, "credit", 9, 1])
+        connection.send([3, "credit", 2, 1])
+        self.assertEqual(connection.received(), [])
+        for bad in ([3, "credit", 2], [3, "credit", 2, 0], [3, "credit", -1, 1]):
+            connection.send(bad)
+            self.assertError(connection.received(), None, "InvalidRequest")
+
+    def test_cancelClosesGenerator(self) -> None:
+        """
+        A cancel closes the generator (its C{finally} runs) and ends the
+        stream with C{Cancelled}.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "forever", "f", window=2)
+        self.turn()
+        connection.received()
+        connection.send([3, "cancel", 1])
+        self.assertEqual(self.closed, ["f"])
+        self.assertError(connection.received(), 1, "Cancelled")
+        connection.send([3, "credit", 1, 5])
+        self.turn()
+        self.assertEqual(connection.received(), [])
+
+    def test_connectionLostClosesGenerator(self) -> None:
+        """
+        A stream whose connection is lost is closed at once.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "forever", "f", window=2)
+        self.turn()
+        connection.lost()
+        self.assertEqual(self.closed, ["f"])
+        self.turn()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_errorAfterItems(self) -> None:
+        """
+        An error after some items ends the stream after them.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "failing", 2, window=10)
+        self.turn()
+        frames = connection.received()
+        self.assertEqual(frames[:2], [[4, 1, 0], [4, 1, 1]])
+        self.assertError(frames[2:], 1, "ValueError", "failed after items")
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_unencodableItem(self) -> None:
+        """
+        An item msgpack cannot encode ends the stream with C{InvalidResult}
+        and closes the generator.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "badItem", window=10)
+        self.turn()
+        frames = connection.received()
+        self.assertEqual(frames[0], [4, 1, 1])
+        self.assertError(frames[1:], 1, "InvalidResult")
+        self.assertEqual(self.closed, ["badItem"])
+
+    def test_asyncGenerator(self) -> None:
+        """
+        An async generator's items go out as it produces them.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "ticks", 2, window=10)
+        self.turn()
+        self.assertEqual(connection.received(), [])
+        self.waits[0].callback(None)
+        self.assertEqual(connection.received(), [[4, 1, 0]])
+        self.turn()
+        self.waits[1].callback(None)
+        self.turn()
+        self.assertEqual(connection.received(), [[4, 1, 1], [1, 1, None, None]])
+        self.assertEqual(self.closed, ["ticks"])
+
+    def test_asyncCancelRunsFinally(self) -> None:
+        """
+        Cancelling an async generator waiting on a Deferred cancels that
+        Deferred and runs its C{finally}.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "ticks", 5, window=10)
+        self.turn()
+        connection.send([3, "cancel", 1])
+        self.assertTrue(self.waits[0].called)
+        self.assertEqual(self.closed, ["ticks"])
+        self.assertError(connection.received(), 1, "Cancelled")
+
+    def test_plainRequestForStream(self) -> None:
+        """
+        A plain request for a streaming method is refused with
+        C{InvalidRequest}; its generator never runs.
+        """
+        connection = self.connect()
+        self.assertError(connection.call(1, "count", 3), 1, "InvalidRequest")
+        self.assertEqual(connection.call(2, "count", 3)[0][2]["type"], "InvalidRequest")
+        self.assertEqual(self.pulled, [])
+
+    def test_streamRequestForPlain(self) -> None:
+        """
+        A stream request for a method that does not stream is refused with
+        C{InvalidRequest}, whatever it returned.
+        """
+        connection = self.connect()
+        for msgid, method, args in ((1, "echo", [1]), (2, "later", ["a"])):
+            connection.send([0, msgid, method, args, {}, {"stream": 4}])
+            self.assertError(connection.received(), msgid, "InvalidRequest")
+        self.assertTrue(self.pending["a"].called)
+        self.assertEqual(connection.protocol.inFlight, 0)
+
+    def test_turnsInterleave(self) -> None:
+        """
+        Two streams take turns, a batch of items each.
+        """
+        connection = self.connect()
+        window = _streams.BATCH * 2
+        self.stream(connection, 1, "count", window, window=window)
+        self.stream(connection, 2, "count", window, window=window)
+        self.turn()
+        order = [m[1] for m in connection.received() if m[0] == 4]
+        batch = _streams.BATCH
+        self.assertEqual(order, [1] * batch + [2] * batch + [1] * batch + [2] * batch)
+
+    def test_sendBufferPausesStreams(self) -> None:
+        """
+        While the transport's send buffer is full no item is pulled; when it
+        drains the stream goes on.
+        """
+        connection = self.connect()
+        connection.protocol.pauseProducing()
+        self.stream(connection, 1, "forever", "f", window=3)
+        self.turn()
+        self.assertEqual(connection.received(), [])
+        connection.protocol.resumeProducing()
+        self.turn()
+        self.assertEqual(len(connection.received()), 3)
+
+    def test_keepaliveWaitsForStream(self) -> None:
+        """
+        An open stream is outstanding: the keepalive does not run.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "forever", "f", window=1)
+        self.turn()
+        self.reactor.advance(KEEPALIVE * 3)
+        self.assertEqual(connection.received(), [[4, 1, 0]])
+
+    def test_goawayLetsStreamFinish(self) -> None:
+        """
+        After a goaway an open stream runs to its end; then the server
+        half-closes.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "count", 3, window=1)
+        self.turn()
+        self.factory.shutdown(100)
+        self.assertEqual(
+            connection.received(), [[4, 1, 0], [3, "goaway", 1, "shutdown"]]
+        )
+        connection.send([3, "credit", 1, 5])
+        self.turn()
+        self.assertEqual(
+            connection.received(), [[4, 1, 1], [4, 1, 2], [1, 1, None, "done"]]
+        )
+        self.assertEqual(connection.transport.closes, ["loseWriteConnection"])
+
+    def test_sameFrameBytes(self) -> None:
+        """
+        The stream request of PROTOCOL.md's V31 is accepted as it is.
+        """
+        connection = self.connect()
+        connection.sendBytes(encode([0, 12, "count", [1], {}, {"stream": 64}]))
+        self.turn()
+        self.assertEqual(connection.received(), [[4, 12, 0], [1, 12, None, "done"]])
