@@ -35,7 +35,12 @@ outcomes; every rule of docs/PROTOCOL.md a client must keep is here, once:
  - a response that cannot be decoded but whose C{[1, msgid, ...} can be
    read fails only the call C{msgid} with L{InvalidResponse};
  - control messages other than hello and goaway are ignored, and an error
-   with a nil msgid is reported but fails no call (except Unauthorized).
+   with a nil msgid is reported but fails no call (except Unauthorized);
+ - a stream is asked only of a server whose hello lists the C{stream}
+   feature; its items come in as events, and the credit that lets the
+   server send more goes out as the caller's consumer takes them, half the
+   window at a time; an item beyond the credit granted, or for a call that
+   is not a stream, is a protocol violation.
 
 The calls are the caller's objects: the core keeps them by msgid and hands
 them back in events, so the common response costs one decode and one
@@ -56,6 +61,7 @@ from ._errors import (
     RemoteError,
     RequestTooLarge,
     RpcError,
+    StreamsNotSupported,
     Unauthorized,
 )
 from ._framing import FrameReceiver
@@ -70,6 +76,7 @@ DEFAULT_MAX_MESSAGE_SIZE = _wire.DEFAULT_MAX_MESSAGE_SIZE
 _HALF = 2**31
 _WRAP = 2**32
 _RESPONSE = _wire.RESPONSE
+_ITEM = _wire.ITEM
 _CONTROL = _wire.CONTROL
 _MAX_MSGID = _wire.MAX_MSGID
 _unpackb = msgpack.unpackb
@@ -127,7 +134,13 @@ class IClientEvents(Interface):
 
     def callAnswered(call: Any, result: Any) -> None:
         """
-        C{call} was answered with C{result}.
+        C{call} was answered with C{result}: for a stream, its end.
+        """
+
+    def itemReceived(call: Any, item: Any) -> None:
+        """
+        The stream C{call} sent C{item}.  Tell L{ClientConnection.consumed}
+        when the caller's consumer has taken it.
         """
 
     def callFailed(call: Any, error: RpcError) -> None:
@@ -206,6 +219,9 @@ class ClientConnection(FrameReceiver):
         self.hello: dict[str, Any] | None = None
         self.state = State.AWAITING_HELLO
         self.calls: dict[int, Any] = {}
+        # The streams in flight, by msgid: [window, credit the server has
+        # left, items taken since the last grant].
+        self.streams: dict[int, list[int]] = {}
         self._nextMsgid = 0
         self.startReceiving()
 
@@ -255,6 +271,51 @@ class ClientConnection(FrameReceiver):
         self.calls[msgid] = call
         return msgid, payload
 
+    def sendStream(
+        self,
+        call: Any,
+        method: str,
+        args: Any,
+        kwargs: dict[str, Any] | None,
+        window: int,
+    ) -> tuple[int, bytes]:
+        """
+        Send a stream request (PROTOCOL.md 4.5), whose items are granted
+        C{window} at a time: as L{sendRequest}.
+
+        @raise StreamsNotSupported: if the server's hello does not list the
+            C{stream} feature; nothing is sent.
+        """
+        features = (self.hello or {}).get("features")
+        if not isinstance(features, list) or _wire.STREAM not in features:
+            raise StreamsNotSupported(
+                f"{method}(): the server does not announce streams; it was not sent"
+            )
+        msgid = self._nextMsgid
+        payload = _wire.encodeRequest(msgid, method, args, kwargs, window)
+        if len(payload) > self.maxSendSize:
+            raise self._tooLarge(method, len(payload))
+        self._nextMsgid = (msgid + 1) & _MAX_MSGID
+        self.calls[msgid] = call
+        self.streams[msgid] = [window, window, 0]
+        return msgid, payload
+
+    def consumed(self, msgid: int) -> bytes | None:
+        """
+        The caller's consumer took one item of the stream C{msgid}: the
+        credit to send, when half the window has been taken, else L{None}.
+        """
+        stream = self.streams.get(msgid)
+        if stream is None:
+            return None
+        stream[2] += 1
+        window, left, taken = stream
+        if taken * 2 < window:
+            return None
+        stream[1] = left + taken
+        stream[2] = 0
+        return _wire.encodeCredit(msgid, taken)
+
     def sendNotification(
         self, method: str, args: Any, kwargs: dict[str, Any] | None
     ) -> bytes:
@@ -281,6 +342,7 @@ class ClientConnection(FrameReceiver):
         the payload that asks the server to cancel it, or L{None} if it is
         not in flight.
         """
+        self.streams.pop(msgid, None)
         if self.calls.pop(msgid, None) is None:
             return None
         return _wire.encodeCancel(msgid)
@@ -294,6 +356,7 @@ class ClientConnection(FrameReceiver):
         self.discardInput()
         lost = list(self.calls.values())
         self.calls.clear()
+        self.streams.clear()
         return lost
 
     @property
@@ -363,6 +426,8 @@ class ClientConnection(FrameReceiver):
             if type(code) is int and code == _RESPONSE and error is None:
                 call = self.calls.pop(msgid, None) if type(msgid) is int else None
                 if call is not None:
+                    if self.streams:
+                        self.streams.pop(msgid, None)
                     self._events.callAnswered(call, result)
                     return
         self._message(message)
@@ -422,6 +487,8 @@ class ClientConnection(FrameReceiver):
                 self._violation("a response before the hello")
                 return
             self._response(msgid, error, result)
+        elif type(code) is int and code == _ITEM:
+            self._item(message)
         elif type(code) is int and code == _CONTROL:
             if len(message) < 2 or type(message[1]) is not str:
                 self._violation("a control message whose kind is not a string")
@@ -435,6 +502,28 @@ class ClientConnection(FrameReceiver):
             # as cancel and auth) is ignored, as the protocol asks.
         else:
             self._violation(f"unexpected message type {code!r:.50}")
+
+    def _item(self, message: list[Any]) -> None:
+        """
+        An item of a stream: to its call, within the credit granted.
+        """
+        if len(message) != 3 or not _isMsgid(message[1]):
+            self._violation(
+                f"a stream item that is not [4, msgid, item]: {message!r:.100}"
+            )
+            return
+        msgid = message[1]
+        stream = self.streams.get(msgid)
+        if stream is None:
+            if msgid in self.calls:
+                self._violation(f"a stream item for msgid {msgid}, which is no stream")
+            # Otherwise: an item of a stream cancelled, already dropped.
+            return
+        if stream[1] == 0:
+            self._violation(f"a stream item for msgid {msgid} beyond its credit")
+            return
+        stream[1] -= 1
+        self._events.itemReceived(self.calls[msgid], message[2])
 
     def _response(
         self, msgid: int | None, error: dict[str, Any] | None, result: Any
@@ -461,6 +550,8 @@ class ClientConnection(FrameReceiver):
         if call is None:
             # The answer to a call that was cancelled or timed out.
             return
+        if self.streams:
+            self.streams.pop(msgid, None)
         if error is None:
             self._events.callAnswered(call, result)
         else:
@@ -519,10 +610,10 @@ class ClientConnection(FrameReceiver):
             return
         self.state = State.GOING_AWAY
         inflight = self.calls
-        unrun = [
-            inflight.pop(msgid)
-            for msgid in [m for m in inflight if last is None or after(m, last)]
-        ]
+        unrunIds = [m for m in inflight if last is None or after(m, last)]
+        unrun = [inflight.pop(msgid) for msgid in unrunIds]
+        for msgid in unrunIds:
+            self.streams.pop(msgid, None)
         self._events.goawayReceived(reason, unrun)
 
     def _refuse(self, error: Unauthorized) -> None:

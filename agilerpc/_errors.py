@@ -228,6 +228,13 @@ class ClientClosed(LocalError):
     """
 
 
+class StreamsNotSupported(LocalError):
+    """
+    A stream was asked of a server whose hello does not list the C{stream}
+    feature: it was not sent.
+    """
+
+
 class QueueFull(LocalError):
     """
     The client's queue of calls waiting for a connection is full.  The call

@@ -113,6 +113,9 @@ class RecordingEvents:
     def callFailed(self, call: Any, error: Any) -> None:
         self.events.append(("failed", call, error))
 
+    def itemReceived(self, call: Any, item: Any) -> None:
+        self.events.append(("item", call, item))
+
     def goawayReceived(self, reason: str | None, unrun: list[Any]) -> None:
         self.events.append(("goaway", reason, unrun))
 

@@ -19,7 +19,7 @@ from agilerpc import (
     _wire,
 )
 from agilerpc._clientconnection import ClientConnection, State, after
-from agilerpc._errors import LocalError
+from agilerpc._errors import LocalError, StreamsNotSupported
 
 from .clienthelpers import HELLO, RecordingEvents, frame
 
@@ -619,3 +619,109 @@ class LostTests(CoreTestMixin, SynchronousTestCase):
         self.core.dataReceived(frame([1, 0, None, 1]))
         self.assertEqual(self.events.events, [])
         self.assertEqual(repr(self.core), "<ClientConnection closed, 0 in flight>")
+
+
+class StreamTests(CoreTestMixin, SynchronousTestCase):
+    """
+    Streams (PROTOCOL.md 4.5): items in, credit out.
+    """
+
+    def stream(self, call: str, window: int = 4) -> int:
+        msgid, payload = self.core.sendStream(call, "ticks", [3], None, window)
+        self.assertEqual(
+            _wire.unpack(payload), [0, msgid, "ticks", [3], {}, {"stream": window}]
+        )
+        return msgid
+
+    def test_onlyWhenAnnounced(self) -> None:
+        """
+        A stream is asked only of a server whose hello lists the C{stream}
+        feature; otherwise nothing is sent and no msgid is used.
+        """
+        self.ready()
+        with self.assertRaises(StreamsNotSupported):
+            self.core.sendStream("s", "ticks", [], None, 4)
+        self.assertEqual(self.core.inflight, 0)
+        self.assertEqual(self.send("a"), [0])
+
+    def test_itemsThenEnd(self) -> None:
+        """
+        Items are reported in order, then the end as the call's answer.
+        """
+        self.ready(features=["stream"])
+        msgid = self.stream("s")
+        self.core.dataReceived(
+            frame([4, msgid, "x"]) + frame([4, msgid, "y"]) + frame([1, msgid, None, 7])
+        )
+        self.assertEqual(
+            self.events.events,
+            [("item", "s", "x"), ("item", "s", "y"), ("answered", "s", 7)],
+        )
+        self.assertEqual(self.core.streams, {})
+
+    def test_creditHalfWindowAtATime(self) -> None:
+        """
+        As the consumer takes items, a credit for them goes out each time
+        half the window has been taken.
+        """
+        self.ready(features=["stream"])
+        msgid = self.stream("s", window=4)
+        self.core.dataReceived(b"".join(frame([4, msgid, i]) for i in range(4)))
+        self.assertIsNone(self.core.consumed(msgid))
+        self.assertEqual(self.core.consumed(msgid), _wire.encodeCredit(msgid, 2))
+        self.assertIsNone(self.core.consumed(msgid))
+        self.assertEqual(self.core.consumed(msgid), _wire.encodeCredit(msgid, 2))
+        self.assertIsNone(self.core.consumed(99))
+
+    def test_itemBeyondCredit(self) -> None:
+        """
+        An item beyond the credit granted is a protocol violation: the
+        client's memory is bounded by its window.
+        """
+        self.ready(features=["stream"])
+        msgid = self.stream("s", window=2)
+        self.core.dataReceived(b"".join(frame([4, msgid, i]) for i in range(3)))
+        self.assertEqual(self.events.kinds(), ["item", "item", "violation"])
+
+    def test_itemForPlainCall(self) -> None:
+        """
+        An item for a call that is not a stream is a protocol violation; one
+        for a stream given up on is dropped.
+        """
+        self.ready(features=["stream"])
+        msgid = self.stream("s")
+        self.core.cancel(msgid)
+        self.core.dataReceived(frame([4, msgid, "late"]))
+        self.assertEqual(self.events.events, [])
+        [plain] = self.send("a")
+        self.core.dataReceived(frame([4, plain, "x"]))
+        self.assertEqual(self.events.kinds(), ["violation"])
+
+    def test_badItem(self) -> None:
+        """
+        An item that is not C{[4, msgid, item]} is a protocol violation.
+        """
+        self.ready(features=["stream"])
+        self.core.dataReceived(frame([4, 0]))
+        self.assertEqual(self.events.kinds(), ["violation"])
+
+    def test_goawayHandsBackUnrunStreams(self) -> None:
+        """
+        A stream sent after a goaway's last msgid is handed back to be sent
+        again, and forgotten here.
+        """
+        self.ready(features=["stream"])
+        first = self.stream("s1")
+        self.stream("s2")
+        self.core.dataReceived(frame([3, "goaway", first, "idle"]))
+        self.assertEqual(self.events.events, [("goaway", "idle", ["s2"])])
+        self.assertEqual(list(self.core.streams), [first])
+
+    def test_lostForgetsStreams(self) -> None:
+        """
+        A lost connection reports its streams lost with its calls.
+        """
+        self.ready(features=["stream"])
+        self.stream("s")
+        self.assertEqual(self.core.connectionLost(), ["s"])
+        self.assertEqual(self.core.streams, {})
