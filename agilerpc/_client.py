@@ -62,6 +62,7 @@ from ._clientconnection import (
     IClientEvents,
     State,
 )
+from ._clientstream import RpcStream
 from ._errors import (
     CallLost,
     CallTimeout,
@@ -180,6 +181,38 @@ class _Call:
             deferred.errback(error)
 
 
+class _StreamCall(_Call):
+    """
+    A stream call: its Deferred fires at the stream's end, and its items go
+    to C{stream}.
+    """
+
+    __slots__ = ("stream", "window")
+
+    def __init__(
+        self, method: str, args: list[Any], kwargs: dict[str, Any], window: int
+    ) -> None:
+        super().__init__(method, args, kwargs, None)
+        self.window = window
+        self.stream = RpcStream(method, self._taken, self._stop)
+        d: Deferred[Any] = Deferred(self.cancel)
+        d.addCallbacks(self.stream.endReceived, self.stream.failed)
+        self.deferred = d
+
+    def _taken(self) -> None:
+        """
+        The consumer took an item: let the server send another.
+        """
+        connection = self.connection
+        if connection is not None:
+            connection.streamItemTaken(self)
+
+    def _stop(self) -> None:
+        deferred = self.deferred
+        if deferred is not None:
+            deferred.cancel()
+
+
 @implementer(IClientEvents)
 class RpcClientProtocol(Protocol):
     """
@@ -231,8 +264,8 @@ class RpcClientProtocol(Protocol):
         Send C{call}; a call that cannot be encoded, or is larger than the
         server accepts, fails at once and the connection is untouched.
         """
-        if call.deferred is None:
-            self._sendNotification(call)
+        if type(call) is not _Call or call.deferred is None:
+            self._sendOther(call)
             return
         try:
             msgid, payload = self.core.sendRequest(
@@ -252,6 +285,36 @@ class RpcClientProtocol(Protocol):
             self.transport.write(packHeader(size) + payload)
         else:
             writeFrame(self.transport, payload)
+
+    def _sendOther(self, call: _Call) -> None:
+        """
+        Send a stream call, or a notification.
+        """
+        if type(call) is not _StreamCall:
+            self._sendNotification(call)
+            return
+        try:
+            msgid, payload = self.core.sendStream(
+                call, call.method, call.args, call.kwargs, call.window
+            )
+        except RpcError as e:
+            call.fail(e)
+            return
+        except Exception as e:
+            call.fail(TypeError(f"cannot encode the arguments of {call.method}(): {e}"))
+            return
+        call.msgid = msgid
+        call.connection = self
+        writeFrame(self.transport, payload)
+
+    def streamItemTaken(self, call: _StreamCall) -> None:
+        """
+        The consumer of the stream C{call} took an item: grant the server
+        more when the core says so.
+        """
+        credit = self.core.consumed(call.msgid)
+        if credit is not None and not self._disconnected:
+            writeFrame(self.transport, credit)
 
     def _sendNotification(self, call: _Call) -> None:
         try:
@@ -296,6 +359,9 @@ class RpcClientProtocol(Protocol):
         deferred.callback(result)
         if self.core.state is not _READY or self.client._closed:
             self._closeIfDone()
+
+    def itemReceived(self, call: _StreamCall, item: Any) -> None:
+        call.stream.itemReceived(item)
 
     def callFailed(self, call: _Call, error: RpcError) -> None:
         call.connection = None
@@ -524,6 +590,8 @@ class RpcClient:
     @param maxMessageSize: the largest frame the client accepts from a
         server, in bytes (the server's hello never raises it); a larger frame
         header is a protocol violation.
+    @param streamWindow: how many items of a stream (L{callStream}) the
+        server may send ahead of what its consumer has taken.
     """
 
     def __init__(
@@ -539,7 +607,11 @@ class RpcClient:
         *,
         endpoints: Iterable[str | tuple[str, int] | tuple[str, int, Any]] | None = None,
         maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
+        streamWindow: int = 64,
     ) -> None:
+        if not 1 <= streamWindow <= 2**32 - 1:
+            raise ValueError("streamWindow must be from 1 to 2**32 - 1")
+        self.streamWindow = streamWindow
         if endpoints is None:
             if host is None or port is None:
                 raise TypeError("RpcClient needs a host and a port, or endpoints")
@@ -629,6 +701,37 @@ class RpcClient:
         else:
             self._submit(call)
         return d
+
+    def callStream(self, method: str, *args: Any, **kwargs: Any) -> RpcStream:
+        """
+        Call C{method}, a streaming method (a generator on the server), and
+        take its items as they come.
+
+        The server sends at most C{streamWindow} items ahead of what the
+        stream's consumer has taken.  A stream is queued while no connection
+        is ready, and resent after a goaway like any call that provably did
+        not run; a connection lost in the middle of a stream fails it with
+        L{CallLost} after the items already received: it is never restarted.
+        The client's C{timeout} does not apply: cancel the stream to stop it.
+
+        @return: an L{RpcStream}, failed at once (on its first L{RpcStream.next})
+            with L{ClientClosed} or L{QueueFull}.
+        """
+        call = _StreamCall(method, list(args), kwargs, self.streamWindow)
+        if self._closed:
+            call.fail(ClientClosed(f"{method}(): the client is closed"))
+            return call.stream
+        if self.pending >= self.maxPending:
+            call.fail(
+                QueueFull(
+                    f"{method}(): {self.pending} calls are already pending "
+                    f"(maxPending={self.maxPending})"
+                )
+            )
+            return call.stream
+        call.client = self
+        self._submit(call)
+        return call.stream
 
     def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         """

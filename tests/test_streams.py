@@ -11,9 +11,20 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.trial.unittest import SynchronousTestCase
 
-from agilerpc import _streams
+from agilerpc import (
+    CallLost,
+    InvalidRequest,
+    Registry,
+    RemoteError,
+    RpcClient,
+    RpcError,
+    _streams,
+)
+from agilerpc._clientstream import RpcStream
+from agilerpc.testing import MemoryServer
 
 from .serverhelpers import KEEPALIVE, Connection, ServerTestCase, encode
 
@@ -310,3 +321,149 @@ class StreamTests(StreamTestCase):
         connection.sendBytes(encode([0, 12, "count", [1], {}, {"stream": 64}]))
         self.turn()
         self.assertEqual(connection.received(), [[4, 12, 0], [1, 12, None, "done"]])
+
+
+class ClientStreamTests(SynchronousTestCase):
+    """
+    L{RpcClient.callStream} against a server in memory.
+    """
+
+    def setUp(self) -> None:
+        self.closed: list[str] = []
+        registry = Registry()
+
+        def count(n: int) -> Generator[int, None, str]:
+            yield from range(n)
+            return "done"
+
+        def forever() -> Generator[int, None, None]:
+            try:
+                i = 0
+                while True:
+                    yield i
+                    i += 1
+            finally:
+                self.closed.append("forever")
+
+        def failing() -> Generator[int, None, None]:
+            yield 1
+            raise RpcError("Boom", "after one item")
+
+        for f in (count, forever, failing):
+            registry.register(f)
+        registry.register(lambda: 1, name="plain")
+        self.server = MemoryServer(registry)
+        self.client = RpcClient(self.server.reactor, "server", 9988, streamWindow=4)
+
+    def pump(self) -> None:
+        for _ in range(5):
+            self.server.reactor.advance(0)
+            self.server.flush()
+
+    def take(self, stream: RpcStream, count: int) -> list[Any]:
+        items = []
+        for _ in range(count):
+            d = stream.next()
+            self.pump()
+            items.append(self.successResultOf(d))
+        return items
+
+    def test_itemsThenEnd(self) -> None:
+        """
+        The items come in order; after the last, L{RpcStream.next} fails
+        with L{StopAsyncIteration} and the result is the handler's.
+        """
+        stream = self.client.callStream("count", 10)
+        self.assertEqual(self.take(stream, 10), list(range(10)))
+        d = stream.next()
+        self.pump()
+        self.failureResultOf(d, StopAsyncIteration)
+        self.assertEqual(stream.result, "done")
+
+    def test_asyncFor(self) -> None:
+        """
+        An L{RpcStream} is an async iterator.
+        """
+        stream = self.client.callStream("count", 6)
+
+        async def collect() -> list[int]:
+            return [item async for item in stream]
+
+        d = Deferred.fromCoroutine(collect())
+        self.pump()
+        self.assertEqual(self.successResultOf(d), list(range(6)))
+
+    def test_windowBoundsServer(self) -> None:
+        """
+        A consumer that takes nothing holds the server at the window.
+        """
+        stream = self.client.callStream("forever")
+        self.pump()
+        self.assertEqual(len(stream._items), 4)
+        self.take(stream, 3)
+        self.pump()
+        self.assertLessEqual(len(stream._items), 4)
+
+    def test_cancel(self) -> None:
+        """
+        Cancelling a stream closes the handler's generator; its next fails
+        with L{CancelledError}.
+        """
+        stream = self.client.callStream("forever")
+        self.take(stream, 2)
+        stream.cancel()
+        self.pump()
+        self.assertEqual(self.closed, ["forever"])
+        self.failureResultOf(stream.next(), CancelledError)
+
+    def test_cancelWhileWaiting(self) -> None:
+        """
+        Cancelling a stream still queued fails the consumer's waiting next
+        with L{CancelledError}; nothing ran.
+        """
+        stream = self.client.callStream("forever")
+        d = stream.next()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.pump()
+        self.assertEqual(self.closed, [])
+        self.assertEqual(self.client.pending, 0)
+
+    def test_errorAfterItems(self) -> None:
+        """
+        An error after items reaches the consumer after them.
+        """
+        stream = self.client.callStream("failing")
+        self.pump()
+        self.assertEqual(self.take(stream, 1), [1])
+        failure = self.failureResultOf(stream.next(), RemoteError)
+        self.assertEqual(failure.value.type, "Boom")
+
+    def test_lostMidStream(self) -> None:
+        """
+        A connection lost in the middle of a stream fails it with
+        L{CallLost} after the items received; it is not resent.
+        """
+        stream = self.client.callStream("forever")
+        self.pump()
+        self.server.drop()
+        self.pump()
+        self.assertEqual(self.take(stream, 4), [0, 1, 2, 3])
+        self.failureResultOf(stream.next(), CallLost)
+
+    def test_queuedUntilConnected(self) -> None:
+        """
+        A stream made before the connection is ready goes out once it is.
+        """
+        stream = self.client.callStream("count", 2)
+        d = stream.next()
+        self.pump()
+        self.assertEqual(self.successResultOf(d), 0)
+
+    def test_notAStream(self) -> None:
+        """
+        Streaming a plain method fails with C{InvalidRequest}.
+        """
+        stream = self.client.callStream("plain")
+        self.pump()
+        self.failureResultOf(stream.next(), InvalidRequest)
