@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._agileutil import TcpRpcServer
 from ._blocking import TcpRpcClient
 from ._client import ClientStats, EndpointState, RpcClient
+from ._clientstream import RpcStream
 from ._errors import (
     CallLost,
     CallTimeout,
@@ -31,6 +32,7 @@ from ._errors import (
     RequestTooLarge,
     RpcError,
     ServerBusy,
+    StreamsNotSupported,
     TLSRefused,
     Unauthorized,
 )
@@ -83,8 +85,10 @@ __all__ = [
     "RpcServerFactory",
     "RpcServerProtocol",
     "RpcService",
+    "RpcStream",
     "ServerBusy",
     "ServerMetrics",
+    "StreamsNotSupported",
     "TLSRefused",
     "TcpRpcClient",
     "TcpRpcServer",

@@ -32,7 +32,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from zope.interface import implementer
@@ -116,6 +117,7 @@ class _Connection:
 
     __slots__ = (
         "core",
+        "items",
         "notServed",
         "outcome",
         "poller",
@@ -129,6 +131,7 @@ class _Connection:
         self.sock = sock
         self.core = ClientConnection(self, token, limit)
         self.outcome: tuple[bool, Any] | None = None
+        self.items: deque[Any] = deque()
         self.notServed: str | None = None
         self.refusal: Unauthorized | None = None
         self.violation: str | None = None
@@ -144,6 +147,9 @@ class _Connection:
 
     def callFailed(self, call: Any, error: RpcError) -> None:
         self.outcome = (False, error)
+
+    def itemReceived(self, call: Any, item: Any) -> None:
+        self.items.append(item)
 
     def goawayReceived(self, reason: str | None, unrun: list[Any]) -> None:
         if unrun:
@@ -411,6 +417,143 @@ class TcpRpcClient:
                         "it may or may not have run"
                     ) from e
                 raise
+
+    def callStream(
+        self,
+        func: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        window: int = 64,
+    ) -> Iterator[Any]:
+        """
+        Call C{func}, a streaming method, and iterate over its items::
+
+            for item in cli.callStream(func="ticks", args=(5, 0.1)):
+                ...
+
+        The server sends at most C{window} items ahead of those taken.
+        Closing the generator early (C{break} out of a C{for} loop drops it)
+        cancels the stream on the server.  The client's other calls wait
+        until the stream ends or is closed.  The timeout applies to each
+        wait for the next item.
+
+        @raise StreamsNotSupported: if the server does not announce streams.
+        @raise CallLost: if the connection ends in the middle of the stream,
+            after the items received; the stream is not restarted.
+        @raise CallTimeout: if an item took longer than the timeout (the
+            stream is cancelled).
+        @raise RemoteError: the stream's error, after the items before it.
+        """
+        if type(func) is not str:
+            raise TypeError(f"func must be a string, not {type(func).__name__}")
+        if not isinstance(args, (list, tuple)):
+            raise TypeError(f"args must be a tuple or list, not {type(args).__name__}")
+        if kwargs is not None and type(kwargs) is not dict:
+            kwargs = dict(kwargs)
+        if not 1 <= window <= 2**32 - 1:
+            raise ValueError("window must be from 1 to 2**32 - 1")
+        return self._stream(func, args, kwargs, window)
+
+    def _stream(
+        self,
+        func: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        window: int,
+    ) -> Iterator[Any]:
+        with self._lock:
+            if self._closed:
+                raise ClientClosed(f"{self!r} is closed")
+            for _ in range(_MAX_RESENDS):
+                connection = self._usableConnection(self._deadline())
+                connection.outcome = None
+                connection.items.clear()
+                msgid, payload = connection.core.sendStream(
+                    _CALL, func, args, kwargs, window
+                )
+                try:
+                    self._send(connection, _packHeader(len(payload)) + payload, None)
+                except _NotRun:
+                    self._disconnect()
+                    continue
+                try:
+                    yield from self._items(connection, func, msgid)
+                except _NotRun:
+                    self._disconnect()
+                    continue
+                return
+            raise NotServed(
+                f"{self.host}:{self.port} closed {_MAX_RESENDS} connections in a "
+                f"row before running {func}(); it was not run",
+            )
+
+    def _deadline(self) -> float | None:
+        return None if self.timeout is None else time.monotonic() + self.timeout
+
+    def _items(self, connection: _Connection, func: str, msgid: int) -> Iterator[Any]:
+        """
+        The items of the stream C{msgid} as they come, granting the server
+        more as they are taken; then its end.
+        """
+        items = connection.items
+        done = False
+        try:
+            while True:
+                while items:
+                    item = items.popleft()
+                    credit = connection.core.consumed(msgid)
+                    if credit is not None:
+                        try:
+                            self._send(
+                                connection, _packHeader(len(credit)) + credit, None
+                            )
+                        except _NotRun:
+                            done = True
+                            self._disconnect()
+                            raise CallLost(
+                                f"the connection to {self.host}:{self.port} failed "
+                                f"in the middle of the stream {func}(); it was not "
+                                "restarted"
+                            ) from None
+                    yield item
+                if connection.outcome is not None:
+                    break
+                try:
+                    open = connection.receive(self._deadline())
+                except _DeadlinePassed:
+                    raise CallTimeout(
+                        f"{func}() on {self.host}:{self.port}: no item for "
+                        f"{self.timeout:g} s; the stream was cancelled"
+                    ) from None
+                except OSError as e:
+                    done = True
+                    self._disconnect()
+                    raise CallLost(
+                        f"the connection to {self.host}:{self.port} failed ({e}) in "
+                        f"the middle of the stream {func}(); it was not restarted"
+                    ) from None
+                if not open:
+                    done = True
+                    self._disconnect()
+                    raise CallLost(
+                        f"{self.host}:{self.port} closed the connection in the "
+                        f"middle of the stream {func}(); it was not restarted"
+                    )
+            done = True
+            answered, value = connection.outcome
+            connection.outcome = None
+            if (
+                connection.core.state is not State.READY
+                and not connection.core.inflight
+            ):
+                self._disconnect()
+            if not answered:
+                raise value
+        finally:
+            if not done and self._connection is connection:
+                # Closed early, timed out or failed: stop the stream.
+                self._cancel(connection, msgid)
+                connection.items.clear()
 
     def close(self) -> None:
         """

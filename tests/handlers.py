@@ -9,6 +9,7 @@ nothing from the C{tests} package.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -107,3 +108,21 @@ def nested(depth: int) -> list[Any]:
     for _ in range(depth - 1):
         value = [value]
     return value
+
+
+@agilerpc.rpc
+def count(n: int) -> Iterator[int]:
+    """
+    A stream of the integers 0 to C{n} - 1.
+    """
+    yield from range(n)
+
+
+@agilerpc.rpc
+def blobs(n: int, size: int) -> Iterator[bytes]:
+    """
+    A stream of C{n} items of C{size} bytes each.
+    """
+    item = b"x" * size
+    for _ in range(n):
+        yield item

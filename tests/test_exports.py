@@ -41,6 +41,8 @@ PACKAGE = {
     "RemoteMessageTooLarge": "_errors",
     "RequestTooLarge": "_errors",
     "RpcClient": "_client",
+    "RpcStream": "_clientstream",
+    "StreamsNotSupported": "_errors",
     "RpcError": "_errors",
     "RpcServerFactory": "_server",
     "RpcServerProtocol": "_server",

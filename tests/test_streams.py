@@ -16,17 +16,20 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from agilerpc import (
     CallLost,
+    InvalidParams,
     InvalidRequest,
     Registry,
     RemoteError,
     RpcClient,
     RpcError,
+    TcpRpcClient,
     _streams,
 )
 from agilerpc._clientstream import RpcStream
 from agilerpc.testing import MemoryServer
 
 from .serverhelpers import KEEPALIVE, Connection, ServerTestCase, encode
+from .serverprocess import ServerProcess
 
 
 class StreamTestCase(ServerTestCase):
@@ -467,3 +470,49 @@ class ClientStreamTests(SynchronousTestCase):
         stream = self.client.callStream("plain")
         self.pump()
         self.failureResultOf(stream.next(), InvalidRequest)
+
+
+class StreamIntegrationTests(SynchronousTestCase):
+    """
+    Streams against C{twistd agilerpc}, from the blocking client.
+    """
+
+    def test_blockingClient(self) -> None:
+        """
+        The blocking client iterates over a stream's items; the client is
+        usable afterwards.
+        """
+        server = ServerProcess.start(self)
+        client = TcpRpcClient("127.0.0.1", server.port, timeout=10)
+        self.addCleanup(client.close)
+        self.assertEqual(
+            list(client.callStream("count", (1000,), window=16)), list(range(1000))
+        )
+        self.assertEqual(client.call("echo", ("after",)), "after")
+
+    def test_blockingClientClosesEarly(self) -> None:
+        """
+        Leaving a stream early cancels it; the next call is answered on the
+        same connection.
+        """
+        server = ServerProcess.start(self)
+        client = TcpRpcClient("127.0.0.1", server.port, timeout=10)
+        self.addCleanup(client.close)
+        items = client.callStream("count", (10**6,), window=8)
+        self.assertEqual([next(items) for _ in range(20)], list(range(20)))
+        items.close()
+        self.assertEqual(client.call("echo", ("after",)), "after")
+        stats = client.call("system.stats")
+        self.assertEqual(stats["in_flight"], 1)
+        self.assertEqual(stats["connections"], 1)
+
+    def test_blockingStreamError(self) -> None:
+        """
+        A stream's error reaches the blocking caller after its items.
+        """
+        server = ServerProcess.start(self, module="agilerpc.examples.hello")
+        client = TcpRpcClient("127.0.0.1", server.port, timeout=10)
+        self.addCleanup(client.close)
+        self.assertEqual(list(client.callStream("ticks", (3, 0))), [0, 1, 2])
+        with self.assertRaises(InvalidParams):
+            list(client.callStream("ticks", (-1, 0)))

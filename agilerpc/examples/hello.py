@@ -8,6 +8,7 @@ server sends them to callers as they are (C{system.describe}).
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -65,3 +66,24 @@ def sleep(seconds: float) -> Deferred[float]:
 
 
 _LONGEST_SLEEP = 86400
+
+
+@rpc
+async def ticks(n: int, every: float) -> AsyncGenerator[int, None]:
+    """
+    A stream: the numbers 0 to n - 1 (at most 1000000), one every this many
+    seconds (from 0 to 60).  Call it as a stream (agilerpc call --stream).
+    """
+    from twisted.internet.task import deferLater
+
+    if type(n) is not int or not 0 <= n <= _MOST_TICKS:
+        raise InvalidParams(f"ticks: n must be an integer from 0 to {_MOST_TICKS}")
+    if type(every) not in (int, float) or not 0 <= every <= 60:
+        raise InvalidParams("ticks: every must be a number from 0 to 60")
+    for i in range(n):
+        if every:
+            await deferLater(_reactor(), every, lambda: None)
+        yield i
+
+
+_MOST_TICKS = 1000000
