@@ -200,6 +200,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="a keyword argument (repeatable)",
     )
+    call.add_argument(
+        "--stream",
+        action="store_true",
+        help="call a streaming method: print each item as a JSON line as it comes",
+    )
     call.add_argument("address", type=parseAddress, metavar="HOST:PORT")
     call.add_argument("method", metavar="METHOD")
     call.add_argument("args", type=parseValue, nargs="*", metavar="ARG")
@@ -262,6 +267,19 @@ def main(argv: list[str] | None = None) -> int:
         with TcpRpcClient(
             host, port, options.timeout, connectRetry=0, **security
         ) as client:
+            if options.command == "call" and options.stream:
+                try:
+                    items = client.callStream(
+                        options.method, options.args, dict(options.kwarg)
+                    )
+                    for item in items:
+                        sys.stdout.write(toJSON(item) + "\n")
+                        sys.stdout.flush()
+                except ssl.SSLError:
+                    raise
+                except (TypeError, ValueError, OverflowError) as e:
+                    return _fail(EXIT_USAGE, f"cannot encode the arguments: {e}")
+                return EXIT_OK
             if options.command == "call":
                 try:
                     result = client.call(

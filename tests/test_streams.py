@@ -22,12 +22,15 @@ from agilerpc import (
     RemoteError,
     RpcClient,
     RpcError,
+    StreamsNotSupported,
     TcpRpcClient,
     _streams,
 )
 from agilerpc._clientstream import RpcStream
 from agilerpc.testing import MemoryServer
 
+from .clienthelpers import HELLO, MemorySocket
+from .clienthelpers import MemoryServer as ScriptedServer
 from .serverhelpers import KEEPALIVE, Connection, ServerTestCase, encode
 from .serverprocess import ServerProcess
 
@@ -516,3 +519,103 @@ class StreamIntegrationTests(SynchronousTestCase):
         self.assertEqual(list(client.callStream("ticks", (3, 0))), [0, 1, 2])
         with self.assertRaises(InvalidParams):
             list(client.callStream("ticks", (-1, 0)))
+
+
+class _CountingServer:
+    """
+    A scripted server (for L{clienthelpers.MemoryServer}) that streams
+    C{count(n)} with credit, and echoes plain requests.
+
+    @ivar sent: the items sent, by msgid.
+    @ivar cancelled: the msgids cancelled.
+    """
+
+    def __init__(self) -> None:
+        self.streams: dict[int, list[int]] = {}
+        self.sent: dict[int, int] = {}
+        self.cancelled: list[int] = []
+        self.credits: list[int] = []
+
+    def opened(self, sock: MemorySocket) -> None:
+        sock.send_([3, "hello", {**HELLO[2], "features": ["stream"]}])
+
+    def script(self, sock: MemorySocket, message: Any) -> None:
+        if message[0] == 0 and len(message) == 6:
+            msgid, n = message[1], message[3][0]
+            # [next item, last item, credit]
+            self.streams[msgid] = [0, n, message[5]["stream"]]
+            self.sent[msgid] = 0
+            self._push(sock, msgid)
+        elif message[0] == 0:
+            sock.send_([1, message[1], None, message[3][0]])
+        elif message[:2] == [3, "credit"]:
+            self.credits.append(message[3])
+            if message[2] in self.streams:
+                self.streams[message[2]][2] += message[3]
+                self._push(sock, message[2])
+        elif message[:2] == [3, "cancel"]:
+            self.cancelled.append(message[2])
+            if self.streams.pop(message[2], None) is not None:
+                sock.send_([1, message[2], {"type": "Cancelled", "message": ""}, None])
+
+    def _push(self, sock: MemorySocket, msgid: int) -> None:
+        state = self.streams.get(msgid)
+        if state is None:
+            return
+        while state[2] and state[0] < state[1]:
+            sock.send_([4, msgid, state[0]])
+            self.sent[msgid] += 1
+            state[0] += 1
+            state[2] -= 1
+        if state[0] == state[1]:
+            del self.streams[msgid]
+            sock.send_([1, msgid, None, "end"])
+
+
+class BlockingStreamTests(SynchronousTestCase):
+    """
+    L{TcpRpcClient.callStream} against a scripted server.
+    """
+
+    def setUp(self) -> None:
+        self.server = _CountingServer()
+        self.memory = ScriptedServer(self.server.opened, self.server.script)
+        self.client = TcpRpcClient(
+            "memory.invalid", 9988, timeout=5, socketFactory=self.memory
+        )
+        self.addCleanup(self.client.close)
+
+    def test_items(self) -> None:
+        """
+        Every item comes, in order, granted half a window at a time.
+        """
+        self.assertEqual(
+            list(self.client.callStream("count", (10,), window=4)), list(range(10))
+        )
+        credits = [
+            m for m in self.memory.connections[0].received if m[:2] == [3, "credit"]
+        ]
+        self.assertEqual([m[3] for m in credits], [2, 2, 2, 2])
+
+    def test_closedEarly(self) -> None:
+        """
+        Closing the generator early cancels the stream; the next call is
+        answered on the same connection.
+        """
+        items = self.client.callStream("count", (100,), window=4)
+        self.assertEqual([next(items), next(items)], [0, 1])
+        items.close()
+        self.assertEqual(self.server.cancelled, [0])
+        self.assertEqual(self.client.call("echo", ("x",)), "x")
+        self.assertEqual(len(self.memory.connections), 1)
+
+    def test_notAnnounced(self) -> None:
+        """
+        A server whose hello does not list streams is not asked for one.
+        """
+        memory = ScriptedServer()
+        client = TcpRpcClient("memory.invalid", 9988, timeout=5, socketFactory=memory)
+        self.addCleanup(client.close)
+        with self.assertRaises(StreamsNotSupported):
+            list(client.callStream("count", (3,)))
+        self.assertEqual(client.call("echo", ("x",)), "x")
