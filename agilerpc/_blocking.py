@@ -33,7 +33,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any
 
 from zope.interface import implementer
@@ -424,7 +424,7 @@ class TcpRpcClient:
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         window: int = 64,
-    ) -> Iterator[Any]:
+    ) -> Generator[Any, None, None]:
         """
         Call C{func}, a streaming method, and iterate over its items::
 
@@ -460,7 +460,7 @@ class TcpRpcClient:
         args: Sequence[Any],
         kwargs: dict[str, Any] | None,
         window: int,
-    ) -> Iterator[Any]:
+    ) -> Generator[Any, None, None]:
         with self._lock:
             if self._closed:
                 raise ClientClosed(f"{self!r} is closed")
@@ -490,7 +490,9 @@ class TcpRpcClient:
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
 
-    def _items(self, connection: _Connection, func: str, msgid: int) -> Iterator[Any]:
+    def _items(
+        self, connection: _Connection, func: str, msgid: int
+    ) -> Generator[Any, None, None]:
         """
         The items of the stream C{msgid} as they come, granting the server
         more as they are taken; then its end.

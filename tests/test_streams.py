@@ -540,7 +540,8 @@ class _CountingServer:
         self.credits: list[int] = []
 
     def opened(self, sock: MemorySocket) -> None:
-        sock.send_([3, "hello", {**HELLO[2], "features": ["stream"]}])
+        info: dict[str, Any] = {"protocol": 1, "keepalive": 75, "features": ["stream"]}
+        sock.send_([3, "hello", info])
 
     def script(self, sock: MemorySocket, message: Any) -> None:
         if message[0] == 0 and len(message) == 6:

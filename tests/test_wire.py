@@ -54,7 +54,10 @@ def _encode(message: list[Any]) -> bytes:
     code = message[0]
     if code == wire.REQUEST:
         if len(message) == 6:
-            return wire.encodeRequest(*message[1:5], stream=message[5]["stream"])
+            msgid, method, args, kwargs = message[1:5]
+            return wire.encodeRequest(
+                msgid, method, args, kwargs, stream=message[5]["stream"]
+            )
         return wire.encodeRequest(*message[1:])
     if code == wire.ITEM:
         return wire.encodeItem(*message[1:])
@@ -101,7 +104,9 @@ def _expected(message: list[Any]) -> Any:
     if code == wire.REQUEST:
         kwargs = message[4] if len(message) >= 5 else {}
         if len(message) == 6:
-            return wire.StreamRequest(*message[1:4], kwargs, message[5]["stream"])
+            return wire.StreamRequest(
+                message[1], message[2], message[3], kwargs, message[5]["stream"]
+            )
         return wire.Request(message[1], message[2], message[3], kwargs)
     if code == wire.ITEM:
         return wire.Item(message[1], message[2])
@@ -1076,7 +1081,14 @@ class StreamWireTests(SynchronousTestCase):
         Options that are not a map, or a stream window that is not an integer
         from 1 to 2**32 - 1, refuse the request for its msgid.
         """
-        for options in (None, [], {"stream": 0}, {"stream": True}, {"stream": 2**32}):
+        badOptions: list[Any] = [
+            None,
+            [],
+            {"stream": 0},
+            {"stream": True},
+            {"stream": 2**32},
+        ]
+        for options in badOptions:
             with self.assertRaises(InvalidRequest) as e:
                 wire.parseClientMessage(wire.pack([0, 5, "x", [], {}, options]))
             self.assertEqual(e.exception.data, {"msgid": 5}, options)
