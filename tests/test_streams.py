@@ -32,8 +32,8 @@ from agilerpc import (
 from agilerpc._clientstream import RpcStream
 from agilerpc.testing import MemoryServer
 
-from .clienthelpers import HELLO, MemorySocket
 from .clienthelpers import MemoryServer as ScriptedServer
+from .clienthelpers import MemorySocket
 from .serverhelpers import KEEPALIVE, Connection, ServerTestCase, encode
 from .serverprocess import ServerProcess
 
@@ -623,6 +623,12 @@ class BlockingStreamTests(SynchronousTestCase):
         with self.assertRaises(StreamsNotSupported):
             list(client.callStream("count", (3,)))
         self.assertEqual(client.call("echo", ("x",)), "x")
+
+
+class CommandLineStreamTests(SynchronousTestCase):
+    """
+    C{agilerpc call --stream} against C{twistd agilerpc}.
+    """
 
     def test_commandLine(self) -> None:
         """
