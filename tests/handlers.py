@@ -9,7 +9,7 @@ nothing from the C{tests} package.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -126,3 +126,42 @@ def blobs(n: int, size: int) -> Iterator[bytes]:
     item = b"x" * size
     for _ in range(n):
         yield item
+
+
+_openStreams: list[int] = [0]
+
+
+@agilerpc.rpc
+def forever() -> Iterator[int]:
+    """
+    An endless stream of integers; L{openStreams} counts those running.
+    """
+    _openStreams[0] += 1
+    try:
+        i = 0
+        while True:
+            yield i
+            i += 1
+    finally:
+        _openStreams[0] -= 1
+
+
+@agilerpc.rpc
+def openStreams() -> int:
+    """
+    How many L{forever} streams are running.
+    """
+    return _openStreams[0]
+
+
+@agilerpc.rpc
+async def slowCount(n: int, every: float) -> AsyncIterator[int]:
+    """
+    The integers 0 to C{n} - 1, one every C{every} seconds.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for i in range(n):
+        await deferLater(reactor, every, lambda: None)
+        yield i

@@ -9,12 +9,16 @@ through L{RpcServerProtocol} with a recording transport and a clock.
 from __future__ import annotations
 
 import io
+import os
+import signal
+import time
 from collections.abc import AsyncGenerator, Generator
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from agilerpc import (
     CallLost,
@@ -35,7 +39,7 @@ from agilerpc.testing import MemoryServer
 from .clienthelpers import MemoryServer as ScriptedServer
 from .clienthelpers import MemorySocket
 from .serverhelpers import KEEPALIVE, Connection, ServerTestCase, encode
-from .serverprocess import ServerProcess
+from .serverprocess import ServerProcess, rssKiB, scale
 
 
 class StreamTestCase(ServerTestCase):
@@ -641,3 +645,125 @@ class CommandLineStreamTests(SynchronousTestCase):
                 ["call", "--stream", f"127.0.0.1:{server.port}", "ticks", "3", "0.01"]
             )
         self.assertEqual((status, out.getvalue(), err.getvalue()), (0, "0\n1\n2\n", ""))
+
+
+class StreamProofTests(TestCase):
+    """
+    Issue 14's proofs against C{twistd agilerpc}, with the Twisted client;
+    full size under C{AGILERPC_STRESS=1}.
+    """
+
+    def client(self, server: ServerProcess, **options: Any) -> RpcClient:
+        from twisted.internet import reactor
+
+        client = RpcClient(reactor, "127.0.0.1", server.port, **options)
+        self.addCleanup(client.close)
+        return client
+
+    async def test_millionItems(self) -> None:
+        """
+        A long stream consumed at full speed arrives whole and in order.
+        """
+        n = scale(50_000, 1_000_000)
+        server = ServerProcess.start(self)
+        client = self.client(server)
+        started = time.monotonic()
+        expected = 0
+        async for item in client.callStream("count", n):
+            self.assertEqual(item, expected)
+            expected += 1
+        took = time.monotonic() - started
+        self.assertEqual(expected, n)
+        print(f"{n} items in {took:.2f}s: {n / took:,.0f} items/s")
+
+    async def test_pausingConsumerHoldsServerAtWindow(self) -> None:
+        """
+        A consumer that pauses now and then holds the server's memory at its
+        window: the RSS stays within a few MiB of where it started.
+        """
+        n = scale(30_000, 1_000_000)
+        every = scale(10_000, 100_000)
+        pause = scale(1, 5)
+        server = ServerProcess.start(self)
+        client = self.client(server)
+        stream = client.callStream("blobs", n, 1000)
+        start = None
+        peaks = []
+        taken = 0
+        async for _ in stream:
+            taken += 1
+            if taken == 1000:
+                start = rssKiB(server.pid)
+            if taken % every == 0:
+                await deferLater(_reactor(), pause, lambda: None)
+                peaks.append(rssKiB(server.pid))
+        assert start is not None
+        self.assertEqual(taken, n)
+        print(f"RSS at item 1000: {start} KiB; during each pause: {peaks}")
+        self.assertLess(max(peaks) - start, 4096)
+
+    async def test_hundredStreamsInterleave(self) -> None:
+        """
+        100 streams on one connection progress together: when the first
+        ends, every other has received most of its items.
+        """
+        server = ServerProcess.start(self)
+        client = self.client(server)
+        n = 2000
+        progress = [0] * 100
+        firstDone: list[list[int]] = []
+
+        async def consume(index: int) -> None:
+            async for _ in client.callStream("count", n):
+                progress[index] += 1
+            if not firstDone:
+                firstDone.append(list(progress))
+
+        await gatherResults([Deferred.fromCoroutine(consume(i)) for i in range(100)])
+        self.assertEqual(progress, [n] * 100)
+        snapshot = firstDone[0]
+        print(f"when the first stream ended, the slowest had {min(snapshot)} of {n}")
+        self.assertGreater(min(snapshot), n // 2)
+
+    async def test_cancelledStreamCloses(self) -> None:
+        """
+        A stream cancelled after 10 items leaves no generator running.
+        """
+        server = ServerProcess.start(self)
+        client = self.client(server)
+        stream = client.callStream("forever")
+        items = [await stream.next() for _ in range(10)]
+        self.assertEqual(items, list(range(10)))
+        self.assertEqual(await client.callRemote("openStreams"), 1)
+        stream.cancel()
+        for _ in range(100):
+            if await client.callRemote("openStreams") == 0:
+                break
+            await deferLater(_reactor(), 0.01, lambda: None)
+        self.assertEqual(await client.callRemote("openStreams"), 0)
+
+    async def test_sigtermLetsStreamsFinish(self) -> None:
+        """
+        On SIGTERM, open streams run to their end within the shutdown grace:
+        none is cut, none is resent.
+        """
+        server = ServerProcess.start(self)
+        client = self.client(server)
+        streams = [client.callStream("slowCount", 10, 0.1) for _ in range(5)]
+        first = [await s.next() for s in streams]
+        self.assertEqual(first, [0] * 5)
+        os.kill(server.pid, signal.SIGTERM)
+        rest = []
+        for s in streams:
+            rest.append([item async for item in s])
+        self.assertEqual(rest, [list(range(1, 10))] * 5)
+        self.assertEqual(client.stats.resent, 0)
+        # twistd kills itself with the signal once it has shut down cleanly.
+        self.assertEqual(server.wait(10), -signal.SIGTERM)
+        self.assertIn("Server Shut Down.", server.output())
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
