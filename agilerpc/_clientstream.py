@@ -11,9 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 
+@implementer(IPushProducer)
 class RpcStream:
     """
     The items of a stream call, in order, then its end.
@@ -23,6 +26,15 @@ class RpcStream:
 
         async for item in client.callStream("ticks", 5, 0.1):
             ...
+
+    or have each handed to a function as it arrives, which costs no
+    L{Deferred} per item (the fast way for many small items)::
+
+        d = stream.consume(rows.append)     # fires with the result at the end
+
+    As an L{IPushProducer}, it stops taking items (and so stops the server,
+    once the window is used) on L{pauseProducing}, until
+    L{resumeProducing}; L{stopProducing} cancels it.
 
     The server sends no more items than the stream's window ahead of what
     was taken: a consumer that stops taking holds the server's memory for
@@ -49,6 +61,9 @@ class RpcStream:
         self._items: deque[Any] = deque()
         self._waiting: Deferred[Any] | None = None
         self._failure: Failure | None = None
+        self._consumer: Callable[[Any], object] | None = None
+        self._done: Deferred[Any] | None = None
+        self._paused = False
 
     def __repr__(self) -> str:
         state = "ended" if self.ended else "open"
@@ -74,6 +89,8 @@ class RpcStream:
         """
         if self._waiting is not None:
             raise RuntimeError(f"{self.method}(): next() while the previous one waits")
+        if self._consumer is not None:
+            raise RuntimeError(f"{self.method}(): next() on a stream being consumed")
         if self._items:
             item = self._items.popleft()
             self._take()
@@ -83,6 +100,72 @@ class RpcStream:
         d: Deferred[Any] = Deferred(lambda d: self.cancel())
         self._waiting = d
         return d
+
+    def consume(self, consumer: Callable[[Any], object]) -> Deferred[Any]:
+        """
+        Hand every item, in order, to C{consumer} as it arrives (those that
+        came already first), in the reactor thread.
+
+        @return: a L{Deferred} that fires with the stream's result after the
+            last item, or fails with its error; cancelling it cancels the
+            stream.  An exception C{consumer} raises cancels the stream and
+            fails the L{Deferred} with it.
+        @raise RuntimeError: if the stream is already being consumed, or a
+            L{next} waits.
+        """
+        if self._consumer is not None or self._waiting is not None:
+            raise RuntimeError(f"{self.method}(): consumed twice")
+        self._consumer = consumer
+        self._done = Deferred(lambda d: self.cancel())
+        done = self._done
+        self._drain()
+        return done
+
+    def pauseProducing(self) -> None:
+        """
+        Stop handing items to the consumer (and granting the server more)
+        until L{resumeProducing}.
+        """
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._drain()
+
+    def stopProducing(self) -> None:
+        self.cancel()
+
+    def _drain(self) -> None:
+        """
+        Hand the consumer what has come, unless paused; then the end.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return
+        items = self._items
+        while items and not self._paused:
+            item = items.popleft()
+            self._take()
+            try:
+                consumer(item)
+            except BaseException:
+                failure = Failure()
+                self._consumer = None
+                self.cancel()
+                self._finish(failure)
+                return
+        if self.ended and not items:
+            self._finish(self._failure)
+
+    def _finish(self, failure: Failure | None) -> None:
+        done, self._done = self._done, None
+        self._consumer = None
+        if done is None:
+            return
+        if failure is None:
+            done.callback(self.result)
+        else:
+            done.errback(failure)
 
     def cancel(self) -> None:
         """
@@ -106,9 +189,23 @@ class RpcStream:
         """
         The server sent C{item}.
         """
+        consumer = self._consumer
+        if consumer is not None and not self._paused and not self._items:
+            # consume()'s usual case, inline.
+            self._take()
+            try:
+                consumer(item)
+            except BaseException:
+                failure = Failure()
+                self._consumer = None
+                self.cancel()
+                self._finish(failure)
+            return
         waiting, self._waiting = self._waiting, None
         if waiting is None:
             self._items.append(item)
+            if consumer is not None:
+                self._drain()
         else:
             self._take()
             waiting.callback(item)
@@ -135,3 +232,5 @@ class RpcStream:
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
             waiting.errback(self._endFailure())
+        if self._consumer is not None:
+            self._drain()

@@ -369,7 +369,7 @@ class ClientStreamTests(SynchronousTestCase):
         self.client = RpcClient(self.server.reactor, "server", 9988, streamWindow=4)
 
     def pump(self) -> None:
-        for _ in range(5):
+        for _ in range(50):
             self.server.reactor.advance(0)
             self.server.flush()
 
@@ -472,6 +472,49 @@ class ClientStreamTests(SynchronousTestCase):
         d = stream.next()
         self.pump()
         self.assertEqual(self.successResultOf(d), 0)
+
+    def test_consume(self) -> None:
+        """
+        L{RpcStream.consume} hands each item to a function as it comes, and
+        fires with the result.
+        """
+        got: list[int] = []
+        d = self.client.callStream("count", 10).consume(got.append)
+        self.pump()
+        self.assertEqual(self.successResultOf(d), "done")
+        self.assertEqual(got, list(range(10)))
+
+    def test_consumePaused(self) -> None:
+        """
+        A paused consumer gets nothing, and the server stops at the window;
+        resumed, it gets the rest.
+        """
+        got: list[int] = []
+        stream = self.client.callStream("count", 20)
+        stream.pauseProducing()
+        d = stream.consume(got.append)
+        self.pump()
+        self.assertEqual(got, [])
+        self.assertEqual(len(stream._items), 4)
+        stream.resumeProducing()
+        self.pump()
+        self.assertEqual(self.successResultOf(d), "done")
+        self.assertEqual(got, list(range(20)))
+
+    def test_consumerRaises(self) -> None:
+        """
+        A consumer that raises cancels the stream (its generator closes) and
+        fails the Deferred with its exception.
+        """
+
+        def consumer(item: int) -> None:
+            if item == 2:
+                raise KeyError(item)
+
+        d = self.client.callStream("forever").consume(consumer)
+        self.pump()
+        self.failureResultOf(d, KeyError)
+        self.assertEqual(self.closed, ["forever"])
 
     def test_notAStream(self) -> None:
         """
