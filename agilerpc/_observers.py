@@ -67,6 +67,12 @@ class IServerObserver(Interface):
         more than C{maxUnsentTotal}, and it held the most).
         """
 
+    def itemSent(connection: Any, msgid: int, method: str) -> None:
+        """
+        One item of the stream C{msgid} (a call of C{method}) was written;
+        the stream's end is a C{callFinished}.
+        """
+
     def receivedBytes(connection: Any, count: int) -> None:
         """
         C{count} bytes were read from the connection.
@@ -112,6 +118,9 @@ class CallLog:
     def connectionAborted(self, connection: Any, reason: str) -> None:
         pass
 
+    def itemSent(self, connection: Any, msgid: int, method: str) -> None:
+        pass
+
     def receivedBytes(self, connection: Any, count: int) -> None:
         pass
 
@@ -153,6 +162,10 @@ class _Observers:
     def connectionAborted(self, connection: Any, reason: str) -> None:
         for o in self.observers:
             o.connectionAborted(connection, reason)
+
+    def itemSent(self, connection: Any, msgid: int, method: str) -> None:
+        for o in self.observers:
+            o.itemSent(connection, msgid, method)
 
     def receivedBytes(self, connection: Any, count: int) -> None:
         for o in self.observers:

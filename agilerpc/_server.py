@@ -195,6 +195,13 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         return len(self.connection.outstanding)
 
     @property
+    def openStreams(self) -> int:
+        """
+        Streams being answered on this connection.
+        """
+        return 0 if self._pump is None else len(self._pump.open)
+
+    @property
     def unsent(self) -> int:
         """
         Bytes written to this connection since its transport paused it (its
@@ -693,6 +700,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         @raise RpcError: when it cannot be sent (see L{ServerConnection.item}).
         """
         self._send(self.connection.item(msgid, item, method))
+        if self._observer is not None:
+            self._observer.itemSent(self, msgid, method)
 
     def _callStarted(
         self, msgid: int, call: Deferred[Any], method: str, handle: Any = None

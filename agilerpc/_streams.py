@@ -106,6 +106,7 @@ class ServerStream:
         self._pulling: Deferred[Any] | None = None
         self._finished = False
         self.done: Deferred[Any] = Deferred(self._cancelled)
+        pump.open.add(self)
         pump.ready(self)
 
     def cancel(self) -> None:
@@ -227,6 +228,8 @@ class StreamPump:
         self._ready: deque[ServerStream] = deque()
         self._call: IDelayedCall | None = None
         self.paused = False
+        #: The streams not ended yet.
+        self.open: set[ServerStream] = set()
 
     def ready(self, stream: ServerStream) -> None:
         """
@@ -241,6 +244,7 @@ class StreamPump:
         """
         C{stream} has ended: take it out of the turns.
         """
+        self.open.discard(stream)
         if stream.queued:
             stream.queued = False
             self._ready.remove(stream)

@@ -110,6 +110,8 @@ class ServerMetrics:
     @ivar refused: frames refused, by reason (see L{REFUSAL_REASONS}).
     @ivar aborted: connections the server aborted for going over a limit, by
         reason (see L{ABORT_REASONS}).
+    @ivar streamItems: stream items sent, by method (a stream's outcome is
+        its call's, in L{methods}).
     @ivar bytesReceived: bytes read from clients.
     @ivar bytesSent: bytes written to clients, frame headers included.
     @ivar connections: the open connections.
@@ -124,6 +126,7 @@ class ServerMetrics:
         self.goaways: dict[str, int] = {}
         self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self.aborted: dict[str, int] = dict.fromkeys(ABORT_REASONS, 0)
+        self.streamItems: dict[str, int] = {}
         self.bytesReceived = 0
         self.bytesSent = 0
         self.connections: set[Any] = set()
@@ -212,6 +215,16 @@ class ServerMetrics:
     def connectionAborted(self, connection: Any, reason: str) -> None:
         aborted = self.aborted
         aborted[reason] = aborted.get(reason, 0) + 1
+
+    def itemSent(self, connection: Any, msgid: int, method: str) -> None:
+        items = self.streamItems
+        items[method] = items.get(method, 0) + 1
+
+    def openStreams(self) -> int:
+        """
+        The streams being answered now.
+        """
+        return sum(c.openStreams for c in self.connections)
 
     def receivedBytes(self, connection: Any, count: int) -> None:
         self.bytesReceived += count
@@ -304,6 +317,17 @@ class ServerCollector:
         for reason, count in sorted(m.refused.items()):
             refused.add_metric([reason], count)
         yield refused
+        yield GaugeMetricFamily(
+            f"{p}_streams_open", "Streams being answered.", value=m.openStreams()
+        )
+        items = CounterMetricFamily(
+            f"{p}_stream_items",
+            "Stream items sent, by method (a stream's outcome is its call's).",
+            labels=["method"],
+        )
+        for method, count in sorted(m.streamItems.items()):
+            items.add_metric([method], count)
+        yield items
         yield GaugeMetricFamily(
             f"{p}_unsent_bytes",
             "Bytes of responses written and not sent, their clients not reading.",

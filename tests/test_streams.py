@@ -34,6 +34,7 @@ from agilerpc import (
     _streams,
 )
 from agilerpc._clientstream import RpcStream
+from agilerpc.metrics import ServerCollector, ServerMetrics
 from agilerpc.testing import MemoryServer
 
 from .clienthelpers import MemoryServer as ScriptedServer
@@ -325,6 +326,28 @@ class StreamTests(StreamTestCase):
             connection.received(), [[4, 1, 1], [4, 1, 2], [1, 1, None, "done"]]
         )
         self.assertEqual(connection.transport.closes, ["loseWriteConnection"])
+
+    def test_metrics(self) -> None:
+        """
+        The metrics count each item sent by method, the streams open, and a
+        stream's outcome as its call's.
+        """
+        metrics = ServerMetrics()
+        connection = self.connect(observers=[metrics])
+        self.stream(connection, 1, "forever", "f", window=3)
+        self.stream(connection, 2, "count", 2, window=5)
+        self.assertEqual(metrics.openStreams(), 2)
+        self.turn()
+        self.assertEqual(metrics.streamItems, {"forever": 3, "count": 2})
+        self.assertEqual(metrics.openStreams(), 1)
+        connection.send([3, "cancel", 1])
+        self.assertEqual(metrics.openStreams(), 0)
+        self.assertEqual(
+            metrics.calls, {("count", "ok"): 1, ("forever", "Cancelled"): 1}
+        )
+        text = exposition(metrics)
+        self.assertIn("agilerpc_server_streams_open 0.0", text)
+        self.assertIn('agilerpc_server_stream_items_total{method="forever"} 3.0', text)
 
     def test_sameFrameBytes(self) -> None:
         """
@@ -804,6 +827,17 @@ class StreamProofTests(TestCase):
         # twistd kills itself with the signal once it has shut down cleanly.
         self.assertEqual(server.wait(10), -signal.SIGTERM)
         self.assertIn("Server Shut Down.", server.output())
+
+
+def exposition(metrics: ServerMetrics) -> str:
+    """
+    The Prometheus text of C{metrics}.
+    """
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(ServerCollector(metrics))
+    return generate_latest(registry).decode("utf-8")
 
 
 def _reactor() -> Any:
