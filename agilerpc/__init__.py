@@ -41,6 +41,7 @@ from ._observers import IServerObserver
 from ._registry import Method, Registry, rpc
 from ._server import RpcServerFactory, RpcServerProtocol
 from ._service import RpcService
+from ._streams import Stream
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ __all__ = [
     "RpcStream",
     "ServerBusy",
     "ServerMetrics",
+    "Stream",
     "StreamsNotSupported",
     "TLSRefused",
     "TcpRpcClient",

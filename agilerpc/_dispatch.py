@@ -14,6 +14,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from ._errors import MethodNotFound
 from ._registry import Method, Registry
+from ._streams import isStream
 
 PLAIN = "plain"
 DEFERRED = "Deferred"
@@ -30,7 +31,7 @@ def _kindOf(result: object) -> str:
         kind = DEFERRED
     elif inspect.iscoroutine(result):
         kind = COROUTINE
-    elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+    elif isStream(result):
         kind = STREAM
     else:
         kind = PLAIN

@@ -3,8 +3,9 @@ Server streams (PROTOCOL.md 4.5): the items a streaming handler produces,
 pulled as the caller's credit and the connection's send buffer allow, then
 the handler's final value, or its error, as the call's answer.
 
-A L{ServerStream} drives one handler's generator or async generator.  A
-L{StreamPump} takes turns between the streams of one connection, a batch of
+A L{ServerStream} drives one handler's generator, async generator or
+L{Stream} (what a handler returns to push items by hand, from an
+L{IPushProducer}).  A L{StreamPump} takes turns between the streams of one connection, a batch of
 items each, and gives the reactor back every few milliseconds, so that one
 fast stream holds up neither the others nor the server.
 """
@@ -16,10 +17,17 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IProducer,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._errors import RpcError
 from ._wire import MAX_MSGID
@@ -36,12 +44,161 @@ SLICE = 0.005
 MAX_CREDIT = MAX_MSGID
 
 
+@implementer(IConsumer)
+class Stream:
+    """
+    A stream a handler feeds by hand: it returns one, then L{write}s items to
+    it and L{finish}es it (or L{fail}s it) once.  For a source that pushes,
+    such as a file being read or a subscription, register it as the
+    stream's L{IPushProducer}: it is paused while the stream holds
+    C{highWater} items it could not send yet (the caller's credit is used
+    up, or the connection's send buffer is full), and resumed when they have
+    gone.  When the caller cancels or goes away the producer is stopped and
+    L{cancelled} becomes true; later writes are dropped.
+
+        @rpc
+        def lines(path):
+            stream = Stream()
+            stream.registerProducer(LineReader(path, stream), True)
+            return stream
+
+    @ivar cancelled: the caller cancelled the stream, or went away.
+    """
+
+    def __init__(self, highWater: int = 64) -> None:
+        if highWater < 1:
+            raise ValueError("highWater must be >= 1")
+        self.highWater = highWater
+        self.cancelled = False
+        self._items: deque[Any] = deque()
+        self._waiting: Deferred[Any] | None = None
+        self._end: Failure | None = None
+        self._ended = False
+        self._producer: IPushProducer | None = None
+        self._producerPaused = False
+
+    # -- what the handler does (IConsumer) ------------------------------------
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        """
+        Pause and resume C{producer} as the stream fills and drains.
+
+        @raise ValueError: for a pull producer (C{streaming} false): write
+            items from an L{IPushProducer}, or yield them from a generator.
+        """
+        if not streaming or not IPushProducer.providedBy(producer):
+            raise ValueError("a Stream takes push producers (streaming=True) only")
+        if self._producer is not None:
+            raise RuntimeError("a producer is already registered")
+        self._producer = producer
+        self._producerPaused = False
+        if self.cancelled:
+            producer.stopProducing()
+        elif len(self._items) >= self.highWater:
+            self._pauseProducer()
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+    def write(self, item: Any) -> None:
+        """
+        Send C{item} (once the caller's credit allows).
+        """
+        if self.cancelled or self._ended:
+            return
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.callback(item)
+            return
+        self._items.append(item)
+        if len(self._items) >= self.highWater:
+            self._pauseProducer()
+
+    def finish(self, result: Any = None) -> None:
+        """
+        End the stream after the items written: the call's result is
+        C{result}.
+        """
+        self._close(Failure(_Finished(result)))
+
+    def fail(self, error: BaseException | Failure) -> None:
+        """
+        End the stream after the items written, with C{error}.
+        """
+        self._close(error if isinstance(error, Failure) else Failure(error))
+
+    # -- what the server does ---------------------------------------------------
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    def __anext__(self) -> Deferred[Any]:
+        if self._items:
+            item = self._items.popleft()
+            if self._producerPaused and not self._items:
+                self._producerPaused = False
+                if self._producer is not None:
+                    self._producer.resumeProducing()
+            return succeed(item)
+        if self._ended:
+            assert self._end is not None
+            return fail(self._end)
+        d: Deferred[Any] = Deferred(self._unwait)
+        self._waiting = d
+        return d
+
+    async def aclose(self) -> None:
+        """
+        The caller cancelled, or went away: stop the producer, drop what is
+        left.
+        """
+        if self.cancelled or self._ended:
+            return
+        self.cancelled = True
+        self._items.clear()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.stopProducing()
+
+    def _unwait(self, d: Deferred[Any]) -> None:
+        self._waiting = None
+
+    def _pauseProducer(self) -> None:
+        if not self._producerPaused and self._producer is not None:
+            self._producerPaused = True
+            self._producer.pauseProducing()
+
+    def _close(self, end: Failure) -> None:
+        if self._ended or self.cancelled:
+            return
+        self._ended = True
+        self._end = end
+        self._producer = None
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.errback(end)
+
+
+class _Finished(StopAsyncIteration):
+    """
+    A L{Stream}'s normal end, carrying its result.
+    """
+
+    def __init__(self, result: Any) -> None:
+        super().__init__()
+        self.result = result
+
+
 def isStream(result: object) -> bool:
     """
-    Is C{result}, what a handler returned, a stream of items: a generator
-    or an async generator?
+    Is C{result}, what a handler returned, a stream of items: a generator,
+    an async generator, or a L{Stream}?
     """
-    return inspect.isgenerator(result) or inspect.isasyncgen(result)
+    return (
+        inspect.isgenerator(result)
+        or inspect.isasyncgen(result)
+        or isinstance(result, Stream)
+    )
 
 
 def closeStream(source: Any) -> Deferred[None] | None:
@@ -86,7 +243,7 @@ class ServerStream:
         self,
         msgid: int,
         method: str,
-        source: Generator[Any, None, Any] | AsyncGenerator[Any, None],
+        source: Generator[Any, None, Any] | AsyncGenerator[Any, None] | Stream,
         window: int,
         send: Callable[[int, Any, str], None],
         pump: StreamPump,
@@ -100,7 +257,7 @@ class ServerStream:
         self.credit = min(window, MAX_CREDIT)
         self.queued = False
         self._source = source
-        self._async = inspect.isasyncgen(source)
+        self._async = not inspect.isgenerator(source)
         self._send = send
         self._pump = pump
         self._pulling: Deferred[Any] | None = None
@@ -176,7 +333,10 @@ class ServerStream:
         error; whether it goes on.
         """
         if isinstance(outcome, Failure):
-            if outcome.check(StopAsyncIteration):
+            finished = outcome.value
+            if isinstance(finished, _Finished):
+                self._end(finished.result)
+            elif outcome.check(StopAsyncIteration):
                 self._end(None)
             else:
                 self._fail(outcome)

@@ -42,6 +42,7 @@ PACKAGE = {
     "RequestTooLarge": "_errors",
     "RpcClient": "_client",
     "RpcStream": "_clientstream",
+    "Stream": "_streams",
     "StreamsNotSupported": "_errors",
     "RpcError": "_errors",
     "RpcServerFactory": "_server",

@@ -17,8 +17,10 @@ from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from agilerpc import (
     CallLost,
@@ -28,6 +30,7 @@ from agilerpc import (
     RemoteError,
     RpcClient,
     RpcError,
+    Stream,
     StreamsNotSupported,
     TcpRpcClient,
     _cli,
@@ -95,7 +98,18 @@ class StreamTestCase(ServerTestCase):
             finally:
                 self.closed.append("ticks")
 
-        for f in (count, forever, failing, badItem, ticks):
+        self.producers: list[RecordingProducer] = []
+        self.streams: list[Stream] = []
+
+        def pushed() -> Stream:
+            stream = Stream(highWater=3)
+            producer = RecordingProducer()
+            stream.registerProducer(producer, True)
+            self.producers.append(producer)
+            self.streams.append(stream)
+            return stream
+
+        for f in (count, forever, failing, badItem, ticks, pushed):
             self.registry.register(f)
 
     def stream(
@@ -348,6 +362,83 @@ class StreamTests(StreamTestCase):
         text = exposition(metrics)
         self.assertIn("agilerpc_server_streams_open 0.0", text)
         self.assertIn('agilerpc_server_stream_items_total{method="forever"} 3.0', text)
+
+    def test_pushedItems(self) -> None:
+        """
+        A handler that returns a L{Stream} writes items to it; they go out
+        as credit allows, and L{Stream.finish}'s result ends the call.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "pushed", window=10)
+        stream = self.streams[0]
+        stream.write("a")
+        self.turn()
+        stream.write("b")
+        stream.finish({"rows": 2})
+        self.turn()
+        self.assertEqual(
+            connection.received(),
+            [[4, 1, "a"], [4, 1, "b"], [1, 1, None, {"rows": 2}]],
+        )
+
+    def test_pushedProducerPaused(self) -> None:
+        """
+        The producer is paused while the stream holds its high-water mark of
+        items it cannot send (no credit), and resumed once they have gone.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "pushed", window=1)
+        stream, producer = self.streams[0], self.producers[0]
+        for item in range(5):
+            stream.write(item)
+        self.turn()
+        self.assertEqual(connection.received(), [[4, 1, 0]])
+        self.assertEqual(producer.events, ["pause"])
+        connection.send([3, "credit", 1, 10])
+        self.turn()
+        self.assertEqual([m[2] for m in connection.received()], [1, 2, 3, 4])
+        self.assertEqual(producer.events, ["pause", "resume"])
+
+    def test_pushedFailed(self) -> None:
+        """
+        L{Stream.fail} ends the stream with that error after its items.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "pushed", window=10)
+        stream = self.streams[0]
+        stream.write(1)
+        stream.fail(RpcError("Broken", "the source broke"))
+        self.turn()
+        frames = connection.received()
+        self.assertEqual(frames[0], [4, 1, 1])
+        self.assertError(frames[1:], 1, "Broken", "the source broke")
+
+    def test_pushedCancelled(self) -> None:
+        """
+        A cancel stops the producer; later writes are dropped.
+        """
+        connection = self.connect()
+        self.stream(connection, 1, "pushed", window=10)
+        self.turn()
+        connection.send([3, "cancel", 1])
+        self.turn()
+        stream, producer = self.streams[0], self.producers[0]
+        self.assertTrue(stream.cancelled)
+        self.assertEqual(producer.events, ["stop"])
+        self.assertError(connection.received(), 1, "Cancelled")
+        stream.write("late")
+        stream.finish()
+        self.turn()
+        self.assertEqual(connection.received(), [])
+
+    def test_streamOnlyPushProducers(self) -> None:
+        """
+        A L{Stream} takes push producers only.
+        """
+        self.assertRaises(
+            ValueError, Stream().registerProducer, RecordingProducer(), False
+        )
+        self.assertRaises(ValueError, Stream, highWater=0)
 
     def test_sameFrameBytes(self) -> None:
         """
@@ -827,6 +918,25 @@ class StreamProofTests(TestCase):
         # twistd kills itself with the signal once it has shut down cleanly.
         self.assertEqual(server.wait(10), -signal.SIGTERM)
         self.assertIn("Server Shut Down.", server.output())
+
+
+@implementer(IPushProducer)
+class RecordingProducer:
+    """
+    An L{IPushProducer} that records what it is told.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.events.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.events.append("resume")
+
+    def stopProducing(self) -> None:
+        self.events.append("stop")
 
 
 def exposition(metrics: ServerMetrics) -> str:
