@@ -22,12 +22,12 @@ from agilerpc.examples import hello
 class HelloTests(SynchronousTestCase):
     def test_registry(self) -> None:
         """
-        The module's marked handlers are the four the README names.
+        The module's marked handlers are the five the README names.
         """
         names = set(Registry.fromModule(hello).names())
         self.assertEqual(
             names - {"system.listMethods", "system.describe"},
-            {"sayHello", "add", "echo", "sleep"},
+            {"sayHello", "add", "echo", "sleep", "ticks"},
         )
 
     def test_sayHello(self) -> None:

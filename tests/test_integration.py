@@ -33,7 +33,8 @@ class ServerTests(SynchronousTestCase):
     def test_hello(self) -> None:
         """
         The server's first frame is a hello with the protocol version, the
-        keepalive, the maximum message size and the server's version.
+        keepalive, the maximum message size, the server's version and the
+        features it supports beyond the base protocol.
         """
         self.assertEqual(
             self.client.receive(),
@@ -45,6 +46,7 @@ class ServerTests(SynchronousTestCase):
                     "keepalive": 75.0,
                     "max_message_size": 8 * 1024 * 1024,
                     "server": f"agilerpc/{__version__}",
+                    "features": ["stream"],
                 },
             ],
         )

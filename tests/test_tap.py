@@ -32,6 +32,7 @@ _HELLO_NAMES = [
     "sleep",
     "system.describe",
     "system.listMethods",
+    "ticks",
 ]
 
 _ALPHA = """
@@ -522,6 +523,7 @@ class MakeServiceTests(SynchronousTestCase):
                 "keepalive": 2.5,
                 "max_message_size": 1000,
                 "server": factory.hello["server"],
+                "features": ["stream"],
             },
         )
 
