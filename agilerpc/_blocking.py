@@ -391,12 +391,7 @@ class TcpRpcClient:
             raises them) if the arguments cannot be encoded.  Nothing was
             sent.
         """
-        if type(func) is not str:
-            raise TypeError(f"func must be a string, not {type(func).__name__}")
-        if not isinstance(args, (list, tuple)):
-            raise TypeError(f"args must be a tuple or list, not {type(args).__name__}")
-        if kwargs is not None and type(kwargs) is not dict:
-            kwargs = dict(kwargs)
+        kwargs = _checkCall(func, args, kwargs)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         with self._lock:
             if self._closed:
@@ -444,12 +439,7 @@ class TcpRpcClient:
             stream is cancelled).
         @raise RemoteError: the stream's error, after the items before it.
         """
-        if type(func) is not str:
-            raise TypeError(f"func must be a string, not {type(func).__name__}")
-        if not isinstance(args, (list, tuple)):
-            raise TypeError(f"args must be a tuple or list, not {type(args).__name__}")
-        if kwargs is not None and type(kwargs) is not dict:
-            kwargs = dict(kwargs)
+        kwargs = _checkCall(func, args, kwargs)
         if not 1 <= window <= 2**32 - 1:
             raise ValueError("window must be from 1 to 2**32 - 1")
         return self._stream(func, args, kwargs, window)
@@ -829,6 +819,24 @@ class TcpRpcClient:
         if connection is not None:
             connection.core.connectionLost()
             connection.sock.close()
+
+
+def _checkCall(
+    func: object, args: object, kwargs: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """
+    Check a call's method name and arguments as the agileutil API takes
+    them; its keyword arguments as a dict.
+
+    @raise TypeError: if C{func} is not a str or C{args} not a tuple or list.
+    """
+    if type(func) is not str:
+        raise TypeError(f"func must be a string, not {type(func).__name__}")
+    if not isinstance(args, (list, tuple)):
+        raise TypeError(f"args must be a tuple or list, not {type(args).__name__}")
+    if kwargs is not None and type(kwargs) is not dict:
+        return dict(kwargs)
+    return kwargs
 
 
 def _openTCP(address: tuple[str, int], timeout: float | None) -> socket.socket:

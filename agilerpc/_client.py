@@ -213,6 +213,18 @@ class _StreamCall(_Call):
             deferred.cancel()
 
 
+def _unsendable(call: _Call, error: Exception) -> None:
+    """
+    Fail C{call}, which could not be sent: with the L{RpcError} the core
+    raised (too large, streams not supported), or as a L{TypeError} when
+    its arguments cannot be encoded.
+    """
+    if isinstance(error, RpcError):
+        call.fail(error)
+    else:
+        call.fail(TypeError(f"cannot encode the arguments of {call.method}(): {error}"))
+
+
 @implementer(IClientEvents)
 class RpcClientProtocol(Protocol):
     """
@@ -271,11 +283,8 @@ class RpcClientProtocol(Protocol):
             msgid, payload = self.core.sendRequest(
                 call, call.method, call.args, call.kwargs
             )
-        except RpcError as e:
-            call.fail(e)
-            return
         except Exception as e:
-            call.fail(TypeError(f"cannot encode the arguments of {call.method}(): {e}"))
+            _unsendable(call, e)
             return
         call.msgid = msgid
         call.connection = self
@@ -297,11 +306,8 @@ class RpcClientProtocol(Protocol):
             msgid, payload = self.core.sendStream(
                 call, call.method, call.args, call.kwargs, call.window
             )
-        except RpcError as e:
-            call.fail(e)
-            return
         except Exception as e:
-            call.fail(TypeError(f"cannot encode the arguments of {call.method}(): {e}"))
+            _unsendable(call, e)
             return
         call.msgid = msgid
         call.connection = self

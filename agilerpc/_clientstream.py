@@ -144,18 +144,26 @@ class RpcStream:
             return
         items = self._items
         while items and not self._paused:
-            item = items.popleft()
-            self._take()
-            try:
-                consumer(item)
-            except BaseException:
-                failure = Failure()
-                self._consumer = None
-                self.cancel()
-                self._finish(failure)
+            if not self._hand(consumer, items.popleft()):
                 return
         if self.ended and not items:
             self._finish(self._failure)
+
+    def _hand(self, consumer: Callable[[Any], object], item: Any) -> bool:
+        """
+        Give C{item} to C{consumer}; whether it took it (an exception it
+        raises cancels the stream and fails L{consume}'s Deferred).
+        """
+        self._take()
+        try:
+            consumer(item)
+        except BaseException:
+            failure = Failure()
+            self._consumer = None
+            self.cancel()
+            self._finish(failure)
+            return False
+        return True
 
     def _finish(self, failure: Failure | None) -> None:
         done, self._done = self._done, None
@@ -191,15 +199,8 @@ class RpcStream:
         """
         consumer = self._consumer
         if consumer is not None and not self._paused and not self._items:
-            # consume()'s usual case, inline.
-            self._take()
-            try:
-                consumer(item)
-            except BaseException:
-                failure = Failure()
-                self._consumer = None
-                self.cancel()
-                self._finish(failure)
+            # consume()'s usual case: straight to the consumer.
+            self._hand(consumer, item)
             return
         waiting, self._waiting = self._waiting, None
         if waiting is None:
