@@ -115,3 +115,24 @@ class _Sink:
 
     def flush(self) -> None:
         pass
+
+
+class TicksTests(TestCase):
+    """
+    The example stream C{ticks}.
+    """
+
+    async def test_ticks(self) -> None:
+        """
+        ticks yields 0 to n - 1, waiting between them on the running reactor.
+        """
+        self.assertEqual([i async for i in hello.ticks(3, 0.001)], [0, 1, 2])
+        self.assertEqual([i async for i in hello.ticks(2, 0)], [0, 1])
+
+    async def test_refused(self) -> None:
+        """
+        ticks refuses a count or an interval out of range as C{InvalidParams}.
+        """
+        for n, every in [(-1, 0), (True, 0), (10**7, 0), (1, -1), (1, 61), (1, "1")]:
+            with self.assertRaises(InvalidParams):
+                [i async for i in hello.ticks(n, every)]  # type: ignore[arg-type]

@@ -19,11 +19,13 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from agilerpc import (
     CallLost,
+    CallTimeout,
     InvalidParams,
     InvalidRequest,
     Registry,
@@ -774,6 +776,31 @@ class BlockingStreamTests(SynchronousTestCase):
         self.assertEqual(self.client.call("echo", ("x",)), "x")
         self.assertEqual(len(self.memory.connections), 1)
 
+    def test_badWindow(self) -> None:
+        """
+        A window outside 1 to 2**32 - 1 is refused before anything is sent.
+        """
+        self.assertRaises(ValueError, self.client.callStream, "count", (1,), window=0)
+        self.assertEqual(self.memory.connections, [])
+
+    def test_lostMidStream(self) -> None:
+        """
+        A connection that ends in the middle of a stream raises L{CallLost}
+        after the items received.
+        """
+
+        def script(sock: MemorySocket, message: Any) -> None:
+            if len(message) == 6:
+                sock.send_([4, message[1], "a"])
+                sock.end()
+
+        memory = ScriptedServer(self.server.opened, script)
+        client = TcpRpcClient("memory.invalid", 9988, timeout=5, socketFactory=memory)
+        self.addCleanup(client.close)
+        items = client.callStream("count", (3,))
+        self.assertEqual(next(items), "a")
+        self.assertRaises(CallLost, next, items)
+
     def test_notAnnounced(self) -> None:
         """
         A server whose hello does not list streams is not asked for one.
@@ -790,6 +817,18 @@ class CommandLineStreamTests(SynchronousTestCase):
     """
     C{agilerpc call --stream} against C{twistd agilerpc}.
     """
+
+    def test_blockingTimeoutCancels(self) -> None:
+        """
+        An item that takes longer than the blocking client's timeout raises
+        L{CallTimeout} and cancels the stream; the client goes on.
+        """
+        server = ServerProcess.start(self)
+        client = TcpRpcClient("127.0.0.1", server.port, timeout=0.3)
+        self.addCleanup(client.close)
+        items = client.callStream("slowCount", (5, 2.0))
+        self.assertRaises(CallTimeout, next, items)
+        self.assertEqual(client.call("echo", ("after",)), "after")
 
     def test_commandLine(self) -> None:
         """
@@ -954,3 +993,155 @@ def _reactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
+
+
+class RpcStreamUnitTests(SynchronousTestCase):
+    """
+    L{RpcStream} alone, fed by hand as the connection would.
+    """
+
+    def setUp(self) -> None:
+        self.taken = 0
+        self.cancels = 0
+        self.stream = RpcStream("m", self._take, self._cancel)
+
+    def _take(self) -> None:
+        self.taken += 1
+
+    def _cancel(self) -> None:
+        self.cancels += 1
+        self.stream.failed(Failure(CancelledError()))
+
+    def test_repr(self) -> None:
+        """
+        The repr says the method, whether it ended and what waits.
+        """
+        self.stream.itemReceived(1)
+        self.assertEqual(repr(self.stream), "<RpcStream m open, 1 items waiting>")
+
+    def test_oneNextAtATime(self) -> None:
+        """
+        A second L{RpcStream.next} while one waits, or any while the stream
+        is consumed, is a programming error; so is consuming twice.
+        """
+        self.stream.next()
+        self.assertRaises(RuntimeError, self.stream.next)
+        self.assertRaises(RuntimeError, self.stream.consume, print)
+        other = RpcStream("m", self._take, self._cancel)
+        other.consume(lambda item: None)
+        self.assertRaises(RuntimeError, other.next)
+        self.assertRaises(RuntimeError, other.consume, print)
+
+    def test_consumeAfterEnd(self) -> None:
+        """
+        Consuming a stream that has ended hands over what came, then fires
+        with the result.
+        """
+        self.stream.itemReceived("a")
+        self.stream.endReceived("r")
+        got: list[str] = []
+        d = self.stream.consume(got.append)
+        self.assertEqual((got, self.successResultOf(d)), (["a"], "r"))
+        self.assertEqual(self.taken, 1)
+
+    def test_stopProducingCancels(self) -> None:
+        """
+        As an L{IPushProducer}, stopping it cancels the stream, once.
+        """
+        d = self.stream.consume(lambda item: None)
+        self.stream.stopProducing()
+        self.stream.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.cancels, 1)
+
+    def test_consumerRaisesOnBufferedItem(self) -> None:
+        """
+        A consumer raising on an item that was waiting cancels the stream
+        and fails the Deferred with its exception.
+        """
+        self.stream.itemReceived(1)
+
+        def consumer(item: int) -> None:
+            raise ValueError(item)
+
+        d = self.stream.consume(consumer)
+        self.failureResultOf(d, ValueError)
+        self.assertEqual(self.cancels, 1)
+
+
+class PushStreamUnitTests(SynchronousTestCase):
+    """
+    L{Stream} alone: its producer, its async iteration, its end.
+    """
+
+    def test_oneProducer(self) -> None:
+        """
+        A second producer is refused; one registered after a cancel is
+        stopped at once; one registered when the stream is full is paused.
+        """
+        stream = Stream(highWater=1)
+        stream.registerProducer(RecordingProducer(), True)
+        self.assertRaises(
+            RuntimeError, stream.registerProducer, RecordingProducer(), True
+        )
+        stream.unregisterProducer()
+        stream.write(1)
+        late = RecordingProducer()
+        stream.registerProducer(late, True)
+        self.assertEqual(late.events, ["pause"])
+        cancelled = Stream()
+        Deferred.fromCoroutine(cancelled.aclose())
+        producer = RecordingProducer()
+        cancelled.registerProducer(producer, True)
+        self.assertEqual(producer.events, ["stop"])
+
+    def test_asyncIteration(self) -> None:
+        """
+        Iterated, a L{Stream} gives what was written, waits for what is not
+        yet, and ends with L{StopAsyncIteration} after L{Stream.finish} (or
+        the error given to L{Stream.fail}).
+        """
+        stream = Stream()
+        self.assertIs(stream.__aiter__(), stream)
+        stream.write(1)
+        self.assertEqual(self.successResultOf(stream.__anext__()), 1)
+        waiting = stream.__anext__()
+        stream.write(2)
+        self.assertEqual(self.successResultOf(waiting), 2)
+        waiting = stream.__anext__()
+        stream.finish("r")
+        self.failureResultOf(waiting, StopAsyncIteration)
+        self.failureResultOf(stream.__anext__(), StopAsyncIteration)
+        stream.fail(ValueError("late"))
+        failed = Stream()
+        failed.fail(ValueError("x"))
+        self.failureResultOf(failed.__anext__(), ValueError)
+
+    def test_cancelWaiting(self) -> None:
+        """
+        Cancelling a waiting L{Stream.__anext__} forgets it: a later write
+        is kept for the next one.
+        """
+        stream = Stream()
+        waiting = stream.__anext__()
+        waiting.cancel()
+        self.failureResultOf(waiting, CancelledError)
+        stream.write(1)
+        self.assertEqual(self.successResultOf(stream.__anext__()), 1)
+
+    def test_closeGeneratorThatRaises(self) -> None:
+        """
+        A generator whose C{finally} raises is closed all the same, and the
+        error logged.
+        """
+
+        def stubborn() -> Generator[int, None, None]:
+            try:
+                yield 1
+            finally:
+                raise KeyError("in finally")
+
+        source = stubborn()
+        next(source)
+        self.assertIsNone(_streams.closeStream(source))
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
