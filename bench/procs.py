@@ -34,6 +34,8 @@ _PORT_LINES = {
     "agilerpc": re.compile(r"RpcServerFactory starting on (\d+)"),
     "bare": re.compile(r"bare listening on (\d+)"),
     "amp": re.compile(r"amp listening on (\d+)"),
+    "pushbare": re.compile(r"pushbare listening on (\d+)"),
+    "grpc": re.compile(r"grpc listening on (\d+)"),
 }
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -256,6 +258,9 @@ def serverCommand(
         ]
     if kind in ("bare", "amp"):
         return [sys.executable, "-m", f"bench.{kind}", "--port", "0"]
+    if kind in ("pushbare", "grpc"):
+        serve = "serve-bare" if kind == "pushbare" else "serve-grpc"
+        return [sys.executable, "-m", "bench.streams", serve, "--port", "0"]
     raise ValueError(f"unknown server kind {kind!r}")
 
 

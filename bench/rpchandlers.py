@@ -6,6 +6,7 @@ C{PYTHONPATH}: the same C{echo} and C{add} the baselines answer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import agilerpc
@@ -25,3 +26,14 @@ def echo(value: Any) -> Any:
     Return C{value} unchanged.
     """
     return value
+
+
+@agilerpc.rpc
+def blobs(n: int, size: int) -> Iterator[bytes]:
+    """
+    A stream of C{n} items of C{size} bytes: what the streaming scenario's
+    baselines send too.
+    """
+    item = b"x" * size
+    for _ in range(n):
+        yield item

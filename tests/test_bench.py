@@ -24,7 +24,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from bench import client as benchClient
-from bench import procs, run
+from bench import procs, run, streams
 from bench.amp import Add, BenchAMP, Echo
 from bench.bare import (
     BareBlockingClient,
@@ -689,3 +689,28 @@ class StallTests(SynchronousTestCase):
         self.assertEqual(
             outcome, "refused: the message holds more than 65536 arrays and maps"
         )
+
+
+class StreamsTests(SynchronousTestCase):
+    """
+    Tests for L{bench.streams}, the streaming scenario.
+    """
+
+    def test_measure(self) -> None:
+        """
+        A tiny run of agilerpc against the bare push loop streams every item
+        through each (the clients check the count) and reports items/s,
+        MiB/s and agilerpc's ratio; grpcio too when it is installed.
+        """
+        kinds = ["agilerpc", "pushbare"]
+        try:
+            import grpc  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            kinds.append("grpc")
+        report = streams.measure(items=300, size=10, repeats=1, window=8, kinds=kinds)
+        for kind in kinds:
+            self.assertEqual(len(report[kind]["seconds"]), 1)
+            self.assertGreater(report[kind]["items/s"], 0)
+        self.assertGreater(report["agilerpc/pushbare"], 0)
