@@ -201,11 +201,14 @@ class _StreamCall(_Call):
 
     def _taken(self) -> None:
         """
-        The consumer took an item: let the server send another.
+        The consumer took an item: grant the server more when the core says
+        so.
         """
         connection = self.connection
         if connection is not None:
-            connection.streamItemTaken(self)
+            credit = connection.core.consumed(self.msgid)
+            if credit is not None and not connection._disconnected:
+                writeFrame(connection.transport, credit)
 
     def _stop(self) -> None:
         deferred = self.deferred
@@ -312,15 +315,6 @@ class RpcClientProtocol(Protocol):
         call.msgid = msgid
         call.connection = self
         writeFrame(self.transport, payload)
-
-    def streamItemTaken(self, call: _StreamCall) -> None:
-        """
-        The consumer of the stream C{call} took an item: grant the server
-        more when the core says so.
-        """
-        credit = self.core.consumed(call.msgid)
-        if credit is not None and not self._disconnected:
-            writeFrame(self.transport, credit)
 
     def _sendNotification(self, call: _Call) -> None:
         try:

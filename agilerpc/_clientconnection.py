@@ -420,16 +420,27 @@ class ClientConnection(FrameReceiver):
         except Exception as e:
             self._undecodable(payload, e)
             return
-        # The common case, flat: a result for a call in flight.
-        if type(message) is list and len(message) == 4:
-            code, msgid, error, result = message
-            if type(code) is int and code == _RESPONSE and error is None:
-                call = self.calls.pop(msgid, None) if type(msgid) is int else None
-                if call is not None:
-                    if self.streams:
-                        self.streams.pop(msgid, None)
-                    self._events.callAnswered(call, result)
-                    return
+        # The common cases, flat: a result for a call in flight, an item of a
+        # stream within its credit.
+        if type(message) is list:
+            size = len(message)
+            if size == 4:
+                code, msgid, error, result = message
+                if type(code) is int and code == _RESPONSE and error is None:
+                    call = self.calls.pop(msgid, None) if type(msgid) is int else None
+                    if call is not None:
+                        if self.streams:
+                            self.streams.pop(msgid, None)
+                        self._events.callAnswered(call, result)
+                        return
+            elif size == 3:
+                code, msgid, item = message
+                if type(code) is int and code == _ITEM and type(msgid) is int:
+                    stream = self.streams.get(msgid)
+                    if stream is not None and stream[1]:
+                        stream[1] -= 1
+                        self._events.itemReceived(self.calls[msgid], item)
+                        return
         self._message(message)
 
     def lengthLimitExceeded(self, length: int) -> None:
