@@ -44,7 +44,7 @@ def serveBare(port: int) -> None:
     """
     from twisted.internet import reactor
     from twisted.internet.interfaces import IPushProducer
-    from twisted.internet.protocol import Factory
+    from twisted.internet.protocol import ServerFactory
     from twisted.protocols.basic import Int32StringReceiver
     from zope.interface import implementer
 
@@ -62,7 +62,7 @@ def serveBare(port: int) -> None:
             _, self.msgid, _, (n, size) = msgpack.unpackb(string)
             self.left = n
             self.item = b"x" * size
-            reactor.callLater(0, self.push)  # type: ignore[attr-defined]
+            reactor.callLater(0, self.push)
 
         def push(self) -> None:
             pack = msgpack.packb
@@ -80,15 +80,19 @@ def serveBare(port: int) -> None:
         def resumeProducing(self) -> None:
             self.paused = False
             if self.left >= 0:
-                reactor.callLater(0, self.push)  # type: ignore[attr-defined]
+                reactor.callLater(0, self.push)
 
         def stopProducing(self) -> None:
             self.paused = True
 
-    factory = Factory.forProtocol(Pusher)
-    listening = reactor.listenTCP(port, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
-    print(f"pushbare listening on {listening.getHost().port}", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    factory = ServerFactory()
+    factory.protocol = Pusher
+    listening = reactor.listenTCP(port, factory, interface="127.0.0.1")
+    print(
+        f"pushbare listening on {listening.getHost().port}",  # type: ignore[attr-defined]
+        flush=True,
+    )
+    reactor.run()
 
 
 def clientBare(port: int, items: int, size: int) -> float:
@@ -121,11 +125,12 @@ def clientBare(port: int, items: int, size: int) -> float:
                 self.transport.loseConnection()  # type: ignore[union-attr]
 
         def connectionLost(self, reason: Any = None) -> None:
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
 
-    factory = ClientFactory.forProtocol(Counter)
-    reactor.connectTCP("127.0.0.1", port, factory)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    factory = ClientFactory()
+    factory.protocol = Counter
+    reactor.connectTCP("127.0.0.1", port, factory)
+    reactor.run()
     return result[0]
 
 
@@ -158,11 +163,11 @@ def clientAgilerpc(port: int, items: int, size: int, window: int) -> float:
         await client.close()
 
     def stop(outcome: Any) -> Any:
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
         return outcome
 
     defer.ensureDeferred(run()).addBoth(stop)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
     return result[0]
 
 
@@ -178,7 +183,7 @@ def serveGrpc(port: int) -> None:
     """
     from concurrent import futures
 
-    import grpc
+    import grpc  # type: ignore[import-untyped]
 
     def blobs(request: bytes, context: Any) -> Any:
         n, size = msgpack.unpackb(request)

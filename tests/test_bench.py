@@ -704,7 +704,7 @@ class StreamsTests(SynchronousTestCase):
         """
         kinds = ["agilerpc", "pushbare"]
         try:
-            import grpc  # noqa: F401
+            import grpc  # type: ignore[import-untyped]  # noqa: F401
         except ImportError:
             pass
         else:
