@@ -41,6 +41,7 @@ from zope.interface import implementer
 from ._address import parseAddress
 from ._clientconnection import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_STREAM_BUFFER,
     ClientConnection,
     IClientEvents,
     State,
@@ -126,10 +127,16 @@ class _Connection:
         "violation",
     )
 
-    def __init__(self, sock: socket.socket, token: bytes | None, limit: int) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        token: bytes | None,
+        limit: int,
+        streamBuffer: int = DEFAULT_STREAM_BUFFER,
+    ) -> None:
         sock.settimeout(0.0)
         self.sock = sock
-        self.core = ClientConnection(self, token, limit)
+        self.core = ClientConnection(self, token, limit, streamBuffer)
         self.outcome: tuple[bool, Any] | None = None
         self.items: deque[Any] = deque()
         self.notServed: str | None = None
@@ -301,6 +308,8 @@ class TcpRpcClient:
     @param maxMessageSize: the largest frame the client accepts from a
         server, in bytes (the server's hello never raises it); a larger frame
         header is a protocol violation.
+    @param streamBuffer: the bytes of a stream's items the server may send
+        ahead of the caller, once their size is known (L{callStream}).
     @param socketFactory: opens the connection to C{(host, port)} within a
         timeout (seconds, or L{None}) and returns the socket; by default a TCP
         connection with C{TCP_NODELAY} on.  Anything with the socket methods
@@ -321,6 +330,7 @@ class TcpRpcClient:
         maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
         socketFactory: Callable[[tuple[str, int], float | None], socket.socket]
         | None = None,
+        streamBuffer: int = DEFAULT_STREAM_BUFFER,
     ) -> None:
         if servers is None:
             if host is None or port is None:
@@ -349,6 +359,7 @@ class TcpRpcClient:
             token = token.encode("utf-8")
         self._token = token
         self.maxMessageSize = maxMessageSize
+        self.streamBuffer = streamBuffer
         self._socketFactory = socketFactory or _openTCP
         self._lock = threading.Lock()
         self._connection: _Connection | None = None
@@ -418,7 +429,7 @@ class TcpRpcClient:
         func: str,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
-        window: int = 64,
+        window: int = 16,
     ) -> Generator[Any, None, None]:
         """
         Call C{func}, a streaming method, and iterate over its items::
@@ -426,7 +437,9 @@ class TcpRpcClient:
             for item in cli.callStream(func="ticks", args=(5, 0.1)):
                 ...
 
-        The server sends at most C{window} items ahead of those taken.
+        The server sends at most C{window} items ahead of those taken at
+        first, then as many as hold about the client's C{streamBuffer}
+        bytes (from 2 to 4096 items).
         Closing the generator early (C{break} out of a C{for} loop drops it)
         cancels the stream on the server.  The client's other calls wait
         until the stream ends or is closed.  The timeout applies to each
@@ -780,7 +793,9 @@ class TcpRpcClient:
                 sock = self.ssl_context.wrap_socket(
                     sock, server_hostname=self.server_hostname or self.host
                 )
-            connection = _Connection(sock, self._token, self.maxMessageSize)
+            connection = _Connection(
+                sock, self._token, self.maxMessageSize, self.streamBuffer
+            )
             core = connection.core
             while core.state is State.AWAITING_HELLO:
                 if not connection.receive(deadline):

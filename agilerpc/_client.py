@@ -58,6 +58,7 @@ from zope.interface import implementer
 from ._address import checkPort, parseAddress
 from ._clientconnection import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_STREAM_BUFFER,
     ClientConnection,
     IClientEvents,
     State,
@@ -242,7 +243,9 @@ class RpcClientProtocol(Protocol):
     def __init__(self, client: RpcClient, endpoint: _Endpoint) -> None:
         self.client = client
         self.endpoint = endpoint
-        self.core = ClientConnection(self, client._token, client.maxMessageSize)
+        self.core = ClientConnection(
+            self, client._token, client.maxMessageSize, client.streamBuffer
+        )
         # Bytes go straight to the core: no layer on the response path.
         self.dataReceived = self.core.dataReceived  # type: ignore[method-assign]
         self._disconnected = False
@@ -591,7 +594,9 @@ class RpcClient:
         server, in bytes (the server's hello never raises it); a larger frame
         header is a protocol violation.
     @param streamWindow: how many items of a stream (L{callStream}) the
-        server may send ahead of what its consumer has taken.
+        server may send ahead of what its consumer has taken, at first.
+    @param streamBuffer: then, the bytes of items it may send ahead: the
+        window is sized from the items seen (from 2 to 4096 items).
     """
 
     def __init__(
@@ -607,11 +612,13 @@ class RpcClient:
         *,
         endpoints: Iterable[str | tuple[str, int] | tuple[str, int, Any]] | None = None,
         maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
-        streamWindow: int = 64,
+        streamWindow: int = 16,
+        streamBuffer: int = DEFAULT_STREAM_BUFFER,
     ) -> None:
         if not 1 <= streamWindow <= 2**32 - 1:
             raise ValueError("streamWindow must be from 1 to 2**32 - 1")
         self.streamWindow = streamWindow
+        self.streamBuffer = streamBuffer
         if endpoints is None:
             if host is None or port is None:
                 raise TypeError("RpcClient needs a host and a port, or endpoints")
@@ -708,7 +715,8 @@ class RpcClient:
         take its items as they come.
 
         The server sends at most C{streamWindow} items ahead of what the
-        stream's consumer has taken.  A stream is queued while no connection
+        stream's consumer has taken at first, then as many as hold about
+        C{streamBuffer} bytes.  A stream is queued while no connection
         is ready, and resent after a goaway like any call that provably did
         not run; a connection lost in the middle of a stream fails it with
         L{CallLost} after the items already received: it is never restarted.

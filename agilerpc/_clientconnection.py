@@ -38,9 +38,12 @@ outcomes; every rule of docs/PROTOCOL.md a client must keep is here, once:
    with a nil msgid is reported but fails no call (except Unauthorized);
  - a stream is asked only of a server whose hello lists the C{stream}
    feature; its items come in as events, and the credit that lets the
-   server send more goes out as the caller's consumer takes them, half the
-   window at a time; an item beyond the credit granted, or for a call that
-   is not a stream, is a protocol violation.
+   server send more goes out as the caller's consumer takes them, whenever
+   half the window has been taken; the window starts at what the caller
+   asked for, then holds about C{streamBuffer} bytes of the items seen so
+   far (from L{MIN_WINDOW} to L{MAX_WINDOW} items); an item beyond the
+   credit granted, or for a call that is not a stream, is a protocol
+   violation.
 
 The calls are the caller's objects: the core keeps them by msgid and hands
 them back in events, so the common response costs one decode and one
@@ -85,6 +88,37 @@ _REQUEST = _wire.REQUEST
 _perThread = _wire._perThread
 _threadPacker = _wire.threadPacker
 _unpackFrom = HEADER.unpack_from
+
+
+#: Bytes of a stream's items the client lets the server send ahead of its
+#: consumer, once it has seen how large they are.
+DEFAULT_STREAM_BUFFER = 1024 * 1024
+#: The fewest and the most items a stream's window holds.
+MIN_WINDOW = 2
+MAX_WINDOW = 4096
+
+
+class _Stream:
+    """
+    What the client knows of one stream in flight.
+
+    @ivar window: the items it aims to let the server send ahead of the
+        consumer.
+    @ivar left: the items the server may still send.
+    @ivar ahead: the items granted and not taken yet (on their way, or
+        waiting for the consumer).
+    @ivar received: items received so far.
+    @ivar size: their payload bytes.
+    """
+
+    __slots__ = ("ahead", "left", "received", "size", "window")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.left = window
+        self.ahead = window
+        self.received = 0
+        self.size = 0
 
 
 def after(msgid: int, last: int) -> bool:
@@ -210,6 +244,7 @@ class ClientConnection(FrameReceiver):
         events: IClientEvents,
         token: bytes | None = None,
         maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
+        streamBuffer: int = DEFAULT_STREAM_BUFFER,
     ) -> None:
         self._events = events
         self._token = token
@@ -219,9 +254,9 @@ class ClientConnection(FrameReceiver):
         self.hello: dict[str, Any] | None = None
         self.state = State.AWAITING_HELLO
         self.calls: dict[int, Any] = {}
-        # The streams in flight, by msgid: [window, credit the server has
-        # left, items taken since the last grant].
-        self.streams: dict[int, list[int]] = {}
+        # The streams in flight, by msgid.
+        self.streams: dict[int, _Stream] = {}
+        self.streamBuffer = streamBuffer
         self._nextMsgid = 0
         self.startReceiving()
 
@@ -297,24 +332,29 @@ class ClientConnection(FrameReceiver):
             raise self._tooLarge(method, len(payload))
         self._nextMsgid = (msgid + 1) & _MAX_MSGID
         self.calls[msgid] = call
-        self.streams[msgid] = [window, window, 0]
+        self.streams[msgid] = _Stream(window)
         return msgid, payload
 
     def consumed(self, msgid: int) -> bytes | None:
         """
         The caller's consumer took one item of the stream C{msgid}: the
-        credit to send, when half the window has been taken, else L{None}.
+        credit to send when half the window has been taken, else L{None}.
+        The window is sized anew each time from the items seen.
         """
         stream = self.streams.get(msgid)
         if stream is None:
             return None
-        stream[2] += 1
-        window, left, taken = stream
-        if taken * 2 < window:
+        ahead = stream.ahead = stream.ahead - 1
+        if ahead * 2 > stream.window:
             return None
-        stream[1] = left + taken
-        stream[2] = 0
-        return _wire.encodeCredit(msgid, taken)
+        window = self.streamBuffer * stream.received // max(stream.size, 1)
+        window = stream.window = min(max(window, MIN_WINDOW), MAX_WINDOW)
+        grant = window - ahead
+        if grant <= 0:
+            return None
+        stream.ahead = window
+        stream.left += grant
+        return _wire.encodeCredit(msgid, grant)
 
     def sendNotification(
         self, method: str, args: Any, kwargs: dict[str, Any] | None
@@ -437,8 +477,10 @@ class ClientConnection(FrameReceiver):
                 code, msgid, item = message
                 if type(code) is int and code == _ITEM and type(msgid) is int:
                     stream = self.streams.get(msgid)
-                    if stream is not None and stream[1]:
-                        stream[1] -= 1
+                    if stream is not None and stream.left:
+                        stream.left -= 1
+                        stream.received += 1
+                        stream.size += len(payload)
                         self._events.itemReceived(self.calls[msgid], item)
                         return
         self._message(message)
@@ -530,11 +572,8 @@ class ClientConnection(FrameReceiver):
                 self._violation(f"a stream item for msgid {msgid}, which is no stream")
             # Otherwise: an item of a stream cancelled, already dropped.
             return
-        if stream[1] == 0:
-            self._violation(f"a stream item for msgid {msgid} beyond its credit")
-            return
-        stream[1] -= 1
-        self._events.itemReceived(self.calls[msgid], message[2])
+        # The rest (an item within its credit) took stringReceived's path.
+        self._violation(f"a stream item for msgid {msgid} beyond its credit")
 
     def _response(
         self, msgid: int | None, error: dict[str, Any] | None, result: Any

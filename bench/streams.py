@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--window", type=int, default=64)
+    parser.add_argument("--window", type=int, default=16)
     parser.add_argument(
         "--kinds", default="agilerpc,pushbare,grpc", help="comma-separated"
     )

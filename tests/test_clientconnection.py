@@ -18,7 +18,13 @@ from agilerpc import (
     Unauthorized,
     _wire,
 )
-from agilerpc._clientconnection import ClientConnection, State, after
+from agilerpc._clientconnection import (
+    MAX_WINDOW,
+    MIN_WINDOW,
+    ClientConnection,
+    State,
+    after,
+)
 from agilerpc._errors import LocalError, StreamsNotSupported
 
 from .clienthelpers import HELLO, RecordingEvents, frame
@@ -662,8 +668,10 @@ class StreamTests(CoreTestMixin, SynchronousTestCase):
     def test_creditHalfWindowAtATime(self) -> None:
         """
         As the consumer takes items, a credit for them goes out each time
-        half the window has been taken.
+        half the window has been taken (here the buffer holds four of these
+        4-byte items, so the window stays at 4).
         """
+        self.core = ClientConnection(self.events, streamBuffer=16)
         self.ready(features=["stream"])
         msgid = self.stream("s", window=4)
         self.core.dataReceived(b"".join(frame([4, msgid, i]) for i in range(4)))
@@ -672,6 +680,33 @@ class StreamTests(CoreTestMixin, SynchronousTestCase):
         self.assertIsNone(self.core.consumed(msgid))
         self.assertEqual(self.core.consumed(msgid), _wire.encodeCredit(msgid, 2))
         self.assertIsNone(self.core.consumed(99))
+
+    def test_windowFromItemSize(self) -> None:
+        """
+        After the first grant, the window holds about C{streamBuffer} bytes
+        of the items seen: many small ones (up to L{MAX_WINDOW}), few large
+        ones (down to L{MIN_WINDOW}).
+        """
+        self.core = ClientConnection(self.events, streamBuffer=1000)
+        self.ready(features=["stream"])
+        small = self.stream("small", window=4)
+        self.core.dataReceived(b"".join(frame([4, small, i]) for i in range(2)))
+        self.core.consumed(small)
+        # 1000 bytes of 4-byte items, less the 3 still granted.
+        self.assertEqual(self.core.consumed(small), _wire.encodeCredit(small, 250 - 2))
+        large = self.stream("large", window=4)
+        blob = b"x" * 600
+        self.core.dataReceived(b"".join(frame([4, large, blob]) for _ in range(2)))
+        self.core.consumed(large)
+        self.assertIsNone(self.core.consumed(large))
+        self.assertEqual(self.core.streams[large].window, MIN_WINDOW)
+        tiny = ClientConnection(RecordingEvents(), streamBuffer=10**9)
+        tiny.dataReceived(frame([3, "hello", {"protocol": 1, "features": ["stream"]}]))
+        msgid, _ = tiny.sendStream("t", "m", [], None, 2)
+        tiny.dataReceived(frame([4, msgid, 0]))
+        self.assertEqual(
+            tiny.consumed(msgid), _wire.encodeCredit(msgid, MAX_WINDOW - 1)
+        )
 
     def test_itemBeyondCredit(self) -> None:
         """

@@ -482,7 +482,10 @@ class ClientStreamTests(SynchronousTestCase):
             registry.register(f)
         registry.register(lambda: 1, name="plain")
         self.server = MemoryServer(registry)
-        self.client = RpcClient(self.server.reactor, "server", 9988, streamWindow=4)
+        # A buffer of four small items keeps the window at 4.
+        self.client = RpcClient(
+            self.server.reactor, "server", 9988, streamWindow=4, streamBuffer=16
+        )
 
     def pump(self) -> None:
         for _ in range(50):
@@ -748,7 +751,11 @@ class BlockingStreamTests(SynchronousTestCase):
         self.server = _CountingServer()
         self.memory = ScriptedServer(self.server.opened, self.server.script)
         self.client = TcpRpcClient(
-            "memory.invalid", 9988, timeout=5, socketFactory=self.memory
+            "memory.invalid",
+            9988,
+            timeout=5,
+            socketFactory=self.memory,
+            streamBuffer=16,
         )
         self.addCleanup(self.client.close)
 
