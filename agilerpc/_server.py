@@ -689,9 +689,23 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             if self._writePaused:
                 pump.pause()
         stream = ServerStream(
-            msgid, method, result, request.window, self._sendItem, pump
+            msgid,
+            method,
+            result,
+            request.window,
+            self._sendItem,
+            pump,
+            self._streamAwaitingCredit,
         )
         self._callStarted(msgid, stream.done, method, stream)
+
+    def _streamAwaitingCredit(self, awaiting: bool) -> None:
+        """
+        A stream used its credit (C{awaiting}), or got more or ended: it
+        stops, or starts again, counting against the in-flight limit.
+        """
+        self.connection.awaitingCredit += 1 if awaiting else -1
+        self._updateReading()
 
     def _sendItem(self, msgid: int, item: Any, method: str) -> None:
         """

@@ -181,9 +181,14 @@ class ServerConnection:
         no token is needed) and no goaway was sent.
     @ivar lastMsgid: the msgid of the last request dispatched, or L{None}.
     @ivar peer: the peer's address, for log messages only.
+    @ivar awaitingCredit: outstanding streams that have used their credit:
+        they wait for the client, not for the server, so they do not count
+        against the in-flight limit (else a client whose streams all wait
+        for credit could never be read again, nor its credit).
     """
 
     __slots__ = (
+        "awaitingCredit",
         "callsServed",
         "goawaySent",
         "lastMsgid",
@@ -202,6 +207,7 @@ class ServerConnection:
         self.lastMsgid: int | None = None
         self.goawaySent = False
         self.outstanding: dict[int, Any] = {}
+        self.awaitingCredit = 0
         self.callsServed = 0
 
     # -- messages in ---------------------------------------------------------
@@ -416,7 +422,7 @@ class ServerConnection:
         """
         outstanding = self.outstanding
         outstanding[msgid] = call
-        return len(outstanding) >= self.settings.maxInFlight
+        return len(outstanding) - self.awaitingCredit >= self.settings.maxInFlight
 
     def callEnded(self, msgid: int) -> bool:
         """
@@ -430,7 +436,7 @@ class ServerConnection:
         """
         Whether the connection may be read again.
         """
-        return len(self.outstanding) < self.settings.maxInFlight
+        return len(self.outstanding) - self.awaitingCredit < self.settings.maxInFlight
 
     # -- messages out --------------------------------------------------------
 

@@ -247,10 +247,13 @@ class ServerStream:
         window: int,
         send: Callable[[int, Any, str], None],
         pump: StreamPump,
+        awaiting: Callable[[bool], None] | None = None,
     ) -> None:
         """
         @param send: writes one item; raises L{RpcError} when the item
             cannot be sent (the stream then ends with that error).
+        @param awaiting: told C{True} when the stream has used its credit
+            and waits for the client, C{False} when it no longer does.
         """
         self.msgid = msgid
         self.method = method
@@ -262,6 +265,8 @@ class ServerStream:
         self._pump = pump
         self._pulling: Deferred[Any] | None = None
         self._finished = False
+        self._awaiting = awaiting
+        self._awaitingCredit = False
         self.done: Deferred[Any] = Deferred(self._cancelled)
         pump.open.add(self)
         pump.ready(self)
@@ -281,8 +286,10 @@ class ServerStream:
             return
         waiting = self.credit == 0
         self.credit = min(self.credit + count, MAX_CREDIT)
-        if waiting and self._pulling is None:
-            self._pump.ready(self)
+        if waiting:
+            self._awaitCredit(False)
+            if self._pulling is None:
+                self._pump.ready(self)
 
     def pull(self, budget: int) -> bool:
         """
@@ -349,16 +356,26 @@ class ServerStream:
             self._fail(failure)
             return False
         self.credit -= 1
+        if not self.credit:
+            self._awaitCredit(True)
         return True
+
+    def _awaitCredit(self, awaiting: bool) -> None:
+        if awaiting != self._awaitingCredit:
+            self._awaitingCredit = awaiting
+            if self._awaiting is not None:
+                self._awaiting(awaiting)
 
     def _end(self, value: Any) -> None:
         self._finished = True
         self._pump.discard(self)
+        self._awaitCredit(False)
         self.done.callback(value)
 
     def _fail(self, failure: Failure) -> None:
         self._finished = True
         self._pump.discard(self)
+        self._awaitCredit(False)
         self.done.errback(failure)
 
     def _cancelled(self, done: Deferred[Any]) -> None:
@@ -368,6 +385,7 @@ class ServerStream:
         """
         self._finished = True
         self._pump.discard(self)
+        self._awaitCredit(False)
         pulling, self._pulling = self._pulling, None
         if pulling is not None:
             # Throws CancelledError into the async generator's await.

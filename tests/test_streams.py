@@ -236,6 +236,49 @@ class StreamTests(StreamTestCase):
         self.assertError(frames[1:], 1, "InvalidResult")
         self.assertEqual(self.closed, ["badItem"])
 
+    def test_itemTooLarge(self) -> None:
+        """
+        An item over the maximum message size ends the stream with
+        C{MessageTooLarge} and closes the generator.
+        """
+
+        def big() -> Generator[bytes, None, None]:
+            try:
+                yield b"x" * 10
+                yield b"x" * 2000
+            finally:
+                self.closed.append("big")
+
+        self.registry.register(big)
+        connection = self.connect()
+        self.stream(connection, 1, "big", window=10)
+        self.turn()
+        frames = connection.received()
+        self.assertEqual(frames[0], [4, 1, b"x" * 10])
+        self.assertError(frames[1:], 1, "MessageTooLarge")
+        self.assertEqual(self.closed, ["big"])
+
+    def test_inFlightLimitCountsStreams(self) -> None:
+        """
+        An open stream counts against C{maxInFlight}: at the limit the
+        server stops reading that connection.  A stream that has used its
+        credit waits for the client, not the server, and stops counting, so
+        that the client's credit can be read (else streams waiting for
+        credit at the limit would wait for ever).
+        """
+        connection = self.connect(maxInFlight=1)
+        self.stream(connection, 1, "count", 2, window=1)
+        self.assertTrue(connection.protocol.paused)
+        self.turn()
+        self.assertEqual(connection.received(), [[4, 1, 0]])
+        self.assertFalse(connection.protocol.paused)
+        connection.send([3, "credit", 1, 5])
+        self.assertTrue(connection.protocol.paused)
+        self.turn()
+        self.assertEqual(connection.received(), [[4, 1, 1], [1, 1, None, "done"]])
+        self.assertFalse(connection.protocol.paused)
+        self.assertEqual(connection.protocol.connection.awaitingCredit, 0)
+
     def test_asyncGenerator(self) -> None:
         """
         An async generator's items go out as it produces them.
