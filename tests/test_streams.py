@@ -951,10 +951,12 @@ class StreamProofTests(TestCase):
     async def test_hundredStreamsInterleave(self) -> None:
         """
         100 streams on one connection progress together: when the first
-        ends, every other has received most of its items.
+        ends, every other has received most of its items.  (A small stream
+        buffer keeps each window at about 200 of these items, so that every
+        stream needs credit ten times.)
         """
         server = ServerProcess.start(self)
-        client = self.client(server)
+        client = self.client(server, streamBuffer=1024)
         n = 2000
         progress = [0] * 100
         firstDone: list[list[int]] = []
