@@ -266,7 +266,6 @@ class ServerStream:
         self._pulling: Deferred[Any] | None = None
         self._finished = False
         self._awaiting = awaiting
-        self._awaitingCredit = False
         self.done: Deferred[Any] = Deferred(self._cancelled)
         pump.open.add(self)
         pump.ready(self)
@@ -287,7 +286,7 @@ class ServerStream:
         waiting = self.credit == 0
         self.credit = min(self.credit + count, MAX_CREDIT)
         if waiting:
-            self._awaitCredit(False)
+            self._tell(False)
             if self._pulling is None:
                 self._pump.ready(self)
 
@@ -357,25 +356,33 @@ class ServerStream:
             return False
         self.credit -= 1
         if not self.credit:
-            self._awaitCredit(True)
+            self._tell(True)
         return True
 
-    def _awaitCredit(self, awaiting: bool) -> None:
-        if awaiting != self._awaitingCredit:
-            self._awaitingCredit = awaiting
-            if self._awaiting is not None:
-                self._awaiting(awaiting)
+    def _tell(self, awaiting: bool) -> None:
+        """
+        Tell whoever counts the streams waiting for credit that this one
+        now waits (its credit went to 0) or no longer does.
+        """
+        if self._awaiting is not None:
+            self._awaiting(awaiting)
 
-    def _end(self, value: Any) -> None:
+    def _stop(self) -> None:
+        """
+        The stream ends: no more turns, and if it waited for credit, it no
+        longer does.
+        """
         self._finished = True
         self._pump.discard(self)
-        self._awaitCredit(False)
+        if not self.credit:
+            self._tell(False)
+
+    def _end(self, value: Any) -> None:
+        self._stop()
         self.done.callback(value)
 
     def _fail(self, failure: Failure) -> None:
-        self._finished = True
-        self._pump.discard(self)
-        self._awaitCredit(False)
+        self._stop()
         self.done.errback(failure)
 
     def _cancelled(self, done: Deferred[Any]) -> None:
@@ -383,9 +390,7 @@ class ServerStream:
         L{done} was cancelled: close the generator (L{Deferred.cancel} then
         fails L{done} with L{CancelledError}).
         """
-        self._finished = True
-        self._pump.discard(self)
-        self._awaitCredit(False)
+        self._stop()
         pulling, self._pulling = self._pulling, None
         if pulling is not None:
             # Throws CancelledError into the async generator's await.
