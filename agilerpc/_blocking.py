@@ -403,7 +403,7 @@ class TcpRpcClient:
             sent.
         """
         kwargs = _checkCall(func, args, kwargs)
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        deadline = self._deadline()
         with self._lock:
             if self._closed:
                 raise ClientClosed(f"{self!r} is closed")
@@ -490,6 +490,16 @@ class TcpRpcClient:
                 f"row before running {func}(); it was not run",
             )
 
+    def _streamLost(self, func: str, what: str) -> CallLost:
+        """
+        Close the connection, lost in the middle of the stream C{func}: the
+        error to raise, saying C{what} happened.
+        """
+        self._disconnect()
+        return CallLost(
+            f"{what} in the middle of the stream {func}(); it was not restarted"
+        )
+
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
 
@@ -514,11 +524,9 @@ class TcpRpcClient:
                             )
                         except _NotRun:
                             done = True
-                            self._disconnect()
-                            raise CallLost(
-                                f"the connection to {self.host}:{self.port} failed "
-                                f"in the middle of the stream {func}(); it was not "
-                                "restarted"
+                            raise self._streamLost(
+                                func,
+                                f"the connection to {self.host}:{self.port} failed",
                             ) from None
                     yield item
                 if connection.outcome is not None:
@@ -532,28 +540,16 @@ class TcpRpcClient:
                     ) from None
                 except OSError as e:
                     done = True
-                    self._disconnect()
-                    raise CallLost(
-                        f"the connection to {self.host}:{self.port} failed ({e}) in "
-                        f"the middle of the stream {func}(); it was not restarted"
+                    raise self._streamLost(
+                        func, f"the connection to {self.host}:{self.port} failed ({e})"
                     ) from None
                 if not open:
                     done = True
-                    self._disconnect()
-                    raise CallLost(
-                        f"{self.host}:{self.port} closed the connection in the "
-                        f"middle of the stream {func}(); it was not restarted"
+                    raise self._streamLost(
+                        func, f"{self.host}:{self.port} closed the connection"
                     )
             done = True
-            answered, value = connection.outcome
-            connection.outcome = None
-            if (
-                connection.core.state is not State.READY
-                and not connection.core.inflight
-            ):
-                self._disconnect()
-            if not answered:
-                raise value
+            self._outcome(connection)
         finally:
             if not done and self._connection is connection:
                 # Closed early, timed out or failed: stop the stream.
@@ -655,8 +651,16 @@ class TcpRpcClient:
                     f"{self.host}:{self.port} closed the connection while the call "
                     "was in flight; it may or may not have run"
                 )
-        answered, value = connection.outcome
-        connection.outcome = None
+        return self._outcome(connection)
+
+    def _outcome(self, connection: _Connection) -> Any:
+        """
+        The result of the call (or stream) the core reported ended, or its
+        error raised; the connection is closed if nothing more comes of it.
+        """
+        outcome, connection.outcome = connection.outcome, None
+        assert outcome is not None
+        answered, value = outcome
         if connection.core.state is not State.READY and not connection.core.inflight:
             # Going away, refused or broken: nothing more comes of it.
             self._disconnect()
