@@ -11,19 +11,24 @@ from typing import TYPE_CHECKING, Any
 
 from ._agileutil import TcpRpcServer
 from ._blocking import TcpRpcClient
-from ._client import ClientStats, EndpointState, RpcClient
+from ._calloptions import CallOptions
+from ._client import ClientStats, EndpointState, RpcCaller, RpcClient
 from ._clientstream import RpcStream
+from ._context import CallContext, currentCall
 from ._errors import (
     CallLost,
     CallTimeout,
     Cancelled,
     ClientClosed,
+    DeadlineExceeded,
+    FeatureNotSupported,
     InvalidParams,
     InvalidRequest,
     InvalidResponse,
     InvalidResult,
     LocalError,
     MessageTooLarge,
+    MetadataTooLarge,
     MethodNotFound,
     NotServed,
     QueueFull,
@@ -59,13 +64,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CallContext",
     "CallLost",
+    "CallOptions",
     "CallTimeout",
     "Cancelled",
     "ClientClosed",
     "ClientCollector",
     "ClientStats",
+    "DeadlineExceeded",
     "EndpointState",
+    "FeatureNotSupported",
     "IServerObserver",
     "InvalidParams",
     "InvalidRequest",
@@ -73,6 +82,7 @@ __all__ = [
     "InvalidResult",
     "LocalError",
     "MessageTooLarge",
+    "MetadataTooLarge",
     "Method",
     "MethodNotFound",
     "NotServed",
@@ -81,6 +91,7 @@ __all__ = [
     "RemoteError",
     "RemoteMessageTooLarge",
     "RequestTooLarge",
+    "RpcCaller",
     "RpcClient",
     "RpcError",
     "RpcServerFactory",
@@ -96,6 +107,7 @@ __all__ = [
     "TcpRpcServer",
     "Unauthorized",
     "__version__",
+    "currentCall",
     "jsonLogObserver",
     "metricsResource",
     "rpc",

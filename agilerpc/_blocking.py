@@ -39,6 +39,7 @@ from typing import Any
 from zope.interface import implementer
 
 from ._address import parseAddress
+from ._calloptions import CallOptions
 from ._clientconnection import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_STREAM_BUFFER,
@@ -376,11 +377,26 @@ class TcpRpcClient:
         func: str,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, str | bytes] | None = None,
+        idempotent: bool | None = None,
     ) -> Any:
         """
         Call C{func(*args, **kwargs)} on the server and return its result.
 
         @param args: a tuple or a list.
+        @param timeout: seconds this call may take, instead of the client's
+            C{timeout}.  The server is told the time left when the request
+            goes out, and cancels the call when it runs out.
+        @param metadata: str keys to str or bytes values sent with the
+            request (see L{agilerpc.currentCall}).
+        @param idempotent: the call may run twice: if its connection is lost
+            while it is in flight, it is sent again on a new connection.
+        @raise FeatureNotSupported: with C{metadata}, if the server does not
+            take metadata.  Nothing was sent.
+        @raise MetadataTooLarge: if C{metadata} is larger than the server
+            takes.  Nothing was sent.
         @raise RemoteError: (or a subclass such as L{MethodNotFound}) if the
             call failed on the server.
         @raise RequestTooLarge: (a L{MessageTooLarge}) without sending
@@ -403,18 +419,20 @@ class TcpRpcClient:
             sent.
         """
         kwargs = _checkCall(func, args, kwargs)
-        deadline = self._deadline()
+        options = CallOptions(timeout, metadata, idempotent)
+        timeout = self.timeout if options.timeout is None else options.timeout
+        deadline = self._deadline(timeout)
         with self._lock:
             if self._closed:
                 raise ClientClosed(f"{self!r} is closed")
             try:
-                return self._call(func, args, kwargs, deadline)
+                return self._call(func, args, kwargs, deadline, options.metadata)
             except TimeoutError as e:
-                if self.timeout is None or e.errno is not None:
+                if timeout is None or e.errno is not None or isinstance(e, RpcError):
                     raise
                 raise CallTimeout(
                     f"{func}() on {self.host}:{self.port} timed out after "
-                    f"{self.timeout:g} s; it may or may not have run"
+                    f"{timeout:g} s; it may or may not have run"
                 ) from None
             except (OSError, CallLost) as e:
                 if self._closed:
@@ -430,6 +448,9 @@ class TcpRpcClient:
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         window: int = 16,
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, str | bytes] | None = None,
     ) -> Generator[Any, None, None]:
         """
         Call C{func}, a streaming method, and iterate over its items::
@@ -442,8 +463,10 @@ class TcpRpcClient:
         bytes (from 2 to 4096 items).
         Closing the generator early (C{break} out of a C{for} loop drops it)
         cancels the stream on the server.  The client's other calls wait
-        until the stream ends or is closed.  The timeout applies to each
-        wait for the next item.
+        until the stream ends or is closed.  The client's timeout applies to
+        each wait for the next item; C{timeout} here is the whole stream's,
+        which the server is told, as a call's deadline.  C{metadata} is sent
+        with the request, as L{call} sends it.
 
         @raise StreamsNotSupported: if the server does not announce streams.
         @raise CallLost: if the connection ends in the middle of the stream,
@@ -455,7 +478,8 @@ class TcpRpcClient:
         kwargs = _checkCall(func, args, kwargs)
         if not 1 <= window <= 2**32 - 1:
             raise ValueError("window must be from 1 to 2**32 - 1")
-        return self._stream(func, args, kwargs, window)
+        options = CallOptions(timeout, metadata)
+        return self._stream(func, args, kwargs, window, options)
 
     def _stream(
         self,
@@ -463,16 +487,24 @@ class TcpRpcClient:
         args: Sequence[Any],
         kwargs: dict[str, Any] | None,
         window: int,
+        options: CallOptions,
     ) -> Generator[Any, None, None]:
+        end = None if options.timeout is None else time.monotonic() + options.timeout
         with self._lock:
             if self._closed:
                 raise ClientClosed(f"{self!r} is closed")
             for _ in range(_MAX_RESENDS):
-                connection = self._usableConnection(self._deadline())
+                connection = self._usableConnection(_earliest(self._deadline(), end))
                 connection.outcome = None
                 connection.items.clear()
-                msgid, payload = connection.core.sendStream(
-                    _CALL, func, args, kwargs, window
+                core = connection.core
+                sendOptions = core.options(
+                    func,
+                    None if end is None else end - time.monotonic(),
+                    options.metadata,
+                )
+                msgid, payload = core.sendStream(
+                    _CALL, func, args, kwargs, window, sendOptions
                 )
                 try:
                     self._send(connection, _packHeader(len(payload)) + payload, None)
@@ -480,7 +512,7 @@ class TcpRpcClient:
                     self._disconnect()
                     continue
                 try:
-                    yield from self._items(connection, func, msgid)
+                    yield from self._items(connection, func, msgid, end)
                 except _NotRun:
                     self._disconnect()
                     continue
@@ -500,15 +532,22 @@ class TcpRpcClient:
             f"{what} in the middle of the stream {func}(); it was not restarted"
         )
 
-    def _deadline(self) -> float | None:
-        return None if self.timeout is None else time.monotonic() + self.timeout
+    def _deadline(self, timeout: float | None = None) -> float | None:
+        """
+        When a call started now must end: after C{timeout} seconds, or the
+        client's C{timeout}.
+        """
+        if timeout is None:
+            timeout = self.timeout
+        return None if timeout is None else time.monotonic() + timeout
 
     def _items(
-        self, connection: _Connection, func: str, msgid: int
+        self, connection: _Connection, func: str, msgid: int, end: float | None
     ) -> Generator[Any, None, None]:
         """
         The items of the stream C{msgid} as they come, granting the server
-        more as they are taken; then its end.
+        more as they are taken, until C{end} (in L{time.monotonic}) if set;
+        then its end.
         """
         items = connection.items
         done = False
@@ -532,8 +571,13 @@ class TcpRpcClient:
                 if connection.outcome is not None:
                     break
                 try:
-                    open = connection.receive(self._deadline())
+                    open = connection.receive(_earliest(self._deadline(), end))
                 except _DeadlinePassed:
+                    if end is not None and time.monotonic() >= end:
+                        raise CallTimeout(
+                            f"{func}() on {self.host}:{self.port}: the stream did "
+                            "not end within its timeout; it was cancelled"
+                        ) from None
                     raise CallTimeout(
                         f"{func}() on {self.host}:{self.port}: no item for "
                         f"{self.timeout:g} s; the stream was cancelled"
@@ -592,11 +636,22 @@ class TcpRpcClient:
         args: Sequence[Any],
         kwargs: dict[str, Any] | None,
         deadline: float | None,
+        metadata: dict[str, str | bytes] | None = None,
     ) -> Any:
         for _ in range(_MAX_RESENDS):
             connection = self._usableConnection(deadline)
             connection.outcome = None
-            msgid, payload = connection.core.sendRequest(_CALL, func, args, kwargs)
+            core = connection.core
+            options = (
+                None
+                if deadline is None and metadata is None
+                else core.options(
+                    func,
+                    None if deadline is None else deadline - time.monotonic(),
+                    metadata,
+                )
+            )
+            msgid, payload = core.sendRequest(_CALL, func, args, kwargs, options)
             try:
                 self._send(connection, _packHeader(len(payload)) + payload, deadline)
                 return self._waitFor(connection, msgid, deadline)
@@ -856,6 +911,17 @@ def _checkCall(
     if kwargs is not None and type(kwargs) is not dict:
         return dict(kwargs)
     return kwargs
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    """
+    The earlier of two deadlines, either of which may be L{None} (none).
+    """
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
 
 
 def _openTCP(address: tuple[str, int], timeout: float | None) -> socket.socket:

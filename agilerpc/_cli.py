@@ -34,6 +34,7 @@ from typing import Any
 
 from . import _address
 from ._blocking import TcpRpcClient
+from ._calloptions import parseMetadataPair
 from ._errors import CallLost, NotServed, RemoteError, RpcError
 from ._version import __version__
 
@@ -88,6 +89,13 @@ def _parseKwarg(text: str) -> tuple[str, Any]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {text!r}")
     return name, parseValue(value)
+
+
+def _parseMetadata(text: str) -> tuple[str, str]:
+    try:
+        return parseMetadataPair(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _parseTimeout(text: str) -> float | None:
@@ -201,6 +209,14 @@ def _parser() -> argparse.ArgumentParser:
         help="a keyword argument (repeatable)",
     )
     call.add_argument(
+        "--metadata",
+        type=_parseMetadata,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="send this metadata with the call (repeatable; VALUE is a string)",
+    )
+    call.add_argument(
         "--stream",
         action="store_true",
         help="call a streaming method: print each item as a JSON line as it comes",
@@ -270,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
             if options.command == "call" and options.stream:
                 try:
                     items = client.callStream(
-                        options.method, options.args, dict(options.kwarg)
+                        options.method,
+                        options.args,
+                        dict(options.kwarg),
+                        metadata=dict(options.metadata) or None,
                     )
                     for item in items:
                         sys.stdout.write(toJSON(item) + "\n")
@@ -283,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             if options.command == "call":
                 try:
                     result = client.call(
-                        options.method, options.args, dict(options.kwarg)
+                        options.method,
+                        options.args,
+                        dict(options.kwarg),
+                        metadata=dict(options.metadata) or None,
                     )
                 except ssl.SSLError:
                     # Also a ValueError: handled below as a connect failure.

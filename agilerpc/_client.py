@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -56,6 +56,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._address import checkPort, parseAddress
+from ._calloptions import CallOptions
 from ._clientconnection import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_STREAM_BUFFER,
@@ -115,12 +116,42 @@ class ClientStats:
         self.cancelled = 0
 
 
+class _Sending:
+    """
+    How a call with options is sent, each time it is.
+
+    @ivar expires: when its deadline passes, in C{reactor.seconds()}, or
+        L{None}.
+    @ivar metadata: its metadata, or L{None}.
+    @ivar idempotent: it may be sent again after its connection is lost.
+    @ivar trace: metadata that carries its trace context, sent only to a
+        server that takes metadata, or L{None}.
+    @ivar attempts: how many times it was sent.
+    """
+
+    __slots__ = ("attempts", "expires", "idempotent", "metadata", "trace")
+
+    def __init__(
+        self,
+        expires: float | None,
+        metadata: dict[str, str | bytes] | None = None,
+        idempotent: bool = False,
+    ) -> None:
+        self.expires = expires
+        self.metadata = metadata
+        self.idempotent = idempotent
+        self.trace: dict[str, str | bytes] | None = None
+        self.attempts = 0
+
+
 class _Call:
     """
     One call (or notification, when C{deferred} is L{None}) from the moment
     it is made until it is answered or fails.
 
     @ivar msgid: its msgid on the connection it was last sent on, or -1.
+    @ivar sending: how it is sent when it has options (a deadline, metadata),
+        else L{None}.
     """
 
     __slots__ = (
@@ -131,6 +162,7 @@ class _Call:
         "kwargs",
         "method",
         "msgid",
+        "sending",
     )
 
     def __init__(
@@ -147,6 +179,7 @@ class _Call:
         self.connection: RpcClientProtocol | None = None
         self.client: RpcClient | None = None
         self.msgid = -1
+        self.sending: _Sending | None = None
 
     def cancel(self, deferred: Deferred[Any]) -> None:
         """
@@ -191,12 +224,24 @@ class _StreamCall(_Call):
     __slots__ = ("stream", "window")
 
     def __init__(
-        self, method: str, args: list[Any], kwargs: dict[str, Any], window: int
+        self,
+        method: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        window: int,
+        timeout: float | None = None,
+        reactor: Any = None,
     ) -> None:
+        """
+        @param timeout: with C{reactor}, the seconds the whole stream may
+            take; past them it is cancelled and fails with L{CallTimeout}.
+        """
         super().__init__(method, args, kwargs, None)
         self.window = window
         self.stream = RpcStream(method, self._taken, self._stop)
         d: Deferred[Any] = Deferred(self.cancel)
+        if timeout is not None:
+            d.addTimeout(timeout, reactor, self.timedOut)
         d.addCallbacks(self.stream.endReceived, self.stream.failed)
         self.deferred = d
 
@@ -223,7 +268,14 @@ def _unsendable(call: _Call, error: Exception) -> None:
     raised (too large, streams not supported), or as a L{TypeError} when
     its arguments cannot be encoded.
     """
-    if isinstance(error, RpcError):
+    if call.deferred is None:
+        # A notification: nobody to tell but the log.
+        _log.error(
+            "the notification {method} was not sent: {error}",
+            method=call.method,
+            error=error,
+        )
+    elif isinstance(error, RpcError):
         call.fail(error)
     else:
         call.fail(TypeError(f"cannot encode the arguments of {call.method}(): {error}"))
@@ -282,7 +334,7 @@ class RpcClientProtocol(Protocol):
         Send C{call}; a call that cannot be encoded, or is larger than the
         server accepts, fails at once and the connection is untouched.
         """
-        if type(call) is not _Call or call.deferred is None:
+        if type(call) is not _Call or call.deferred is None or call.sending:
             self._sendOther(call)
             return
         try:
@@ -303,15 +355,34 @@ class RpcClientProtocol(Protocol):
 
     def _sendOther(self, call: _Call) -> None:
         """
-        Send a stream call, or a notification.
+        Send a call with options, a stream call, or a notification.
         """
-        if type(call) is not _StreamCall:
-            self._sendNotification(call)
-            return
+        core = self.core
         try:
-            msgid, payload = self.core.sendStream(
-                call, call.method, call.args, call.kwargs, call.window
-            )
+            sending = call.sending
+            options = None
+            if sending is not None:
+                sending.attempts += 1
+                expires = sending.expires
+                options = core.options(
+                    call.method,
+                    None
+                    if expires is None
+                    else expires - self.client._reactor.seconds(),
+                    sending.metadata,
+                    sending.trace,
+                )
+            if call.deferred is None:
+                self._sendNotification(call, options)
+                return
+            if type(call) is _StreamCall:
+                msgid, payload = core.sendStream(
+                    call, call.method, call.args, call.kwargs, call.window, options
+                )
+            else:
+                msgid, payload = core.sendRequest(
+                    call, call.method, call.args, call.kwargs, options
+                )
         except Exception as e:
             _unsendable(call, e)
             return
@@ -319,9 +390,11 @@ class RpcClientProtocol(Protocol):
         call.connection = self
         writeFrame(self.transport, payload)
 
-    def _sendNotification(self, call: _Call) -> None:
+    def _sendNotification(self, call: _Call, options: dict[str, Any] | None) -> None:
         try:
-            payload = self.core.sendNotification(call.method, call.args, call.kwargs)
+            payload = self.core.sendNotification(
+                call.method, call.args, call.kwargs, options
+            )
         except RpcError as e:
             _log.error("{error}", error=e)
             return
@@ -560,6 +633,57 @@ class _Endpoint:
         self.failed = False
 
 
+class RpcCaller:
+    """
+    Calls through an L{RpcClient} with L{CallOptions}: what
+    L{RpcClient.withCallOptions} returns.
+
+    @ivar client: the client the calls go through.
+    @ivar options: how they are made.
+    """
+
+    def __init__(self, client: RpcClient, options: CallOptions) -> None:
+        self.client = client
+        self.options = options
+
+    def callRemote(self, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """
+        L{RpcClient.callRemote}, with these options.
+        """
+        return self.client._callWith(self.options, method, args, kwargs)
+
+    def callStream(self, method: str, *args: Any, **kwargs: Any) -> RpcStream:
+        """
+        L{RpcClient.callStream}, with these options (a timeout is the whole
+        stream's).
+        """
+        return self.client._streamWith(self.options, method, args, kwargs)
+
+    def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """
+        L{RpcClient.notify}, with these options' metadata.
+        """
+        self.client._notifyWith(self.options, method, args, kwargs)
+
+    def withCallOptions(
+        self,
+        timeout: float | None = None,
+        metadata: Mapping[str, str | bytes] | None = None,
+        idempotent: bool | None = None,
+    ) -> RpcCaller:
+        """
+        A caller with these options and the given ones on top (metadata is
+        added to).
+        """
+        return RpcCaller(
+            self.client,
+            self.options.merged(CallOptions(timeout, metadata, idempotent)),
+        )
+
+    def __repr__(self) -> str:
+        return f"<RpcCaller {self.options!r} through {self.client!r}>"
+
+
 class RpcClient:
     """
     A Deferred-returning agilerpc client for one server, or for several
@@ -694,8 +818,10 @@ class RpcClient:
         d: Deferred[Any] = Deferred(call.cancel)
         call.deferred = d
         call.client = self
-        if self.timeout is not None:
-            d.addTimeout(self.timeout, self._reactor, call.timedOut)
+        timeout = self.timeout
+        if timeout is not None:
+            call.sending = _Sending(self._reactor.seconds() + timeout)
+            d.addTimeout(timeout, self._reactor, call.timedOut)
         # self._submit(call), with its usual case inline: a ready connection
         # and nothing queued.
         ready = self._readyList
@@ -708,6 +834,82 @@ class RpcClient:
         else:
             self._submit(call)
         return d
+
+    def withCallOptions(
+        self,
+        timeout: float | None = None,
+        metadata: Mapping[str, str | bytes] | None = None,
+        idempotent: bool | None = None,
+    ) -> RpcCaller:
+        """
+        A caller whose calls, notifications and streams go through this
+        client with these options::
+
+            caller = client.withCallOptions(timeout=2, metadata={"tenant": "a"})
+            d = caller.callRemote("lookup", "key", fresh=True)
+
+        C{callRemote}'s own keyword arguments stay the method's.
+
+        @param timeout: the seconds each call may take (from when it is made,
+            waiting for a connection included): the server is told the time
+            left when the request goes out, and cancels the call when it runs
+            out (C{DeadlineExceeded}); here the call fails with
+            L{CallTimeout} then.  L{None}: the client's C{timeout}.  Unlike
+            the client's, it applies to streams too, to the whole stream.
+        @param metadata: str keys to str or bytes values, sent with each
+            request (the handler reads them from
+            L{agilerpc.currentCall}); to a server that does not take
+            metadata the call fails with L{FeatureNotSupported}, and past the
+            server's limit with L{MetadataTooLarge}.  Not sent at all.
+        @param idempotent: the calls may run twice: one lost with its
+            connection is sent again instead of failing with L{CallLost}.
+            L{None}: the client's default.
+        @raise ValueError: if an option is invalid.
+        """
+        return RpcCaller(self, CallOptions(timeout, metadata, idempotent))
+
+    def _callWith(
+        self,
+        options: CallOptions,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Deferred[Any]:
+        """
+        L{callRemote} with C{options}.
+        """
+        if self._closed:
+            return fail(ClientClosed(f"{method}(): the client is closed"))
+        pending = self.pending
+        if pending >= self.maxPending:
+            return fail(
+                QueueFull(
+                    f"{method}(): {pending} calls are already pending "
+                    f"(maxPending={self.maxPending})"
+                )
+            )
+        call = _Call(method, list(args), kwargs, None)
+        d: Deferred[Any] = Deferred(call.cancel)
+        call.deferred = d
+        call.client = self
+        timeout = self.timeout if options.timeout is None else options.timeout
+        call.sending = self._sending(options, method, timeout)
+        if timeout is not None:
+            d.addTimeout(timeout, self._reactor, call.timedOut)
+        self._submit(call)
+        return d
+
+    def _sending(
+        self, options: CallOptions, method: str, timeout: float | None
+    ) -> _Sending:
+        """
+        How a call of C{method} made with C{options} is sent.
+        """
+        return _Sending(
+            None if timeout is None else self._reactor.seconds() + timeout,
+            options.metadata,
+            bool(options.idempotent),
+        )
 
     def callStream(self, method: str, *args: Any, **kwargs: Any) -> RpcStream:
         """
@@ -725,7 +927,24 @@ class RpcClient:
         @return: an L{RpcStream}, failed at once (on its first L{RpcStream.next})
             with L{ClientClosed} or L{QueueFull}.
         """
-        call = _StreamCall(method, list(args), kwargs, self.streamWindow)
+        return self._streamWith(None, method, args, kwargs)
+
+    def _streamWith(
+        self,
+        options: CallOptions | None,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> RpcStream:
+        """
+        L{callStream}, with C{options}.
+        """
+        timeout = None if options is None else options.timeout
+        call = _StreamCall(
+            method, list(args), kwargs, self.streamWindow, timeout, self._reactor
+        )
+        if options is not None:
+            call.sending = self._sending(options, method, timeout)
         if self._closed:
             call.fail(ClientClosed(f"{method}(): the client is closed"))
             return call.stream
@@ -750,11 +969,26 @@ class RpcClient:
         @raise ClientClosed: if the client is closed.
         @raise QueueFull: if the queue is full.
         """
+        self._notifyWith(None, method, args, kwargs)
+
+    def _notifyWith(
+        self,
+        options: CallOptions | None,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """
+        L{notify}, with C{options}: only their metadata matters.
+        """
         if self._closed:
             raise ClientClosed(f"{method}(): the client is closed")
         if len(self._queue) >= self.maxPending:
             raise QueueFull(f"{method}(): {len(self._queue)} calls are queued")
-        self._submit(_Call(method, list(args), kwargs, None))
+        call = _Call(method, list(args), kwargs, None)
+        if options is not None and options.metadata:
+            call.sending = _Sending(None, options.metadata)
+        self._submit(call)
 
     @property
     def pending(self) -> int:

@@ -36,6 +36,11 @@ outcomes; every rule of docs/PROTOCOL.md a client must keep is here, once:
    read fails only the call C{msgid} with L{InvalidResponse};
  - control messages other than hello and goaway are ignored, and an error
    with a nil msgid is reported but fails no call (except Unauthorized);
+ - a call's deadline (the seconds its caller has left) is sent only to a
+   server whose hello lists the C{deadline} feature, and its metadata only
+   to one that lists C{metadata}, within the hello's C{max_metadata_size}:
+   metadata the server cannot take fails the call locally, unsent, while
+   optional metadata (a trace context) is left off;
  - a stream is asked only of a server whose hello lists the C{stream}
    feature; its items come in as events, and the credit that lets the
    server send more goes out as the caller's consumer takes them, whenever
@@ -60,7 +65,9 @@ from zope.interface import Interface
 
 from . import _wire
 from ._errors import (
+    FeatureNotSupported,
     InvalidResponse,
+    MetadataTooLarge,
     RemoteError,
     RequestTooLarge,
     RpcError,
@@ -96,6 +103,10 @@ DEFAULT_STREAM_BUFFER = 1024 * 1024
 #: The fewest and the most items a stream's window holds.
 MIN_WINDOW = 2
 MAX_WINDOW = 4096
+
+#: The shortest deadline sent, in seconds: a call whose time is (about) up
+#: when it is sent still tells the server so, rather than sending none.
+MIN_DEADLINE = 0.001
 
 
 class _Stream:
@@ -252,6 +263,9 @@ class ClientConnection(FrameReceiver):
         self.MAX_LENGTH = maxMessageSize
         self.maxSendSize = _wire.DEFAULT_MAX_MESSAGE_SIZE
         self.hello: dict[str, Any] | None = None
+        # What the hello lists in its features.
+        self.features: frozenset[str] = frozenset()
+        self.maxMetadataSize = _wire.DEFAULT_MAX_METADATA_SIZE
         self.state = State.AWAITING_HELLO
         self.calls: dict[int, Any] = {}
         # The streams in flight, by msgid.
@@ -276,13 +290,69 @@ class ClientConnection(FrameReceiver):
         # answers a right token with nothing.
         return _wire.pack([_CONTROL, "auth", self._token])
 
+    def options(
+        self,
+        method: str,
+        deadline: float | None = None,
+        metadata: dict[str, str | bytes] | None = None,
+        optional: dict[str, str | bytes] | None = None,
+    ) -> dict[str, Any] | None:
+        """
+        The options map (PROTOCOL.md 4.1) of a call to send on this
+        connection (once it is L{State.READY}), or L{None} when it has none.
+
+        @param deadline: the seconds the caller has left, sent to a server
+            that lists the C{deadline} feature (at least L{MIN_DEADLINE}).
+        @param metadata: the call's metadata (checked by
+            L{_wire.checkMetadata}).
+        @param optional: more metadata, left off (silently) when the server
+            does not take metadata; C{metadata} wins where both have a key.
+        @raise FeatureNotSupported: if there is C{metadata} and the server's
+            hello does not list the C{metadata} feature.
+        @raise MetadataTooLarge: if the metadata is larger than the hello's
+            C{max_metadata_size}.
+        """
+        options: dict[str, Any] = {}
+        features = self.features
+        if deadline is not None and _wire.DEADLINE in features:
+            options[_wire.DEADLINE] = max(deadline, MIN_DEADLINE)
+        if metadata or optional:
+            if _wire.METADATA not in features:
+                if metadata:
+                    raise FeatureNotSupported(
+                        f"{method}(): the server does not announce metadata; "
+                        "the call was not sent"
+                    )
+            else:
+                merged = (
+                    {**optional, **metadata}
+                    if optional and metadata
+                    else (metadata or optional)
+                )
+                assert merged is not None
+                size = _wire.metadataSize(merged)
+                if size > self.maxMetadataSize:
+                    raise MetadataTooLarge(
+                        f"{method}(): its metadata holds {size} bytes, more than "
+                        f"the server's max_metadata_size of {self.maxMetadataSize}; "
+                        "the call was not sent"
+                    )
+                options[_wire.METADATA] = merged
+        return options or None
+
     def sendRequest(
-        self, call: Any, method: str, args: Any, kwargs: dict[str, Any] | None
+        self,
+        call: Any,
+        method: str,
+        args: Any,
+        kwargs: dict[str, Any] | None,
+        options: dict[str, Any] | None = None,
     ) -> tuple[int, bytes]:
         """
         Send a call (only when L{State.READY}): C{call} is reported back in
         the events that end it.
 
+        @param options: its options map, from L{options}.
         @return: its msgid, and the payload to write as one frame.
         @raise RequestTooLarge: if the request is larger than the server
             accepts; nothing is sent.
@@ -299,6 +369,8 @@ class ClientConnection(FrameReceiver):
             [_REQUEST, msgid, method, args, kwargs]
             if kwargs
             else [_REQUEST, msgid, method, args]
+            if options is None
+            else [_REQUEST, msgid, method, args, kwargs or {}, options]
         )
         if len(payload) > self.maxSendSize:
             raise self._tooLarge(method, len(payload))
@@ -313,6 +385,7 @@ class ClientConnection(FrameReceiver):
         args: Any,
         kwargs: dict[str, Any] | None,
         window: int,
+        options: dict[str, Any] | None = None,
     ) -> tuple[int, bytes]:
         """
         Send a stream request (PROTOCOL.md 4.5), whose items are granted
@@ -321,13 +394,21 @@ class ClientConnection(FrameReceiver):
         @raise StreamsNotSupported: if the server's hello does not list the
             C{stream} feature; nothing is sent.
         """
-        features = (self.hello or {}).get("features")
-        if not isinstance(features, list) or _wire.STREAM not in features:
+        if _wire.STREAM not in self.features:
             raise StreamsNotSupported(
                 f"{method}(): the server does not announce streams; it was not sent"
             )
         msgid = self._nextMsgid
-        payload = _wire.encodeRequest(msgid, method, args, kwargs, window)
+        payload = _wire.pack(
+            [
+                _REQUEST,
+                msgid,
+                method,
+                args,
+                kwargs or {},
+                {_wire.STREAM: window, **(options or {})},
+            ]
+        )
         if len(payload) > self.maxSendSize:
             raise self._tooLarge(method, len(payload))
         self._nextMsgid = (msgid + 1) & _MAX_MSGID
@@ -357,15 +438,26 @@ class ClientConnection(FrameReceiver):
         return _wire.encodeCredit(msgid, grant)
 
     def sendNotification(
-        self, method: str, args: Any, kwargs: dict[str, Any] | None
+        self,
+        method: str,
+        args: Any,
+        kwargs: dict[str, Any] | None,
+        options: dict[str, Any] | None = None,
     ) -> bytes:
         """
-        The payload of a notification.
+        The payload of a notification; of C{options} (from L{options}), its
+        metadata goes with it (a notification has no deadline).
 
         @raise RequestTooLarge: if it is larger than the server accepts.
         @raise TypeError: (or another msgpack error) if it cannot be encoded.
         """
-        payload = _wire.encodeNotification(method, args, kwargs)
+        metadata = None if options is None else options.get(_wire.METADATA)
+        payload = _wire.encodeNotification(
+            method,
+            args,
+            kwargs,
+            None if metadata is None else {_wire.METADATA: metadata},
+        )
         if len(payload) > self.maxSendSize:
             raise self._tooLarge(method, len(payload))
         return payload
@@ -629,6 +721,12 @@ class ClientConnection(FrameReceiver):
             # but its word never raises the client's own limit.
             if size < self.MAX_LENGTH:
                 self.MAX_LENGTH = size
+        features = info.get("features")
+        if isinstance(features, list):
+            self.features = frozenset(f for f in features if type(f) is str)
+        size = info.get("max_metadata_size")
+        if type(size) is int and size >= 0:
+            self.maxMetadataSize = size
         self.hello = info
         self.state = State.READY
         self._events.connectionReady(info)

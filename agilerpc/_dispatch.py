@@ -7,6 +7,7 @@ pool, and its result as a plain value or a L{Deferred}.
 from __future__ import annotations
 
 import inspect
+from contextvars import copy_context
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -66,7 +67,8 @@ class Dispatcher:
         """
         Run the handler for C{name} and return what it returned: a plain
         value, a L{Deferred}, a coroutine, or for a handler registered with
-        C{thread=True}, a L{Deferred} of its result in the thread pool.
+        C{thread=True}, a L{Deferred} of its result in the thread pool (where
+        it runs in a copy of the caller's L{contextvars} context).
         L{deferred} tells them apart.
 
         @raise RpcError: C{MethodNotFound} or C{InvalidParams}.
@@ -83,8 +85,15 @@ class Dispatcher:
             method.checkArguments(args, kwargs)
         if method.thread:
             reactor = self.reactor
+            # The thread runs it in a copy of this context: currentCall()
+            # works there too.
             return deferToThreadPool(
-                reactor, reactor.getThreadPool(), method.func, *args, **kwargs
+                reactor,
+                reactor.getThreadPool(),
+                copy_context().run,
+                method.func,
+                *args,
+                **kwargs,
             )
         if kwargs:
             return method.func(*args, **kwargs)

@@ -187,6 +187,17 @@ class InvalidResult(_StandardError):
     """
 
 
+class DeadlineExceeded(_StandardError, TimeoutError):
+    """
+    The call's deadline passed on the server before it finished: the server
+    cancelled it (a thread handler's result is dropped).  Its deadline is
+    the time its caller gave it, or the server's C{--max-call-time}.
+
+    It is also the standard library's L{TimeoutError} (with no errno), as
+    L{CallTimeout}, the client's own deadline, is.
+    """
+
+
 _STANDARD: dict[str, Callable[[str, Any], RemoteError]] = {
     c.__name__: c
     for c in (
@@ -197,6 +208,7 @@ _STANDARD: dict[str, Callable[[str, Any], RemoteError]] = {
         ServerBusy,
         Unauthorized,
         InvalidResult,
+        DeadlineExceeded,
     )
 }
 _STANDARD["MessageTooLarge"] = RemoteMessageTooLarge
@@ -228,10 +240,24 @@ class ClientClosed(LocalError):
     """
 
 
-class StreamsNotSupported(LocalError):
+class FeatureNotSupported(LocalError):
+    """
+    A call needs a feature (PROTOCOL.md 4.4, C{features}) that the server's
+    hello does not list: it was not sent.
+    """
+
+
+class StreamsNotSupported(FeatureNotSupported):
     """
     A stream was asked of a server whose hello does not list the C{stream}
     feature: it was not sent.
+    """
+
+
+class MetadataTooLarge(LocalError):
+    """
+    A call's metadata is larger than the server's C{max_metadata_size} (from
+    its hello): it was not sent.
     """
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -50,6 +51,7 @@ from zope.interface import implementer
 
 from . import _wire
 from ._budget import Budget
+from ._context import current
 from ._dispatch import (
     COROUTINE,
     DEFERRED,
@@ -109,6 +111,8 @@ DEFAULT_MAX_INPUT_TOTAL = 1024**3
 _Request = _wire.Request
 _unpackFrom = _wire.HEADER.unpack_from
 _Notification = _wire.Notification
+_setCurrent = current.set
+_resetCurrent = current.reset
 
 # The connection's life, in the order it goes through them; writing is
 # allowed before LINGERING.
@@ -117,6 +121,15 @@ GOAWAY_SENT = 1
 DRAINING = 2
 LINGERING = 3
 CLOSED = 4
+
+
+def _stopTimer(result: Any, timer: IDelayedCall) -> Any:
+    """
+    A call with a deadline ended first: its timer is no longer needed.
+    """
+    if timer.active():
+        timer.cancel()
+    return result
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
@@ -164,6 +177,9 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         self.connection = ServerConnection(factory.settings)
         self._dispatcher = factory.dispatcher
         self._observer = factory.observer
+        # Every call has a deadline (the server's maxCallTime): none takes
+        # the hot path, which sets none.
+        self._timed = factory.settings.maxCallTime is not None
         # Read on the hot path: as instance attributes, not class defaults,
         # so that attribute lookups take the interpreter's fast path.
         self.state = SERVING
@@ -560,26 +576,31 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     def stringReceived(self, payload: bytes) -> None:
         message = self.connection.receive(payload)
         self._framesReceived = True
-        if type(message) is not _Request:
+        if type(message) is not _Request or self._timed:
             if message is not None:
                 self._otherMessage(message)
             return
-        # A request, the hot path: run its handler, answer it now if it
-        # returned a plain value, else when its Deferred fires.
+        # A request without options, the hot path: run its handler (as the
+        # current call), answer it now if it returned a plain value, else
+        # when its Deferred fires.
         msgid = message.msgid
         method = message.method
         observer = self._observer
         if observer is not None:
             self._starts[msgid] = self.factory.timer()
+        token = _setCurrent((message, self, None))
         try:
             result = self._dispatcher.call(method, message.args, message.kwargs)
         except RpcError as e:
+            _resetCurrent(token)
             self._sendError(msgid, e.toWire(), method)
             return
         except Exception:
+            _resetCurrent(token)
             self._callFailed(Failure(), msgid, method)
             return
         if kinds.get(type(result)) is PLAIN:
+            _resetCurrent(token)
             if observer is not None or self.state >= LINGERING:
                 self._sendResult(msgid, result, method)
                 return
@@ -597,9 +618,26 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             if self._writePaused:
                 self._unsentWritten(size + 4)
             return
+        # A coroutine starts running here, with its context copied.
         later = deferred(result)
+        _resetCurrent(token)
+        self._answerLater(msgid, method, result, later, None)
+
+    def _answerLater(
+        self,
+        msgid: int,
+        method: str,
+        result: Any,
+        later: Deferred[Any] | None,
+        deadline: float | None,
+    ) -> None:
+        """
+        The request C{msgid}'s handler returned C{result}, and C{later} is
+        what to wait for (see L{deferred}): answer it when that fires, within
+        C{deadline} seconds, or at once.
+        """
         if later is not None:
-            self._callStarted(msgid, later, method)
+            self._callStarted(msgid, later, method, deadline=deadline)
         elif kinds[type(result)] is STREAM:
             closeStream(result)
             error = InvalidRequest(f"{method} is a stream: call it as one")
@@ -608,20 +646,46 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             # A plain value of a type not seen before.
             self._sendResult(msgid, result, method)
 
+    def _requestWithOptions(self, request: _wire.Request) -> None:
+        """
+        Run a request that has a deadline (its caller's or the server's
+        maxCallTime) or metadata: as the hot path does, with a timer that
+        cancels it when its deadline passes.
+        """
+        msgid = request.msgid
+        method = request.method
+        deadline = self.connection.deadline(request)
+        expires = (
+            None if deadline is None else self.factory.reactor.seconds() + deadline
+        )
+        if self._observer is not None:
+            self._starts[msgid] = self.factory.timer()
+        token = _setCurrent((request, self, expires))
+        try:
+            try:
+                result = self._dispatcher.call(method, request.args, request.kwargs)
+            except RpcError as e:
+                self._sendError(msgid, e.toWire(), method)
+                return
+            except Exception:
+                self._callFailed(Failure(), msgid, method)
+                return
+            later = deferred(result)
+        finally:
+            _resetCurrent(token)
+        self._answerLater(msgid, method, result, later, deadline)
+
     def _otherMessage(
         self,
-        message: _wire.Request
-        | _wire.StreamRequest
-        | _wire.Notification
-        | Refusal
-        | Cancel
-        | Credit,
+        message: _wire.Request | _wire.Notification | Refusal | Cancel | Credit,
     ) -> None:
         """
         Anything but a request (see L{ServerConnection.receive}).
         """
         if type(message) is _Notification:
             self._notify(message)
+        elif type(message) is _Request or type(message) is _wire.OptionsRequest:
+            self._requestWithOptions(message)
         elif type(message) is Cancel:
             message.call.cancel()
         elif type(message) is Credit:
@@ -662,16 +726,25 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         """
         msgid = request.msgid
         method = request.method
+        deadline = self.connection.deadline(request)
+        expires = (
+            None if deadline is None else self.factory.reactor.seconds() + deadline
+        )
         if self._observer is not None:
             self._starts[msgid] = self.factory.timer()
+        token = _setCurrent((request, self, expires))
         try:
             result = self._dispatcher.call(method, request.args, request.kwargs)
+            # The generator's body runs later, item by item, in this context.
+            context = copy_context()
         except RpcError as e:
             self._sendError(msgid, e.toWire(), method)
             return
         except Exception:
             self._callFailed(Failure(), msgid, method)
             return
+        finally:
+            _resetCurrent(token)
         kind = kindOf(result)
         if kind is not STREAM:
             # Whatever it started, nobody will take its answer.
@@ -696,8 +769,9 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._sendItem,
             pump,
             self._streamAwaitingCredit,
+            context,
         )
-        self._callStarted(msgid, stream.done, method, stream)
+        self._callStarted(msgid, stream.done, method, stream, deadline)
 
     def _streamAwaitingCredit(self, awaiting: bool) -> None:
         """
@@ -718,17 +792,28 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._observer.itemSent(self, msgid, method)
 
     def _callStarted(
-        self, msgid: int, call: Deferred[Any], method: str, handle: Any = None
+        self,
+        msgid: int,
+        call: Deferred[Any],
+        method: str,
+        handle: Any = None,
+        deadline: float | None = None,
     ) -> None:
         """
-        The request C{msgid} is outstanding until C{call} fires; C{handle}
-        (C{call} itself by default) is what a cancel or credit acts on.
+        The request C{msgid} is outstanding until C{call} fires, or its
+        C{deadline} (in seconds) passes; C{handle} (C{call} itself by
+        default) is what a cancel, a credit or the deadline acts on.
         """
         connection = self.connection
         if not connection.outstanding:
             self.setTimeout(None)  # type: ignore[no-untyped-call]
         if connection.callStarted(msgid, call if handle is None else handle):
             self._updateReading()
+        if deadline is not None:
+            timer = self.factory.reactor.callLater(
+                deadline, self._deadlinePassed, msgid
+            )
+            call.addBoth(_stopTimer, timer)
         call.addCallbacks(
             self._callSucceeded,
             self._callFailed,
@@ -736,16 +821,36 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             errbackArgs=(msgid, method),
         )
 
+    def _deadlinePassed(self, msgid: int) -> None:
+        """
+        The deadline of the outstanding call C{msgid} passed: cancel it,
+        whether or not anybody is left to hear (L{_callFailed} answers
+        C{DeadlineExceeded}).
+        """
+        handle = self.connection.deadlinePassed(msgid)
+        if handle is not None:
+            self.factory.settings.log.emit(
+                _log,
+                LogLevel.debug,
+                "{peer}: #{msgid}: its deadline passed; cancelled",
+                self.peer,
+                msgid=msgid,
+            )
+            handle.cancel()
+
     def _notify(self, notification: _wire.Notification) -> None:
         method = notification.method
+        token = _setCurrent((notification, self, None))
         try:
             result = self._dispatcher.call(
                 method, notification.args, notification.kwargs
             )
+            later = deferred(result)
         except Exception:
             self._notificationFailed(Failure(), method)
             return
-        later = deferred(result)
+        finally:
+            _resetCurrent(token)
         if later is not None:
             later.addErrback(self._notificationFailed, method)
 
@@ -807,7 +912,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 method=method,
                 msgid=msgid,
             )
-        self._sendError(msgid, self.connection.errorFor(failure), method)
+        self._sendError(msgid, self.connection.errorFor(failure, msgid, method), method)
         if ended:
             self._callFinished()
 
@@ -1057,6 +1162,12 @@ class RpcServerFactory(Factory):
         after a burst of it is freed (see L{HeapTrimmer}).
     @ivar authToken: when set, each connection must first send
         C{[3, "auth", token]} with this token.
+    @ivar settings: with C{maxCallTime}, the seconds a call may run when its
+        caller set no deadline, and the longest deadline a caller may set
+        (L{None}: no limit); past it the call is cancelled and answered
+        C{DeadlineExceeded}.  With C{maxMetadataSize}, the bytes of keys and
+        values one request's metadata may hold; a request with more is
+        refused with C{InvalidRequest}.
     @ivar observer: told what every connection does (see L{IServerObserver}):
         the C{observers} given, as one; L{None} without any, and then
         nothing is counted or timed per call.
@@ -1093,6 +1204,8 @@ class RpcServerFactory(Factory):
         maxUnsent: int | None = DEFAULT_MAX_UNSENT,
         maxUnsentTotal: int | None = DEFAULT_MAX_UNSENT_TOTAL,
         maxInputTotal: int | None = DEFAULT_MAX_INPUT_TOTAL,
+        maxCallTime: float | None = None,
+        maxMetadataSize: int = _wire.DEFAULT_MAX_METADATA_SIZE,
     ) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
@@ -1109,6 +1222,13 @@ class RpcServerFactory(Factory):
             raise ValueError("authToken cannot be empty")
         if maxContainers is not None and maxContainers < 1:
             raise ValueError("maxContainers must be >= 1 or None")
+        if maxCallTime is not None and not 0 < maxCallTime <= _wire.MAX_DEADLINE:
+            raise ValueError(
+                f"maxCallTime must be above 0 and at most {_wire.MAX_DEADLINE:.0f}, "
+                "or None"
+            )
+        if maxMetadataSize < 0:
+            raise ValueError("maxMetadataSize must be >= 0")
         self.maxContainers = maxContainers
         # A single response may be as large as the largest message: a smaller
         # limit would abort a client that reads.
@@ -1158,6 +1278,8 @@ class RpcServerFactory(Factory):
             f"agilerpc/{__version__}",
             maxContainers,
             PeerLog(reactor.seconds),
+            maxCallTime,
+            maxMetadataSize,
         )
         self.stopping = False
         self._drained: list[Deferred[None]] = []

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from . import _wire
 from ._errors import (
+    DeadlineExceeded,
     InvalidRequest,
     InvalidResult,
     MessageTooLarge,
@@ -86,6 +87,10 @@ class ServerSettings:
     @ivar maxContainers: the arrays and maps one request may hold, or
         L{None} for no limit.
     @ivar authToken: the token a client must send first, or L{None}.
+    @ivar maxCallTime: the deadline of a call whose caller set none, and the
+        longest one a caller may set, in seconds; L{None} for none.
+    @ivar maxMetadataSize: the bytes of keys and values one request's
+        metadata may hold.
     @ivar debug: send tracebacks of failed calls to callers.
     @ivar hello: the hello's contents.
     @ivar log: what logs the events a peer can cause, at a rate it cannot
@@ -97,9 +102,11 @@ class ServerSettings:
         "debug",
         "hello",
         "log",
+        "maxCallTime",
         "maxContainers",
         "maxInFlight",
         "maxMessageSize",
+        "maxMetadataSize",
     )
 
     def __init__(
@@ -112,8 +119,12 @@ class ServerSettings:
         server: str,
         maxContainers: int | None = _wire.DEFAULT_MAX_CONTAINERS,
         log: PeerLog | None = None,
+        maxCallTime: float | None = None,
+        maxMetadataSize: int = _wire.DEFAULT_MAX_METADATA_SIZE,
     ) -> None:
         self.log = PeerLog(time.monotonic) if log is None else log
+        self.maxCallTime = maxCallTime
+        self.maxMetadataSize = maxMetadataSize
         self.maxMessageSize = maxMessageSize
         self.maxContainers = maxContainers
         self.maxInFlight = maxInFlight
@@ -124,7 +135,8 @@ class ServerSettings:
             "keepalive": keepalive,
             "max_message_size": maxMessageSize,
             "server": server,
-            "features": [_wire.STREAM],
+            "features": list(_wire.FEATURES),
+            "max_metadata_size": maxMetadataSize,
         }
         if authToken is not None:
             self.hello["auth"] = "token"
@@ -190,6 +202,7 @@ class ServerConnection:
     __slots__ = (
         "awaitingCredit",
         "callsServed",
+        "expired",
         "goawaySent",
         "lastMsgid",
         "outstanding",
@@ -209,23 +222,18 @@ class ServerConnection:
         self.outstanding: dict[int, Any] = {}
         self.awaitingCredit = 0
         self.callsServed = 0
+        # The outstanding calls cancelled because their deadline passed.
+        self.expired: set[int] = set()
 
     # -- messages in ---------------------------------------------------------
 
     def receive(
         self, payload: bytes
-    ) -> (
-        _wire.Request
-        | _wire.StreamRequest
-        | _wire.Notification
-        | Refusal
-        | Cancel
-        | Credit
-        | None
-    ):
+    ) -> _wire.Request | _wire.Notification | Refusal | Cancel | Credit | None:
         """
-        One frame from the client, decided: a L{_wire.Request},
-        L{_wire.StreamRequest} or L{_wire.Notification} to dispatch (a
+        One frame from the client, decided: a L{_wire.Request} (or its
+        L{_wire.OptionsRequest} or L{_wire.StreamRequest}) or
+        L{_wire.Notification} to dispatch (a
         request's msgid is then the last one dispatched), a L{Refusal} to
         send, a L{Cancel} or L{Credit} to do, or L{None} when there is
         nothing to do.
@@ -291,7 +299,7 @@ class ServerConnection:
             if type(message) is _wire.Control:
                 return self._control(message)
             return None
-        if type(message) is _Request or type(message) is _wire.StreamRequest:
+        if isinstance(message, _Request):
             msgid = message.msgid
             if msgid in self.outstanding:
                 error = InvalidRequest(
@@ -301,13 +309,41 @@ class ServerConnection:
                 return Refusal(
                     _wire.encodeError(None, error.toWire()), "InvalidRequest"
                 )
+            if type(message) is not _Request:
+                refusal = self._checkMetadata(message, msgid)
+                if refusal is not None:
+                    return refusal
             self.lastMsgid = msgid
             self.callsServed += 1
             return message
         if type(message) is _Notification:
+            if message.metadata is not None:
+                return self._checkMetadata(message, None) or message
             return message
         assert type(message) is _wire.Control
         return self._control(message)
+
+    def _checkMetadata(
+        self, message: _wire.Request | _wire.Notification, msgid: int | None
+    ) -> Refusal | None:
+        """
+        Refuse a request (C{msgid}) or notification whose metadata is over
+        the server's C{maxMetadataSize}; L{None} when it is within it.
+        """
+        metadata = getattr(message, "metadata", None)
+        if metadata is None:
+            return None
+        size = _wire.metadataSize(metadata)
+        limit = self.settings.maxMetadataSize
+        if size <= limit:
+            return None
+        return self._refuse(
+            InvalidRequest(
+                f"{message.method}(): its metadata holds {size} bytes, more than "
+                f"this server's max_metadata_size of {limit}",
+                None if msgid is None else {"msgid": msgid},
+            )
+        )
 
     def _authenticate(
         self, message: _wire.Request | _wire.Notification | _wire.Control
@@ -432,6 +468,31 @@ class ServerConnection:
         """
         return self.outstanding.pop(msgid, None) is not None
 
+    def deadline(self, request: _wire.Request) -> float | None:
+        """
+        The seconds C{request} may run from now: its caller's deadline,
+        capped by the server's C{maxCallTime}, or C{maxCallTime} when its
+        caller set none; L{None} when neither did.
+        """
+        limit = self.settings.maxCallTime
+        asked = getattr(request, "deadline", None)
+        if asked is None:
+            return limit
+        if limit is None:
+            return asked  # type: ignore[no-any-return]
+        return min(asked, limit)  # type: ignore[no-any-return]
+
+    def deadlinePassed(self, msgid: int) -> Any:
+        """
+        The deadline of the call C{msgid} passed: the handle to cancel (see
+        L{callStarted}), whose failure L{errorFor} then sends as
+        C{DeadlineExceeded}; L{None} if it was answered meanwhile.
+        """
+        call = self.outstanding.get(msgid)
+        if call is not None:
+            self.expired.add(msgid)
+        return call
+
     def belowInFlightLimit(self) -> bool:
         """
         Whether the connection may be read again.
@@ -522,16 +583,25 @@ class ServerConnection:
             )
         return payload
 
-    def errorFor(self, failure: Failure) -> dict[str, Any]:
+    def errorFor(
+        self, failure: Failure, msgid: int | None = None, method: str = ""
+    ) -> dict[str, Any]:
         """
-        The error map sent for a failed call: an L{RpcError} as it asks, a
-        cancellation as C{Cancelled}, anything else as its class name and
-        C{str()}; a traceback only when the server runs with debug.
+        The error map sent for the failed call C{msgid}: an L{RpcError} as it
+        asks, a cancellation as C{DeadlineExceeded} when L{deadlinePassed}
+        caused it and as C{Cancelled} otherwise, anything else as its class
+        name and C{str()}; a traceback only when the server runs with debug.
         """
         exc = failure.value
         if isinstance(exc, RpcError):
             return exc.toWire()
         if isinstance(exc, CancelledError):
+            if msgid in self.expired:
+                self.expired.discard(msgid)
+                return DeadlineExceeded(
+                    f"{method}() did not finish within its deadline; the server "
+                    "cancelled it"
+                ).toWire()
             return {"type": "Cancelled", "message": "the call was cancelled"}
         try:
             message = str(exc)

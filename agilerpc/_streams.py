@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator
+from contextvars import Context, copy_context
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -248,12 +249,16 @@ class ServerStream:
         send: Callable[[int, Any, str], None],
         pump: StreamPump,
         awaiting: Callable[[bool], None] | None = None,
+        context: Context | None = None,
     ) -> None:
         """
         @param send: writes one item; raises L{RpcError} when the item
             cannot be sent (the stream then ends with that error).
         @param awaiting: told C{True} when the stream has used its credit
             and waits for the client, C{False} when it no longer does.
+        @param context: the L{contextvars} context the generator's body runs
+            in (its handler's, where L{agilerpc.currentCall} works), or
+            L{None} for the pump's.
         """
         self.msgid = msgid
         self.method = method
@@ -266,6 +271,7 @@ class ServerStream:
         self._pulling: Deferred[Any] | None = None
         self._finished = False
         self._awaiting = awaiting
+        self._run = copy_context().run if context is None else context.run
         self.done: Deferred[Any] = Deferred(self._cancelled)
         pump.open.add(self)
         pump.ready(self)
@@ -301,7 +307,7 @@ class ServerStream:
         while budget and self.credit and not pump.paused:
             budget -= 1
             if self._async:
-                d = Deferred.fromCoroutine(_anext(self._source))  # type: ignore[arg-type]
+                d = self._run(Deferred.fromCoroutine, _anext(self._source))  # type: ignore[arg-type]
                 if not d.called:
                     self._pulling = d
                     d.addBoth(self._arrived)
@@ -312,7 +318,7 @@ class ServerStream:
                     return False
                 continue
             try:
-                item = next(self._source)  # type: ignore[arg-type]
+                item = self._run(next, self._source)  # type: ignore[arg-type]
             except StopIteration as e:
                 self._end(e.value)
                 return False

@@ -30,8 +30,18 @@ CONTROL = 3
 ITEM = 4
 
 #: What this implementation supports beyond the base protocol, as its hello
-#: lists it (PROTOCOL.md 4.4, C{features}).
+#: lists them (PROTOCOL.md 4.4, C{features}); each is also the key of the
+#: request option it defines (4.1).
 STREAM = "stream"
+DEADLINE = "deadline"
+METADATA = "metadata"
+FEATURES = (STREAM, DEADLINE, METADATA)
+
+#: The bytes of keys and values one request's metadata may hold (gRPC's
+#: default limit on a call's headers).
+DEFAULT_MAX_METADATA_SIZE = 8192
+#: The longest deadline a request may carry, in seconds: a year.
+MAX_DEADLINE = 365 * 24 * 3600.0
 
 DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 #: The arrays and maps one request may hold, the message's own included.
@@ -289,20 +299,90 @@ def encodeRequest(
     args: Any,
     kwargs: dict[str, Any] | None = None,
     stream: int | None = None,
+    deadline: float | None = None,
+    metadata: dict[str, str | bytes] | None = None,
 ) -> bytes:
     """
-    Encode a request; C{kwargs} is left off the wire when empty.
+    Encode a request; C{kwargs} is left off the wire when empty, and the
+    options map when there are no options.
 
     @param stream: for a stream (PROTOCOL.md 4.5), the caller's first
         window, in items.
+    @param deadline: the seconds left before the caller gives up (4.1).
+    @param metadata: the call's metadata (4.1), checked by
+        L{checkMetadata}.
     @raise TypeError: (or L{ValueError}, L{OverflowError}) if the arguments
         cannot be encoded: see L{pack}.
     """
+    if stream is None and deadline is None and metadata is None:
+        if kwargs:
+            return pack([REQUEST, msgid, method, args, kwargs])
+        return pack([REQUEST, msgid, method, args])
+    options: dict[str, Any] = {}
     if stream is not None:
-        return pack([REQUEST, msgid, method, args, kwargs or {}, {STREAM: stream}])
-    if kwargs:
-        return pack([REQUEST, msgid, method, args, kwargs])
-    return pack([REQUEST, msgid, method, args])
+        options[STREAM] = stream
+    if deadline is not None:
+        options[DEADLINE] = deadline
+    if metadata is not None:
+        options[METADATA] = metadata
+    return pack([REQUEST, msgid, method, args, kwargs or {}, options])
+
+
+def metadataSize(metadata: dict[str, str | bytes]) -> int:
+    """
+    The size of C{metadata} as its limit counts it: the UTF-8 bytes of its
+    keys and str values, and the bytes of its bin values.
+    """
+    size = 0
+    for key, value in metadata.items():
+        size += len(key.encode("utf-8"))
+        size += len(value.encode("utf-8") if isinstance(value, str) else value)
+    return size
+
+
+def checkMetadata(metadata: object) -> dict[str, str | bytes]:
+    """
+    Check a call's metadata (PROTOCOL.md 4.1): a map of str keys to str or
+    bin values.  Returns it.
+
+    @raise ValueError: if it is not one, saying why.
+    """
+    if type(metadata) is not dict:
+        raise ValueError(f"metadata must be a map, not {_kindName(metadata)}")
+    for key, value in metadata.items():
+        if type(key) is not str:
+            raise ValueError(f"a metadata key is {_kindName(key)}, not a str")
+        if type(value) is not str and type(value) is not bytes:
+            raise ValueError(
+                f"metadata {key!r:.50}: the value is {_kindName(value)}, "
+                "not a str or a bin"
+            )
+        try:
+            key.encode("utf-8")
+            if type(value) is str:
+                value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"metadata {key!r:.50}: not valid UTF-8 (a lone surrogate)"
+            ) from None
+    return metadata
+
+
+def checkDeadline(deadline: object) -> float:
+    """
+    Check a request's deadline option (PROTOCOL.md 4.1): seconds, more
+    than 0 and at most L{MAX_DEADLINE}.  Returns it as a float.
+
+    @raise ValueError: if it is not one.
+    """
+    if (type(deadline) is not int and type(deadline) is not float) or not (
+        0 < deadline <= MAX_DEADLINE
+    ):
+        raise ValueError(
+            f"the deadline option must be a number of seconds above 0 and at most "
+            f"{MAX_DEADLINE:.0f}, not {deadline!r:.50}"
+        )
+    return float(deadline)
 
 
 def encodeItem(msgid: int, item: Any) -> bytes:
@@ -322,14 +402,20 @@ def encodeCredit(msgid: int, count: int) -> bytes:
 
 
 def encodeNotification(
-    method: str, args: Any, kwargs: dict[str, Any] | None = None
+    method: str,
+    args: Any,
+    kwargs: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> bytes:
     """
     Encode a notification: a call that is never answered.
 
+    @param options: its options map (PROTOCOL.md 4.3): C{metadata} only.
     @raise TypeError: (or L{ValueError}, L{OverflowError}) if the arguments
         cannot be encoded: see L{pack}.
     """
+    if options:
+        return pack([NOTIFICATION, method, args, kwargs or {}, options])
     if kwargs:
         return pack([NOTIFICATION, method, args, kwargs])
     return pack([NOTIFICATION, method, args])
@@ -406,7 +492,19 @@ class Request:
 
 
 @dataclass(slots=True)
-class StreamRequest(Request):
+class OptionsRequest(Request):
+    """
+    A call with options (PROTOCOL.md 4.1): C{deadline}, the seconds its
+    caller gives it from when the request arrives, and C{metadata}, each
+    L{None} when not given.
+    """
+
+    deadline: float | None
+    metadata: dict[str, str | bytes] | None
+
+
+@dataclass(slots=True)
+class StreamRequest(OptionsRequest):
     """
     A call that wants items, then an answer (PROTOCOL.md 4.5); C{window} is
     the caller's first grant of items.
@@ -428,12 +526,14 @@ class Item:
 @dataclass(slots=True)
 class Notification:
     """
-    A call that is never answered.
+    A call that is never answered; C{metadata} is L{None} when it has none
+    (PROTOCOL.md 4.3).
     """
 
     method: str
     args: list[Any]
     kwargs: dict[str, Any]
+    metadata: dict[str, str | bytes] | None = None
 
 
 @dataclass(slots=True)
@@ -466,41 +566,55 @@ def _badTypeCode(code: object) -> str:
     return f"the type code is {_kindName(code)}, not an integer"
 
 
-def _parseOptions(options: object) -> int | None:
+def _withOptions(
+    msgid: int,
+    method: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    options: object,
+) -> Request:
     """
-    Check a request's options map (PROTOCOL.md 4.1); the stream window it
-    asks for, if any.  Keys this implementation does not know are ignored.
+    The request a request's options map (PROTOCOL.md 4.1) makes: an
+    L{OptionsRequest} or a L{StreamRequest}, or a plain L{Request} when it
+    holds no option this implementation knows (it ignores the others).
 
     @raise ValueError: if it is not a map, or a known option is invalid.
     """
     if type(options) is not dict:
         raise ValueError("options must be a map")
     window = options.get(STREAM)
-    if window is None:
-        return None
-    if type(window) is not int or not 1 <= window <= MAX_MSGID:
-        raise ValueError("the stream option must be an integer from 1 to 2**32 - 1")
-    return window
+    deadline = options.get(DEADLINE)
+    metadata = options.get(METADATA)
+    if deadline is not None:
+        deadline = checkDeadline(deadline)
+    if metadata is not None:
+        try:
+            checkMetadata(metadata)
+        except ValueError as e:
+            raise ValueError(f"the metadata option: {e}") from None
+    if window is not None:
+        if type(window) is not int or not 1 <= window <= MAX_MSGID:
+            raise ValueError("the stream option must be an integer from 1 to 2**32 - 1")
+        return StreamRequest(msgid, method, args, kwargs, deadline, metadata, window)
+    if deadline is None and metadata is None:
+        return Request(msgid, method, args, kwargs)
+    return OptionsRequest(msgid, method, args, kwargs, deadline, metadata)
 
 
 def _parseCall(
-    message: list[Any], offset: int, options: bool = False
+    message: list[Any], offset: int
 ) -> tuple[str, list[Any], dict[str, Any]]:
     """
-    Check the C{method, args[, kwargs]} part of a request or notification
-    (with C{options}, a request's C{options} may follow: see
-    L{_parseOptions}).
+    Check the C{method, args[, kwargs[, options]]} part of a request or
+    notification (its options are checked apart).
 
     @raise ValueError: if it has the wrong shape.
     """
     n = len(message) - offset
-    if n != 2 and n != 3 and not (options and n == 4):
-        counts = (
-            f"{offset + 2} to {offset + 4}"
-            if options
-            else f"{offset + 2} or {offset + 3}"
+    if not 2 <= n <= 4:
+        raise ValueError(
+            f"expected {offset + 2} to {offset + 4} elements, got {len(message)}"
         )
-        raise ValueError(f"expected {counts} elements, got {len(message)}")
     method = message[offset]
     args = message[offset + 1]
     if type(method) is not str:
@@ -520,7 +634,7 @@ def _parseCall(
 
 def parseClientMessage(
     payload: bytes, maxContainers: int | None = DEFAULT_MAX_CONTAINERS
-) -> Request | StreamRequest | Notification | Control:
+) -> Request | Notification | Control:
     """
     Decode and check a message a client sent to a server, which holds at
     most C{maxContainers} arrays and maps (L{None}: any number).
@@ -538,7 +652,7 @@ def parseClientMessage(
 
 def checkClientMessage(
     message: list[Any],
-) -> Request | StreamRequest | Notification | Control:
+) -> Request | Notification | Control:
     """
     Check a decoded message a client sent to a server: the part of
     L{parseClientMessage} after L{unpack}.
@@ -567,16 +681,26 @@ def checkClientMessage(
                     "request msgid must be an unsigned integer below 2**32"
                 )
             try:
-                method, args, kwargs = _parseCall(message, 2, True)
+                method, args, kwargs = _parseCall(message, 2)
                 if len(message) == 6:
-                    window = _parseOptions(message[5])
-                    if window is not None:
-                        return StreamRequest(message[1], method, args, kwargs, window)
+                    return _withOptions(message[1], method, args, kwargs, message[5])
                 return Request(message[1], method, args, kwargs)
             except ValueError as e:
                 raise InvalidRequest(str(e), {"msgid": message[1]}) from None
         if code == NOTIFICATION and type(code) is int:
-            return Notification(*_parseCall(message, 1))
+            method, args, kwargs = _parseCall(message, 1)
+            if len(message) == 5:
+                options = message[4]
+                if type(options) is not dict:
+                    raise ValueError("options must be a map")
+                metadata = options.get(METADATA)
+                if metadata is not None:
+                    try:
+                        checkMetadata(metadata)
+                    except ValueError as e:
+                        raise ValueError(f"the metadata option: {e}") from None
+                    return Notification(method, args, kwargs, metadata)
+            return Notification(method, args, kwargs)
         if code == CONTROL and type(code) is int:
             if len(message) < 2 or type(message[1]) is not str:
                 raise ValueError("control kind must be a str")

@@ -33,7 +33,12 @@ from ._server import (
 )
 from ._service import RpcService
 from ._tlsoptions import readFile, serverTLSOptions
-from ._wire import DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_MESSAGE_SIZE
+from ._wire import (
+    DEFAULT_MAX_CONTAINERS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_METADATA_SIZE,
+    MAX_DEADLINE,
+)
 
 if TYPE_CHECKING:
     from .metrics import ServerMetrics
@@ -135,6 +140,21 @@ class Options(usage.Options):
             "Bytes of responses all connections may hold that their clients "
             "have not read; past it the connections holding the most are "
             "aborted (0: no limit; else at least --max-message-size).",
+        ],
+        [
+            "max-call-time",
+            None,
+            0,
+            "Seconds a call may run when its caller set no deadline, and the "
+            "longest deadline a caller may set; past it the call is cancelled "
+            "and answered DeadlineExceeded (0: no limit).",
+        ],
+        [
+            "max-metadata-size",
+            None,
+            DEFAULT_MAX_METADATA_SIZE,
+            "Bytes of keys and values one call's metadata may hold; more is "
+            "refused with InvalidRequest.",
         ],
         [
             "max-connections",
@@ -242,6 +262,17 @@ class Options(usage.Options):
         )
         self["frame-timeout"] = _number(
             float, "frame-timeout", self["frame-timeout"], 0
+        )
+        self["max-call-time"] = _number(
+            float, "max-call-time", self["max-call-time"], 0
+        )
+        if self["max-call-time"] > MAX_DEADLINE:
+            raise usage.UsageError(
+                f"--max-call-time must be at most {MAX_DEADLINE:.0f} (a year), "
+                f"not {self['max-call-time']}"
+            )
+        self["max-metadata-size"] = _number(
+            int, "max-metadata-size", self["max-metadata-size"], 0
         )
         for name in ("max-unsent", "max-unsent-total"):
             self[name] = _number(int, name, self[name], 0)
@@ -426,6 +457,8 @@ def makeService(
         maxUnsent=config["max-unsent"] or None,
         maxUnsentTotal=config["max-unsent-total"] or None,
         maxInputTotal=config["max-input-total"] or None,
+        maxCallTime=config["max-call-time"] or None,
+        maxMetadataSize=config["max-metadata-size"],
         observers=observers,
     )
     if serverEndpoints is None:

@@ -523,7 +523,8 @@ class MakeServiceTests(SynchronousTestCase):
                 "keepalive": 2.5,
                 "max_message_size": 1000,
                 "server": factory.hello["server"],
-                "features": ["stream"],
+                "features": ["stream", "deadline", "metadata"],
+                "max_metadata_size": 8192,
             },
         )
 

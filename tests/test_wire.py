@@ -103,9 +103,24 @@ def _expected(message: list[Any]) -> Any:
     code = message[0]
     if code == wire.REQUEST:
         kwargs = message[4] if len(message) >= 5 else {}
-        if len(message) == 6:
+        options = message[5] if len(message) == 6 else {}
+        deadline = options.get("deadline")
+        if deadline is not None:
+            deadline = float(deadline)
+        metadata = options.get("metadata")
+        if "stream" in options:
             return wire.StreamRequest(
-                message[1], message[2], message[3], kwargs, message[5]["stream"]
+                message[1],
+                message[2],
+                message[3],
+                kwargs,
+                deadline,
+                metadata,
+                options["stream"],
+            )
+        if deadline is not None or metadata is not None:
+            return wire.OptionsRequest(
+                message[1], message[2], message[3], kwargs, deadline, metadata
             )
         return wire.Request(message[1], message[2], message[3], kwargs)
     if code == wire.ITEM:
@@ -1070,7 +1085,7 @@ class StreamWireTests(SynchronousTestCase):
         message = wire.parseClientMessage(
             wire.pack([0, 5, "ticks", [], {}, {"stream": 8, "later": "x"}])
         )
-        self.assertEqual(message, wire.StreamRequest(5, "ticks", [], {}, 8))
+        self.assertEqual(message, wire.StreamRequest(5, "ticks", [], {}, None, None, 8))
         self.assertIs(type(message), wire.StreamRequest)
         message = wire.parseClientMessage(wire.pack([0, 5, "echo", [1], {}, {}]))
         self.assertEqual(message, wire.Request(5, "echo", [1], {}))
@@ -1095,14 +1110,14 @@ class StreamWireTests(SynchronousTestCase):
 
     def test_sevenElements(self) -> None:
         """
-        A request has at most 6 elements; a notification at most 4.
+        A request has at most 6 elements; a notification at most 5.
         """
         with self.assertRaises(InvalidRequest) as e:
             wire.parseClientMessage(wire.pack([0, 5, "x", [], {}, {}, 1]))
         self.assertEqual(e.exception.message, "expected 4 to 6 elements, got 7")
         with self.assertRaises(InvalidRequest) as e:
-            wire.parseClientMessage(wire.pack([2, "x", [], {}, {}]))
-        self.assertEqual(e.exception.message, "expected 3 or 4 elements, got 5")
+            wire.parseClientMessage(wire.pack([2, "x", [], {}, {}, 1]))
+        self.assertEqual(e.exception.message, "expected 3 to 5 elements, got 6")
 
     def test_item(self) -> None:
         """
