@@ -53,17 +53,23 @@ class FakeConnection:
         """
         self.sendRaw(_wire.frame(_wire.pack(message)))
 
-    def hello(self, maxMessageSize: int = _wire.DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def hello(
+        self,
+        maxMessageSize: int = _wire.DEFAULT_MAX_MESSAGE_SIZE,
+        features: list[str] | None = None,
+    ) -> None:
         """
-        Send the hello a real server sends.
+        Send the hello a real server sends (one that lists C{features}, if
+        given).
         """
-        self.send(
-            [
-                3,
-                "hello",
-                {"protocol": 1, "keepalive": 75, "max_message_size": maxMessageSize},
-            ]
-        )
+        info: dict[str, Any] = {
+            "protocol": 1,
+            "keepalive": 75,
+            "max_message_size": maxMessageSize,
+        }
+        if features is not None:
+            info["features"] = features
+        self.send([3, "hello", info])
 
     def respond(self, msgid: int, result: Any) -> None:
         """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import socket
 import subprocess
@@ -320,6 +321,53 @@ class CallCommandTests(CLIHarness, SynchronousTestCase):
             )
         self.assertEqual(made, [])
 
+    def test_metadata(self) -> None:
+        """
+        C{--metadata KEY=VALUE} (repeatable) sends metadata with the call,
+        as strings; with C{--timeout} the call carries its deadline too.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.hello(features=["deadline", "metadata"])
+            request = c.receiveRequest()
+            c.respond(request[1], request[5])
+            c.readToEnd()
+
+        server, _ = self.fakeServer(script)
+        status, out, err = self.runCLI(
+            "call",
+            "--metadata",
+            "tenant=a",
+            "--metadata",
+            "trace=x=y",
+            "--timeout",
+            "5",
+            "h:1",
+            "m",
+        )
+        self.assertEqual((status, err), (0, ""))
+        options = json.loads(out)
+        self.assertEqual(options["metadata"], {"tenant": "a", "trace": "x=y"})
+        self.assertTrue(0 < options["deadline"] <= 5)
+        server.join()
+
+    def test_metadataNotSupported(self) -> None:
+        """
+        C{--metadata} to a server that takes none exits with the local error
+        status, saying so.
+        """
+
+        def script(c: FakeConnection) -> None:
+            c.hello()
+            c.readToEnd()
+
+        server, _ = self.fakeServer(script)
+        status, out, err = self.runCLI("call", "--metadata", "a=b", "h:1", "m")
+        self.assertNotEqual(status, 0)
+        self.assertEqual(out, "")
+        self.assertIn("does not announce metadata", err)
+        server.join()
+
     def test_badOptions(self) -> None:
         """
         A --kwarg without C{=}, a negative or non-numeric --timeout, or no
@@ -327,6 +375,8 @@ class CallCommandTests(CLIHarness, SynchronousTestCase):
         """
         for argv in [
             ["call", "--kwarg", "b", "h:1", "m"],
+            ["call", "--metadata", "b", "h:1", "m"],
+            ["call", "--metadata", "=b", "h:1", "m"],
             ["call", "--timeout", "-1", "h:1", "m"],
             ["call", "--timeout", "soon", "h:1", "m"],
             [],

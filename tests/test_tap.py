@@ -745,6 +745,35 @@ class LimitOptionsTests(SynchronousTestCase):
             "(at least 1004), not 1003",
         )
 
+    def test_callTimeAndMetadataSize(self) -> None:
+        """
+        C{--max-call-time} bounds every call's deadline (0, the default:
+        none); C{--max-metadata-size} is the hello's C{max_metadata_size}.
+        """
+        service = makeService(
+            parse("--max-call-time", "2.5", "--max-metadata-size", "100"),
+            ListeningReactor(),
+        )
+        assert isinstance(service, RpcService)
+        self.assertEqual(service.factory.settings.maxCallTime, 2.5)
+        self.assertEqual(service.factory.hello["max_metadata_size"], 100)
+        service = makeService(parse(), ListeningReactor())
+        assert isinstance(service, RpcService)
+        self.assertIsNone(service.factory.settings.maxCallTime)
+        self.assertEqual(service.factory.hello["max_metadata_size"], 8192)
+
+    def test_invalidCallTimeAndMetadataSize(self) -> None:
+        """
+        A negative or too long C{--max-call-time}, or a negative
+        C{--max-metadata-size}, is a usage error.
+        """
+        e = self.assertRaises(usage.UsageError, parse, "--max-call-time", "-1")
+        self.assertEqual(str(e), "--max-call-time must be >= 0, not '-1'")
+        e = self.assertRaises(usage.UsageError, parse, "--max-call-time", "inf")
+        self.assertIn("at most 31536000 (a year)", str(e))
+        e = self.assertRaises(usage.UsageError, parse, "--max-metadata-size", "-1")
+        self.assertEqual(str(e), "--max-metadata-size must be >= 0, not '-1'")
+
     def test_authToken(self) -> None:
         """
         The token of C{--auth-token-file} is the factory's, as bytes.
