@@ -9,6 +9,7 @@ nothing from the C{tests} package.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -165,3 +166,40 @@ async def slowCount(n: int, every: float) -> AsyncIterator[int]:
     for i in range(n):
         await deferLater(reactor, every, lambda: None)
         yield i
+
+
+# What waitToBeCancelled saw of each call, by tag.
+_waits: dict[str, dict[str, Any]] = {}
+
+
+@agilerpc.rpc
+def waitToBeCancelled(tag: str, seconds: float) -> Deferred[str]:
+    """
+    Wait C{seconds}, then return C{tag}; record under C{tag} the call's
+    deadline as the handler read it, and how long after it started it was
+    cancelled, if it was (see L{waitRecord}).
+    """
+    from twisted.internet import reactor
+    from twisted.internet.defer import CancelledError
+    from twisted.internet.task import deferLater
+    from twisted.python.failure import Failure
+
+    started = time.monotonic()
+    record = _waits[tag] = {"deadline": agilerpc.currentCall().deadline}
+
+    def cancelled(failure: Failure) -> Failure:
+        if failure.check(CancelledError):
+            record["cancelledAfter"] = time.monotonic() - started
+        return failure
+
+    d = deferLater(reactor, seconds, lambda: tag)
+    d.addErrback(cancelled)
+    return d
+
+
+@agilerpc.rpc
+def waitRecord(tag: str) -> dict[str, Any] | None:
+    """
+    What L{waitToBeCancelled} recorded under C{tag}, or None before it ran.
+    """
+    return _waits.get(tag)
