@@ -55,8 +55,15 @@ def _encode(message: list[Any]) -> bytes:
     if code == wire.REQUEST:
         if len(message) == 6:
             msgid, method, args, kwargs = message[1:5]
+            options = message[5]
             return wire.encodeRequest(
-                msgid, method, args, kwargs, stream=message[5]["stream"]
+                msgid,
+                method,
+                args,
+                kwargs,
+                stream=options.get("stream"),
+                deadline=options.get("deadline"),
+                metadata=options.get("metadata"),
             )
         return wire.encodeRequest(*message[1:])
     if code == wire.ITEM:
@@ -128,8 +135,9 @@ def _expected(message: list[Any]) -> Any:
     if code == wire.RESPONSE:
         return wire.Response(message[1], message[2], message[3])
     if code == wire.NOTIFICATION:
-        kwargs = message[3] if len(message) == 4 else {}
-        return wire.Notification(message[1], message[2], kwargs)
+        kwargs = message[3] if len(message) >= 4 else {}
+        metadata = message[4].get("metadata") if len(message) == 5 else None
+        return wire.Notification(message[1], message[2], kwargs, metadata)
     return wire.Control(message[1], message[2:])
 
 
@@ -306,6 +314,33 @@ class VectorsAgainstServerTests(SynchronousTestCase):
             self.assertEqual(
                 transport.value().hex(), response.frame.hex(), response.title
             )
+
+    def test_deadlineExceeded(self) -> None:
+        """
+        V35 (a sleep with a 2.5 s deadline) is answered, 2.5 s later, with
+        exactly V38.
+        """
+        vectors = {v.number: v for v in loadVectors()}
+        protocol, transport = self.connect()
+        protocol.dataReceived(vectors[35].frame)
+        clock = protocol.factory.reactor
+        clock.advance(2.499)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(0.001)
+        self.assertEqual(transport.value().hex(), vectors[38].frame.hex())
+
+    def test_metadataVectors(self) -> None:
+        """
+        V36 and V37 are served (their metadata taken): V36 is answered as
+        its request without metadata would be, V37 not at all.
+        """
+        vectors = {v.number: v for v in loadVectors()}
+        protocol, transport = self.connect()
+        protocol.dataReceived(vectors[36].frame + vectors[37].frame)
+        self.assertEqual(
+            transport.value(),
+            wire.frame(wire.pack([1, 14, None, "hello zhangsan"])),
+        )
 
     def test_wrongToken(self) -> None:
         """
