@@ -5,7 +5,8 @@ The client side of one benchmark measurement, run in its own process:
 
 It prints one line, C{RESULT} followed by the figures as JSON.  Scenarios:
 
- - C{seq}: sequential calls of C{add(1, 2)} with the Deferred client.
+ - C{seq}: sequential calls of C{add(1, 2)} with the Deferred client (for
+   agilerpc, with the spec's C{metadata} on each call, if it has some).
  - C{blocking}: the same with a blocking client (agilerpc's C{TcpRpcClient},
    or the bare one); in C{threads} threads, each with its own client.
  - C{pipe}: C{add(1, 2)} with C{inflight} calls in flight on one connection
@@ -75,10 +76,17 @@ class Conn:
         self.close = close
 
 
-async def connect(reactor: Any, impl: str, host: str, port: int) -> Conn:
+async def connect(
+    reactor: Any,
+    impl: str,
+    host: str,
+    port: int,
+    metadata: dict[str, str] | None = None,
+) -> Conn:
     """
     Connect a Deferred client of C{impl} to C{host:port}, and check that it
-    answers C{add(1, 2)} with 3.
+    answers C{add(1, 2)} with 3; agilerpc's calls C{add} with C{metadata},
+    if given.
     """
     if impl == "agilerpc":
         from agilerpc import RpcClient
@@ -86,8 +94,9 @@ async def connect(reactor: Any, impl: str, host: str, port: int) -> Conn:
         # The echo scenarios answer up to 8 MiB payloads: more than the
         # client's default receive limit, which the hello does not raise.
         client = RpcClient(reactor, host, port, maxMessageSize=64 * 1024 * 1024)
+        caller = client.withCallOptions(metadata=metadata) if metadata else client
         conn = Conn(
-            lambda: client.callRemote("add", 1, 2),
+            lambda: caller.callRemote("add", 1, 2),
             lambda payload: client.callRemote("echo", payload),
             lambda r: r,
             lambda r: r,
@@ -232,7 +241,7 @@ async def twistedScenario(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
     timeout = spec["timeout"]
     if scenario == "idle":
         return await idleScenario(reactor, spec)
-    conn = await connect(reactor, impl, host, port)
+    conn = await connect(reactor, impl, host, port, spec.get("metadata"))
     others = []
     try:
         for _ in range(spec.get("conns", 1) - 1):

@@ -44,9 +44,14 @@ X = "\N{MULTIPLICATION SIGN}"
 KiB = 1024
 MiB = 1024 * 1024
 
+#: The metadata of scenario A with metadata: two small entries, as a request
+#: id and a tenant would be.
+METADATA = {"request-id": "r-0123456789", "tenant": "acme"}
+
 FULL: dict[str, Any] = {
     "repeats": 5,
     "seq": {"n": 3000, "warmup": 300},
+    "seqMeta": {"n": 3000, "warmup": 300, "metadata": METADATA},
     "blocking": {"n": 3000, "warmup": 100},
     "threads": {"n": 500, "warmup": 20, "threads": 8},
     "pipe": {"n": 60000, "warmup": 2000, "inflight": 100},
@@ -64,6 +69,7 @@ FULL: dict[str, Any] = {
 QUICK: dict[str, Any] = {
     "repeats": 1,
     "seq": {"n": 300, "warmup": 30},
+    "seqMeta": {"n": 300, "warmup": 30, "metadata": METADATA},
     "blocking": {"n": 300, "warmup": 10},
     "threads": {"n": 40, "warmup": 2, "threads": 8},
     "pipe": {"n": 2000, "warmup": 200, "inflight": 100},
@@ -109,6 +115,7 @@ SCENARIOS = (
     # cannot hide the connections' cost.
     Scenario("idle", "idle", procs.KINDS),
     Scenario("seq", "seq", procs.KINDS),
+    Scenario("seqMeta", "seq", ("agilerpc",)),
     Scenario("blocking", "blocking", ("agilerpc", "bare")),
     Scenario("pipe", "pipe", procs.KINDS),
     Scenario("pipe8", "pipe", ("agilerpc", "bare")),
@@ -408,6 +415,12 @@ ROWS = (
     Row("A p50 latency µs", "seq", "p50_us", "{:,.0f}"),
     Row("A p99 latency µs", "seq", "p99_us", "{:,.0f}"),
     Row(
+        "A with 2 metadata entries, calls/s (Deferred client)",
+        "seqMeta",
+        "calls_per_s",
+        "{:,.0f}",
+    ),
+    Row(
         "A' sequential calls/s (blocking client)", "blocking", "calls_per_s", "{:,.0f}"
     ),
     Row("A' p99 latency µs (blocking client)", "blocking", "p99_us", "{:,.0f}"),
@@ -565,6 +578,21 @@ def targets(runs: dict[str, Any], reap: dict[str, Any]) -> list[dict[str, Any]]:
             "A p99 latency",
             f"≤ 1.1{X} bare",
             _atMost(paired("seq", "p99_us", "bare"), 1.1),
+        )
+    )
+    rows.append(
+        (
+            "A with metadata",
+            f"≥ 0.9{X} agilerpc's A without",
+            _atLeast(
+                medianOrNone(
+                    pairedRatios(
+                        values(runs, "seqMeta", "agilerpc", "calls_per_s"),
+                        values(runs, "seq", "agilerpc", "calls_per_s"),
+                    )
+                ),
+                0.9,
+            ),
         )
     )
     rows.append(

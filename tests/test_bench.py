@@ -410,6 +410,17 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual(row["agilerpc/bare"], 0.75)
         self.assertEqual(row["agilerpc/amp"], 2.5)
 
+    def test_metadataTarget(self) -> None:
+        """
+        A with metadata is measured against agilerpc's own A of the same
+        repeat: 0.85x misses the 0.9x target, 0.95x meets it.
+        """
+        for withMetadata, met in ((8.5, False), (9.5, True)):
+            runs = _runs(agilerpc=10.0, bare=5.0, amp=1.0)
+            runs["seqMeta"]["agilerpc"] = [{"calls_per_s": withMetadata}]
+            verdicts = {t["figure"]: t for t in run.targets(runs, {})}
+            self.assertEqual(verdicts["A with metadata"]["met"], met)
+
     def test_targetsMet(self) -> None:
         """
         With agilerpc far ahead on every figure where higher is better and
@@ -433,6 +444,8 @@ class ReportTests(SynchronousTestCase):
                 "A calls/s": True,
                 # Latency is "lower is better": 10 vs 5 is 2x, a miss.
                 "A p99 latency": False,
+                # seqMeta has the same figures as seq: 1.0x.
+                "A with metadata": True,
                 "A' blocking sequential calls/s": True,
                 "B calls/s (100 in flight)": True,
                 "C 64 KiB calls/s": True,
@@ -618,7 +631,7 @@ class QuickRunTests(SynchronousTestCase):
         for row in report["table"]:
             self.assertIsNotNone(row["agilerpc"], row["figure"])
             self.assertIn(row["figure"], markdown)
-        self.assertEqual(len(report["targets"]), 9)
+        self.assertEqual(len(report["targets"]), 10)
         for target in report["targets"]:
             self.assertIn(target["met"], (True, False), target)
         reap = report["reap"]

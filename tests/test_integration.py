@@ -46,7 +46,8 @@ class ServerTests(SynchronousTestCase):
                     "keepalive": 75.0,
                     "max_message_size": 8 * 1024 * 1024,
                     "server": f"agilerpc/{__version__}",
-                    "features": ["stream"],
+                    "features": ["stream", "deadline", "metadata"],
+                    "max_metadata_size": 8192,
                 },
             ],
         )
