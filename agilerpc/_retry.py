@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._errors import CallLost, NotIdempotent
@@ -140,11 +140,11 @@ class RetryPolicy:
         """
         if lost >= self.maxAttempts:
             return (
-                f"it was sent {_times(lost)}, each time lost in flight, the most "
+                f"it was sent {times(lost)}, each time lost in flight, the most "
                 f"its retry policy allows (maxAttempts={self.maxAttempts})"
             )
         return (
-            f"it was sent {_times(lost)}, each time lost in flight, and its "
+            f"it was sent {times(lost)}, each time lost in flight, and its "
             "deadline would pass before it could be sent again"
         )
 
@@ -157,7 +157,10 @@ def _finite(value: object) -> bool:
     )
 
 
-def _times(n: int) -> str:
+def times(n: int) -> str:
+    """
+    C{"once"}, or C{"n times"}, for messages.
+    """
     return "once" if n == 1 else f"{n} times"
 
 
@@ -183,16 +186,14 @@ def checkMethods(methods: object, name: str = "idempotent") -> frozenset[str]:
     """
     if isinstance(methods, (str, bytes)):
         raise TypeError(f"{name} must be a collection of method names, not a string")
-    try:
-        names = frozenset(methods)  # type: ignore[call-overload]
-    except TypeError:
-        raise TypeError(
-            f"{name} must be a collection of method names, not {methods!r}"
-        ) from None
-    for method in names:
+    if not isinstance(methods, Iterable):
+        raise TypeError(f"{name} must be a collection of method names, not {methods!r}")
+    names: set[str] = set()
+    for method in methods:
         if type(method) is not str:
             raise TypeError(f"{name} must hold method names (str), not {method!r}")
-    return names
+        names.add(method)
+    return frozenset(names)
 
 
 def describedIdempotence(description: object) -> dict[str, bool]:
@@ -212,17 +213,17 @@ def describedIdempotence(description: object) -> dict[str, bool]:
     return described
 
 
-def checkIdempotent(method: str, described: Mapping[str, bool]) -> None:
+def refusal(method: str, described: Mapping[str, bool]) -> NotIdempotent | None:
     """
-    Refuse to retry C{method} when the server described it as not
-    idempotent.
+    The error that refuses a call of C{method} asking to be retried, when
+    the server described it as not idempotent; else L{None}.
 
     @param described: from L{describedIdempotence}.
-    @raise NotIdempotent: if the server says C{method} is not idempotent.
     """
-    if described.get(method) is False:
-        raise NotIdempotent(
-            f"{method}(): the call asks to be retried after a loss (idempotent), "
-            "but the server's system.describe says this method is not "
-            "idempotent; it was not sent"
-        )
+    if described.get(method) is not False:
+        return None
+    return NotIdempotent(
+        f"{method}(): the call asks to be retried after a loss (idempotent), "
+        "but the server's system.describe says this method is not "
+        "idempotent; it was not sent"
+    )

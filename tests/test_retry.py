@@ -22,9 +22,9 @@ from agilerpc import (
 )
 from agilerpc._retry import (
     DEFAULT_POLICY,
-    checkIdempotent,
     checkMethods,
     describedIdempotence,
+    refusal,
     retryable,
 )
 
@@ -158,7 +158,7 @@ class RetryDelayTests(SynchronousTestCase):
         """
         Values out of range are refused with a ValueError naming them.
         """
-        for kwargs in [
+        cases: list[dict[str, Any]] = [
             {"maxAttempts": 0},
             {"maxAttempts": 2.0},
             {"maxAttempts": True},
@@ -169,7 +169,8 @@ class RetryDelayTests(SynchronousTestCase):
             {"multiplier": 0.5},
             {"jitter": -0.1},
             {"jitter": 1.5},
-        ]:
+        ]
+        for kwargs in cases:
             with self.assertRaises(ValueError, msg=str(kwargs)) as caught:
                 RetryPolicy(**kwargs)
             self.assertIn(next(iter(kwargs)), str(caught.exception))
@@ -245,14 +246,14 @@ class DescribedTests(SynchronousTestCase):
         )
         self.assertEqual(describedIdempotence([1, 2]), {})
 
-    def test_checkIdempotent(self) -> None:
+    def test_refusal(self) -> None:
         """
         Only a method the server described as not idempotent is refused.
         """
         described = {"get": True, "put": False}
-        checkIdempotent("get", described)
-        checkIdempotent("unknown", described)
-        with self.assertRaises(NotIdempotent) as caught:
-            checkIdempotent("put", described)
-        self.assertIn("put()", str(caught.exception))
-        self.assertIn("not idempotent; it was not sent", str(caught.exception))
+        self.assertIsNone(refusal("get", described))
+        self.assertIsNone(refusal("unknown", described))
+        error = refusal("put", described)
+        assert isinstance(error, NotIdempotent)
+        self.assertIn("put()", str(error))
+        self.assertIn("not idempotent; it was not sent", str(error))
