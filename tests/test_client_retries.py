@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from agilerpc import (
@@ -26,7 +29,7 @@ from agilerpc import (
 )
 from agilerpc.testing import MemoryServer
 
-from .clienthelpers import Handlers
+from .clienthelpers import Handlers, assertExactlyOnce
 
 #: Exact delays: 0.05, 0.1, 0.2, ... s.
 EXACT = RetryPolicy(jitter=0)
@@ -573,3 +576,127 @@ class ArgumentTests(SynchronousTestCase):
         client = RpcClient(MemoryServer(Registry()).reactor, "server", 9988)
         self.assertEqual(client.idempotent, frozenset())
         self.assertEqual(repr(client.retryPolicy), repr(RetryPolicy()))
+
+
+_actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("call"), st.booleans(), st.booleans()),
+        st.tuples(st.just("answer"), st.integers(0, 50)),
+        st.tuples(st.just("cancel"), st.integers(0, 50)),
+        st.just(("goaway",)),
+        st.just(("drop",)),
+        st.just(("refuse",)),
+        st.just(("accept",)),
+        st.just(("flush",)),
+        st.tuples(st.just("advance"), st.sampled_from([0.01, 0.05, 0.3, 3.0])),
+    ),
+    max_size=60,
+)
+
+
+class RetryPropertyTests(SynchronousTestCase):
+    """
+    Whatever interleaving of calls, answers, cancels, goaways, drops and
+    refused reconnects happens, idempotent calls end once, from at most
+    maxAttempts runs, and the others keep the exactly-once promise.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(_actions)
+    def test_everyCallEndsOnce(self, actions: list[tuple[Any, ...]]) -> None:
+        """
+        Each call ends exactly once.  An idempotent one answered ran at least
+        once and at most maxAttempts times; failed, it is CallLost (or
+        CancelledError, cancelled) after at most maxAttempts runs.  The runs
+        of idempotent calls beyond one each are at most the retries
+        counted.  Other calls ran at most once, as assertExactlyOnce checks.
+        """
+        handlers = Handlers()
+        server = MemoryServer(handlers.registry(), keepalive=10, lingerTimeout=2)
+        policy = RetryPolicy(maxAttempts=3, jitter=0)
+        client = RpcClient(server.reactor, "server", 9988, retryPolicy=policy)
+        client.factory.jitter = 0
+        outcomes: dict[int, list[Any]] = {}
+        idempotent: set[int] = set()
+        deferreds: list[Deferred[Any]] = []
+        cancelled: set[int] = set()
+
+        def record(result: Any, token: int) -> None:
+            outcomes[token].append(result)
+
+        for action in actions:
+            kind = action[0]
+            if kind == "call":
+                token = len(outcomes)
+                outcomes[token] = []
+                method = "wait" if action[2] else "run"
+                if action[1]:
+                    idempotent.add(token)
+                    d = client.withCallOptions(idempotent=True).callRemote(
+                        method, token
+                    )
+                else:
+                    d = client.callRemote(method, token)
+                d.addBoth(record, token)
+                deferreds.append(d)
+            elif kind == "answer":
+                waiting = sorted(handlers.waiting)
+                if waiting:
+                    handlers.answer(waiting[action[1] % len(waiting)])
+            elif kind == "cancel":
+                if deferreds:
+                    token = action[1] % len(deferreds)
+                    if not outcomes[token]:
+                        cancelled.add(token)
+                    deferreds[token].cancel()
+            elif kind == "goaway":
+                for connection in server.openConnections():
+                    connection.server.goaway("shutdown")
+            elif kind == "drop":
+                server.drop()
+            elif kind == "refuse":
+                server.refusing = True
+            elif kind == "accept":
+                server.refusing = False
+            elif kind == "flush":
+                server.flush()
+            elif kind == "advance":
+                server.reactor.advance(action[1])
+
+        server.refusing = False
+        for _ in range(50):
+            server.flush()
+            for token in sorted(handlers.waiting):
+                handlers.answer(token)
+            server.flush()
+            server.reactor.advance(client.factory.maxDelay)
+            if all(outcomes.values()) and not handlers.waiting:
+                break
+
+        runs: dict[int, int] = {}
+        for token in handlers.runs:
+            runs[token] = runs.get(token, 0) + 1
+        for token in idempotent:
+            results = outcomes[token]
+            self.assertEqual(len(results), 1, f"call {token} ended {results}")
+            result = results[0]
+            self.assertLessEqual(runs.get(token, 0), policy.maxAttempts)
+            if isinstance(result, Failure):
+                expected: list[type[BaseException]] = [CallLost]
+                if token in cancelled:
+                    expected.append(CancelledError)
+                self.assertTrue(result.check(*expected), f"call {token}: {result}")
+            else:
+                self.assertEqual(result, token)
+                self.assertGreaterEqual(runs.get(token, 0), 1)
+        extra = sum(max(runs.get(t, 0) - 1, 0) for t in idempotent)
+        self.assertLessEqual(extra, client.stats.retries)
+        others = {
+            t: o
+            for t, o in outcomes.items()
+            if t not in idempotent and t not in cancelled
+        }
+        assertExactlyOnce(
+            self, others, [t for t in handlers.runs if t not in idempotent]
+        )
+        self.assertEqual(client.pending, 0)
