@@ -1136,17 +1136,17 @@ class RpcClient:
         else fail it with L{CallLost}.
         """
         call.connection = None
-        if call.deferred is None:
-            return
         sending = call.sending
         idempotent = None if sending is None else sending.idempotent
         if idempotent is None:
             idempotent = call.method in self.idempotent
         # A stream whose items came is never restarted: the caller would see
-        # them twice.
+        # them twice.  (A call without a Deferred is never in flight; were
+        # one lost, sending it again would make it a notification.)
         if (
             not idempotent
             or self._closed
+            or call.deferred is None
             or (type(call) is _StreamCall and call.received)
         ):
             self.stats.lost += 1
@@ -1194,14 +1194,10 @@ class RpcClient:
         del self._retrying[call]
         self.stats.retries += 1
         queue = self._queue
-        if not queue:
-            self._submit(call)
-            return
         queue[call] = None
         queue.move_to_end(call, last=False)
         self._drain()
-        if queue:
-            self._connect()
+        self._connect()
 
     def connect(self) -> None:
         """
