@@ -58,7 +58,6 @@ from ._errors import (
     Unauthorized,
 )
 from ._retry import (
-    DEFAULT_POLICY,
     RetryPolicy,
     checkMethods,
     describedIdempotence,
@@ -398,7 +397,8 @@ class TcpRpcClient:
         self.idempotent = checkMethods(idempotent)
         if retryPolicy is not None and not isinstance(retryPolicy, RetryPolicy):
             raise TypeError(f"retryPolicy must be a RetryPolicy, not {retryPolicy!r}")
-        self.retryPolicy = DEFAULT_POLICY if retryPolicy is None else retryPolicy
+        # Each client its own: tests tune it, as they tune the factory.
+        self.retryPolicy = RetryPolicy() if retryPolicy is None else retryPolicy
         self.retries = 0
         # What system.describe said of each method's idempotence (describe()).
         self._described: dict[str, bool] = {}

@@ -79,7 +79,6 @@ from ._errors import (
 )
 from ._framing import LARGE_FRAME, packHeader, writeFrame
 from ._retry import (
-    DEFAULT_POLICY,
     RetryPolicy,
     checkMethods,
     describedIdempotence,
@@ -782,7 +781,8 @@ class RpcClient:
         self.idempotent = checkMethods(idempotent)
         if retryPolicy is not None and not isinstance(retryPolicy, RetryPolicy):
             raise TypeError(f"retryPolicy must be a RetryPolicy, not {retryPolicy!r}")
-        self.retryPolicy = DEFAULT_POLICY if retryPolicy is None else retryPolicy
+        # Each client its own: tests tune it, as they tune the factory.
+        self.retryPolicy = RetryPolicy() if retryPolicy is None else retryPolicy
         # What system.describe said of each method's idempotence (describe()),
         # and the methods of self.idempotent it said are not.
         self._described: dict[str, bool] = {}

@@ -164,10 +164,6 @@ def times(n: int) -> str:
     return "once" if n == 1 else f"{n} times"
 
 
-#: The policy of a client given none.
-DEFAULT_POLICY = RetryPolicy()
-
-
 def retryable(error: BaseException) -> bool:
     """
     May a call of an idempotent method that failed with C{error} be sent

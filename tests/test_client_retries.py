@@ -576,6 +576,8 @@ class ArgumentTests(SynchronousTestCase):
         client = RpcClient(MemoryServer(Registry()).reactor, "server", 9988)
         self.assertEqual(client.idempotent, frozenset())
         self.assertEqual(repr(client.retryPolicy), repr(RetryPolicy()))
+        other = RpcClient(MemoryServer(Registry()).reactor, "server", 9988)
+        self.assertIsNot(client.retryPolicy, other.retryPolicy)
 
 
 _actions = st.lists(

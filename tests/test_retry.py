@@ -21,7 +21,6 @@ from agilerpc import (
     RetryPolicy,
 )
 from agilerpc._retry import (
-    DEFAULT_POLICY,
     checkMethods,
     describedIdempotence,
     refusal,
@@ -53,7 +52,11 @@ class RetryDelayTests(SynchronousTestCase):
             (3, 0.05, 1.0),
         )
         self.assertEqual((policy.multiplier, policy.jitter), (2.0, 0.5))
-        self.assertEqual(repr(DEFAULT_POLICY), repr(policy))
+        self.assertEqual(
+            repr(policy),
+            "RetryPolicy(maxAttempts=3, initialBackoff=0.05, maxBackoff=1, "
+            "multiplier=2, jitter=0.5)",
+        )
 
     def test_attemptsCountTheFirst(self) -> None:
         """
