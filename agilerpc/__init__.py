@@ -30,6 +30,7 @@ from ._errors import (
     MessageTooLarge,
     MetadataTooLarge,
     MethodNotFound,
+    NotIdempotent,
     NotServed,
     QueueFull,
     RemoteError,
@@ -44,6 +45,7 @@ from ._errors import (
 from ._logging import jsonLogObserver
 from ._observers import IServerObserver
 from ._registry import Method, Registry, rpc
+from ._retry import RetryPolicy
 from ._server import RpcServerFactory, RpcServerProtocol
 from ._service import RpcService
 from ._streams import Stream
@@ -85,12 +87,14 @@ __all__ = [
     "MetadataTooLarge",
     "Method",
     "MethodNotFound",
+    "NotIdempotent",
     "NotServed",
     "QueueFull",
     "Registry",
     "RemoteError",
     "RemoteMessageTooLarge",
     "RequestTooLarge",
+    "RetryPolicy",
     "RpcCaller",
     "RpcClient",
     "RpcError",

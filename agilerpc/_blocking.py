@@ -12,7 +12,8 @@ With several servers (agileutil's C{servers=[...]}) it fails over:
 
 It needs no reactor, so it works in scripts, threads and web applications
 that do not run Twisted.  It keeps the promise of the Twisted client: the
-server's idle close is invisible, and no call is ever run twice.
+server's idle close is invisible, and no call is ever run twice, unless
+its caller declared it idempotent (see L{TcpRpcClient}).
 
 TLS (C{ssl_context}) wraps the socket with the standard library's L{ssl}.
 The socket stays non-blocking, which changes three things: decrypted bytes
@@ -55,6 +56,13 @@ from ._errors import (
     NotServed,
     RpcError,
     Unauthorized,
+)
+from ._retry import (
+    RetryPolicy,
+    checkMethods,
+    describedIdempotence,
+    refusal,
+    retryable,
 )
 from ._wire import HEADER
 
@@ -282,6 +290,13 @@ class TcpRpcClient:
     and dropped, so it is never returned as the answer to a later call.  The
     timed-out call is never sent again (it may or may not have run).
 
+    A call declared idempotent (C{call(..., idempotent=True)}, or a method
+    in the C{idempotent} set) that is lost in flight is sent again on a new
+    connection instead of raising L{CallLost}, as C{retryPolicy} says:
+    after a backoff (C{time.sleep}, holding the client's lock), a few times
+    at most, never past its deadline: the same rules as L{RpcClient}'s
+    (L{agilerpc._retry}).
+
     @param host: the server's host name or address (or give C{servers}).
     @param port: its TCP port.
     @param servers: instead of C{host} and C{port}, several servers, each a
@@ -315,6 +330,18 @@ class TcpRpcClient:
         timeout (seconds, or L{None}) and returns the socket; by default a TCP
         connection with C{TCP_NODELAY} on.  Anything with the socket methods
         the client uses will do: tests pass in-memory sockets.
+    @param idempotent: names of methods that are safe to run twice, retried
+        after a loss in flight; C{call(idempotent=...)} overrides it.  Empty
+        by default: nothing is retried unless a caller says so.
+    @param retryPolicy: how often and how soon they are sent again
+        (L{RetryPolicy}: by default 3 attempts in all, 0.05 s then 0.1 s
+        apart, with jitter).
+
+    @ivar idempotent: the C{idempotent} method names, a frozenset.
+    @ivar retryPolicy: the L{RetryPolicy}.
+    @ivar retries: how many times calls were sent again after a loss in
+        flight, since the client was made (a call sent three times counts
+        two).
     """
 
     def __init__(
@@ -332,6 +359,8 @@ class TcpRpcClient:
         socketFactory: Callable[[tuple[str, int], float | None], socket.socket]
         | None = None,
         streamBuffer: int = DEFAULT_STREAM_BUFFER,
+        idempotent: Iterable[str] = (),
+        retryPolicy: RetryPolicy | None = None,
     ) -> None:
         if servers is None:
             if host is None or port is None:
@@ -365,6 +394,16 @@ class TcpRpcClient:
         self._lock = threading.Lock()
         self._connection: _Connection | None = None
         self._closed = False
+        self.idempotent = checkMethods(idempotent)
+        if retryPolicy is not None and not isinstance(retryPolicy, RetryPolicy):
+            raise TypeError(f"retryPolicy must be a RetryPolicy, not {retryPolicy!r}")
+        # Each client its own: tests tune it, as they tune the factory.
+        self.retryPolicy = RetryPolicy() if retryPolicy is None else retryPolicy
+        self.retries = 0
+        # What system.describe said of each method's idempotence (describe()).
+        self._described: dict[str, bool] = {}
+        # Waits for a retry's backoff (tests record the delays instead).
+        self._sleep: Callable[[float], None] = time.sleep
 
     def __repr__(self) -> str:
         where = ", ".join(f"{host}:{port}" for host, port in self.servers)
@@ -392,7 +431,12 @@ class TcpRpcClient:
         @param metadata: str keys to str or bytes values sent with the
             request (see L{agilerpc.currentCall}).
         @param idempotent: the call may run twice: if its connection is lost
-            while it is in flight, it is sent again on a new connection.
+            while it is in flight, it is sent again on a new connection, as
+            the client's C{retryPolicy} says.  L{None}: whether C{func} is in
+            the client's C{idempotent} set.
+        @raise NotIdempotent: if the call asks to be retried (C{idempotent})
+            and the server's description (L{describe}) says C{func} is not
+            idempotent.  Nothing was sent.
         @raise FeatureNotSupported: with C{metadata}, if the server does not
             take metadata.  Nothing was sent.
         @raise MetadataTooLarge: if C{metadata} is larger than the server
@@ -406,7 +450,7 @@ class TcpRpcClient:
             the timeout.  It may or may not have run.
         @raise CallLost: if the connection closed (or the server broke the
             protocol) while the call was in flight, without the server saying
-            whether it ran.
+            whether it ran (for an idempotent call: each time it was sent).
         @raise InvalidResponse: if the server's response to the call cannot
             be decoded (it may have run), or the server broke the protocol
             before its hello (nothing was sent).
@@ -421,12 +465,21 @@ class TcpRpcClient:
         kwargs = _checkCall(func, args, kwargs)
         options = CallOptions(timeout, metadata, idempotent)
         timeout = self.timeout if options.timeout is None else options.timeout
+        retried = options.idempotent
+        if retried is None:
+            retried = func in self.idempotent
+        if retried:
+            refused = refusal(func, self._described)
+            if refused is not None:
+                raise refused
         deadline = self._deadline(timeout)
         with self._lock:
             if self._closed:
                 raise ClientClosed(f"{self!r} is closed")
             try:
-                return self._call(func, args, kwargs, deadline, options.metadata)
+                return self._call(
+                    func, args, kwargs, deadline, options.metadata, retried
+                )
             except TimeoutError as e:
                 if timeout is None or e.errno is not None or isinstance(e, RpcError):
                     raise
@@ -441,6 +494,20 @@ class TcpRpcClient:
                         "it may or may not have run"
                     ) from e
                 raise
+
+    def describe(self) -> dict[str, Any]:
+        """
+        Call C{system.describe} (PROTOCOL.md 7.2) and remember which methods
+        the server says are idempotent: from then on a call that asks to be
+        retried of a method described as not idempotent raises
+        L{NotIdempotent}, unsent.  It never makes a call retried that its
+        caller did not ask for.
+
+        @return: C{system.describe}'s result.
+        """
+        description: dict[str, Any] = self.call("system.describe", idempotent=True)
+        self._described = describedIdempotence(description)
+        return description
 
     def callStream(
         self,
@@ -637,7 +704,41 @@ class TcpRpcClient:
         kwargs: dict[str, Any] | None,
         deadline: float | None,
         metadata: dict[str, str | bytes] | None = None,
+        idempotent: bool = False,
     ) -> Any:
+        """
+        Make the call, and send it again after a loss in flight if it is
+        C{idempotent} and the retry policy allows.
+        """
+        lost = 0
+        while True:
+            try:
+                return self._attempt(func, args, kwargs, deadline, metadata)
+            except RpcError as e:
+                if not (idempotent and retryable(e)) or self._closed:
+                    raise
+                lost += 1
+                policy = self.retryPolicy
+                delay = policy.retryDelay(lost, time.monotonic(), deadline)
+                if delay is None:
+                    raise CallLost(f"{e.message}; {policy.giveUp(lost)}") from None
+                self._sleep(delay)
+                if self._closed:
+                    raise
+                self.retries += 1
+
+    def _attempt(
+        self,
+        func: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        deadline: float | None,
+        metadata: dict[str, str | bytes] | None,
+    ) -> Any:
+        """
+        Send the call, and again on a new connection each time a goaway
+        proves it did not run, until it is answered or lost.
+        """
         for _ in range(_MAX_RESENDS):
             connection = self._usableConnection(deadline)
             connection.outcome = None

@@ -21,7 +21,9 @@ decides where calls go and when to connect:
    (the connection is then aborted), calls in flight fail with L{CallLost}:
    they may have run, so resending them could run them twice.  Queued calls
    stay queued, and the endpoint reconnects with backoff while anything is
-   queued.
+   queued.  Only a call its caller declared idempotent (C{idempotent=},
+   L{withCallOptions}) is sent again instead, as L{agilerpc._retry} rules:
+   after a backoff, a few times at most, within its deadline.
  - After a goaway with nothing queued, the endpoint reconnects lazily, on
    the next call: reconnecting at once would keep every idle client
    connected forever and defeat the server's keepalive.
@@ -69,12 +71,20 @@ from ._errors import (
     CallLost,
     CallTimeout,
     ClientClosed,
+    NotIdempotent,
     QueueFull,
     RpcError,
     TLSRefused,
     Unauthorized,
 )
 from ._framing import LARGE_FRAME, packHeader, writeFrame
+from ._retry import (
+    RetryPolicy,
+    checkMethods,
+    describedIdempotence,
+    refusal,
+    times,
+)
 
 _log = Logger(namespace="agilerpc.client")
 
@@ -93,6 +103,8 @@ class ClientStats:
     @ivar remoteErrors: calls answered with an error.
     @ivar lost: calls failed with L{CallLost} (they may have run).
     @ivar resent: calls a goaway proved unrun, sent again.
+    @ivar retries: idempotent calls sent again after they were lost in
+        flight (each retry counts: a call sent three times counts two).
     @ivar cancelled: calls cancelled (including timeouts) before an answer.
     """
 
@@ -104,6 +116,7 @@ class ClientStats:
         "lost",
         "remoteErrors",
         "resent",
+        "retries",
     )
 
     def __init__(self) -> None:
@@ -113,6 +126,7 @@ class ClientStats:
         self.remoteErrors = 0
         self.lost = 0
         self.resent = 0
+        self.retries = 0
         self.cancelled = 0
 
 
@@ -123,25 +137,28 @@ class _Sending:
     @ivar expires: when its deadline passes, in C{reactor.seconds()}, or
         L{None}.
     @ivar metadata: its metadata, or L{None}.
-    @ivar idempotent: it may be sent again after its connection is lost.
+    @ivar idempotent: it may be sent again after its connection is lost;
+        L{None}: as the client's C{idempotent} set says of its method.
     @ivar trace: metadata that carries its trace context, sent only to a
         server that takes metadata, or L{None}.
     @ivar attempts: how many times it was sent.
+    @ivar lost: how many times it was lost in flight and sent again.
     """
 
-    __slots__ = ("attempts", "expires", "idempotent", "metadata", "trace")
+    __slots__ = ("attempts", "expires", "idempotent", "lost", "metadata", "trace")
 
     def __init__(
         self,
         expires: float | None,
         metadata: dict[str, str | bytes] | None = None,
-        idempotent: bool = False,
+        idempotent: bool | None = None,
     ) -> None:
         self.expires = expires
         self.metadata = metadata
         self.idempotent = idempotent
         self.trace: dict[str, str | bytes] | None = None
         self.attempts = 0
+        self.lost = 0
 
 
 class _Call:
@@ -194,12 +211,19 @@ class _Call:
         limit.
         """
         if isinstance(result, Failure) and result.check(CancelledError):
-            where = (
-                "while waiting for a connection"
-                if self.msgid < 0
-                else f"(msgid {self.msgid}; the server was asked to cancel it, "
-                "it may or may not have run)"
-            )
+            sending = self.sending
+            if self.msgid >= 0:
+                where = (
+                    f"(msgid {self.msgid}; the server was asked to cancel it, "
+                    "it may or may not have run)"
+                )
+            elif sending is not None and sending.lost:
+                where = (
+                    "while waiting to be sent again (it was lost in flight "
+                    f"{times(sending.lost)}: it may or may not have run)"
+                )
+            else:
+                where = "while waiting for a connection"
             return Failure(
                 CallTimeout(f"{self.method}() timed out after {timeout:g} s {where}")
             )
@@ -219,9 +243,11 @@ class _StreamCall(_Call):
     """
     A stream call: its Deferred fires at the stream's end, and its items go
     to C{stream}.
+
+    @ivar received: an item came: the stream is never sent again.
     """
 
-    __slots__ = ("stream", "window")
+    __slots__ = ("received", "stream", "window")
 
     def __init__(
         self,
@@ -238,6 +264,7 @@ class _StreamCall(_Call):
         """
         super().__init__(method, args, kwargs, None)
         self.window = window
+        self.received = False
         self.stream = RpcStream(method, self._taken, self._stop)
         d: Deferred[Any] = Deferred(self.cancel)
         if timeout is not None:
@@ -260,6 +287,9 @@ class _StreamCall(_Call):
         deferred = self.deferred
         if deferred is not None:
             deferred.cancel()
+
+
+_NO_OPTIONS = CallOptions()
 
 
 def _unsendable(call: _Call, error: Exception) -> None:
@@ -437,6 +467,7 @@ class RpcClientProtocol(Protocol):
             self._closeIfDone()
 
     def itemReceived(self, call: _StreamCall, item: Any) -> None:
+        call.received = True
         call.stream.itemReceived(item)
 
     def callFailed(self, call: _Call, error: RpcError) -> None:
@@ -510,16 +541,9 @@ class RpcClientProtocol(Protocol):
         self._failLost(lost, f"the connection was lost ({reason.getErrorMessage()})")
 
     def _failLost(self, lost: list[_Call], why: str) -> None:
-        self.client.stats.lost += len(lost)
+        client = self.client
         for call in lost:
-            call.connection = None
-            call.fail(
-                CallLost(
-                    f"{call.method}() (msgid {call.msgid}): {why} while it was in "
-                    "flight: it may or may not have run on the server, so it was "
-                    "not resent"
-                )
-            )
+            client._lostInFlight(call, why)
 
 
 class _Redial:
@@ -721,6 +745,17 @@ class RpcClient:
         server may send ahead of what its consumer has taken, at first.
     @param streamBuffer: then, the bytes of items it may send ahead: the
         window is sized from the items seen (from 2 to 4096 items).
+    @param idempotent: names of methods that are safe to run twice: a call
+        of one (or a stream that received no item yet) lost with its
+        connection is sent again as C{retryPolicy} says, instead of failing
+        with L{CallLost}.  L{withCallOptions} overrides it per call.  Empty
+        by default: nothing is ever retried unless a caller says so.
+    @param retryPolicy: how often and how soon such calls are sent again
+        (L{RetryPolicy}: by default 3 attempts in all, 0.05 s then 0.1 s
+        apart, with jitter), never past a call's deadline.
+
+    @ivar idempotent: the C{idempotent} method names, a frozenset.
+    @ivar retryPolicy: the L{RetryPolicy}.
     """
 
     def __init__(
@@ -738,9 +773,20 @@ class RpcClient:
         maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
         streamWindow: int = 16,
         streamBuffer: int = DEFAULT_STREAM_BUFFER,
+        idempotent: Iterable[str] = (),
+        retryPolicy: RetryPolicy | None = None,
     ) -> None:
         if not 1 <= streamWindow <= 2**32 - 1:
             raise ValueError("streamWindow must be from 1 to 2**32 - 1")
+        self.idempotent = checkMethods(idempotent)
+        if retryPolicy is not None and not isinstance(retryPolicy, RetryPolicy):
+            raise TypeError(f"retryPolicy must be a RetryPolicy, not {retryPolicy!r}")
+        # Each client its own: tests tune it, as they tune the factory.
+        self.retryPolicy = RetryPolicy() if retryPolicy is None else retryPolicy
+        # What system.describe said of each method's idempotence (describe()),
+        # and the methods of self.idempotent it said are not.
+        self._described: dict[str, bool] = {}
+        self._refused: frozenset[str] = frozenset()
         self.streamWindow = streamWindow
         self.streamBuffer = streamBuffer
         if endpoints is None:
@@ -780,6 +826,8 @@ class RpcClient:
         # backoff settings are the ones tests tune.
         self.factory = first.factory
         self._queue: OrderedDict[_Call, None] = OrderedDict()
+        # Calls lost in flight, waiting for their backoff to be sent again.
+        self._retrying: dict[_Call, IDelayedCall] = {}
         self._connections: set[RpcClientProtocol] = set()
         self._closed = False
         self.stats = ClientStats()
@@ -796,15 +844,19 @@ class RpcClient:
             L{RemoteError} (e.g. L{MethodNotFound}: the server's answer), or a
             L{LocalError}: L{CallLost} (it may have run), L{ClientClosed},
             L{QueueFull} or L{RequestTooLarge} (it was not sent),
-            L{CallTimeout}, L{InvalidResponse} or L{TLSRefused}.  Cancelling
-            it removes a queued call, or abandons an in-flight one and asks
-            the server to cancel it.
+            L{CallTimeout}, L{InvalidResponse}, L{TLSRefused} or
+            L{NotIdempotent} (a method of the client's C{idempotent} set that
+            the server described as not idempotent: it was not sent).
+            Cancelling it removes a queued call, or abandons an in-flight one
+            and asks the server to cancel it.
         """
         if self._closed:
             return fail(ClientClosed(f"{method}(): the client is closed"))
+        if self._refused and method in self._refused:
+            return fail(refusal(method, self._described))
         # self.pending, inline.
         queue = self._queue
-        pending = len(queue)
+        pending = len(queue) + len(self._retrying)
         for protocol in self._connections:
             pending += len(protocol.core.calls)
         if pending >= self.maxPending:
@@ -862,8 +914,12 @@ class RpcClient:
             metadata the call fails with L{FeatureNotSupported}, and past the
             server's limit with L{MetadataTooLarge}.  Not sent at all.
         @param idempotent: the calls may run twice: one lost with its
-            connection is sent again instead of failing with L{CallLost}.
-            L{None}: the client's default.
+            connection is sent again, as the client's C{retryPolicy} says,
+            instead of failing with L{CallLost}; a stream only if it
+            received no item.  L{None}: whether the method is in the
+            client's C{idempotent} set.  A call that asks for it of a method
+            the server described as not idempotent (see L{describe}) fails
+            at once with L{NotIdempotent}, unsent.
         @raise ValueError: if an option is invalid.
         """
         return RpcCaller(self, CallOptions(timeout, metadata, idempotent))
@@ -880,6 +936,9 @@ class RpcClient:
         """
         if self._closed:
             return fail(ClientClosed(f"{method}(): the client is closed"))
+        refused = self._refusal(method, options)
+        if refused is not None:
+            return fail(refused)
         pending = self.pending
         if pending >= self.maxPending:
             return fail(
@@ -908,8 +967,46 @@ class RpcClient:
         return _Sending(
             None if timeout is None else self._reactor.seconds() + timeout,
             options.metadata,
-            bool(options.idempotent),
+            options.idempotent,
         )
+
+    def _refusal(self, method: str, options: CallOptions) -> NotIdempotent | None:
+        """
+        The error to fail a call of C{method} with at once when it asks to
+        be retried (by C{options}, or the client's C{idempotent} set) and
+        the server described C{method} as not idempotent; else L{None}.
+        """
+        idempotent = options.idempotent
+        if idempotent is None:
+            idempotent = method in self.idempotent
+        if not idempotent:
+            return None
+        return refusal(method, self._described)
+
+    def describe(self) -> Deferred[dict[str, Any]]:
+        """
+        Call C{system.describe} (PROTOCOL.md 7.2) and remember which methods
+        the server says are idempotent: from then on a call that asks to be
+        retried (L{withCallOptions}C{(idempotent=True)}, or the client's
+        C{idempotent} set) of a method the server described as not
+        idempotent fails at once with L{NotIdempotent}, unsent.  It never
+        makes a call retried that its caller did not ask for.
+
+        With several endpoints, the description of the server that answers
+        is kept: they are meant to serve the same methods.
+
+        @return: a L{Deferred} of C{system.describe}'s result.
+        """
+        d = self._callWith(CallOptions(idempotent=True), "system.describe", (), {})
+        return d.addCallback(self._learn)
+
+    def _learn(self, description: Any) -> Any:
+        described = describedIdempotence(description)
+        self._described = described
+        self._refused = frozenset(
+            m for m in self.idempotent if described.get(m) is False
+        )
+        return description
 
     def callStream(self, method: str, *args: Any, **kwargs: Any) -> RpcStream:
         """
@@ -947,6 +1044,10 @@ class RpcClient:
             call.sending = self._sending(options, method, timeout)
         if self._closed:
             call.fail(ClientClosed(f"{method}(): the client is closed"))
+            return call.stream
+        refused = self._refusal(method, options or _NO_OPTIONS)
+        if refused is not None:
+            call.fail(refused)
             return call.stream
         if self.pending >= self.maxPending:
             call.fail(
@@ -993,9 +1094,10 @@ class RpcClient:
     @property
     def pending(self) -> int:
         """
-        How many calls are unanswered: queued, or in flight on a connection.
+        How many calls are unanswered: queued, in flight on a connection, or
+        waiting to be sent again after a loss.
         """
-        count = len(self._queue)
+        count = len(self._queue) + len(self._retrying)
         for protocol in self._connections:
             count += len(protocol.core.calls)
         return count
@@ -1020,8 +1122,82 @@ class RpcClient:
         self.stats.cancelled += 1
         if call in self._queue:
             del self._queue[call]
+        elif call in self._retrying:
+            self._retrying.pop(call).cancel()
         elif call.connection is not None:
             call.connection.cancelCall(call)
+
+    # -- retries ------------------------------------------------------------
+
+    def _lostInFlight(self, call: _Call, why: str) -> None:
+        """
+        C{call} was in flight when its connection was lost (C{why}): send it
+        again after its backoff if it is idempotent and the policy allows,
+        else fail it with L{CallLost}.
+        """
+        call.connection = None
+        sending = call.sending
+        idempotent = None if sending is None else sending.idempotent
+        if idempotent is None:
+            idempotent = call.method in self.idempotent
+        # A stream whose items came is never restarted: the caller would see
+        # them twice.  (A call without a Deferred is never in flight; were
+        # one lost, sending it again would make it a notification.)
+        if (
+            not idempotent
+            or self._closed
+            or call.deferred is None
+            or (type(call) is _StreamCall and call.received)
+        ):
+            self.stats.lost += 1
+            call.fail(
+                CallLost(
+                    f"{call.method}() (msgid {call.msgid}): {why} while it was in "
+                    "flight: it may or may not have run on the server, so it was "
+                    "not resent"
+                )
+            )
+            return
+        if sending is None:
+            sending = call.sending = _Sending(None, None, True)
+        lost = sending.lost = sending.lost + 1
+        policy = self.retryPolicy
+        delay = policy.retryDelay(lost, self._reactor.seconds(), sending.expires)
+        if delay is None:
+            self.stats.lost += 1
+            call.fail(
+                CallLost(
+                    f"{call.method}() (msgid {call.msgid}): {why} while it was in "
+                    "flight: it may or may not have run on the server; "
+                    + policy.giveUp(lost)
+                )
+            )
+            return
+        _log.debug(
+            "{method}() (msgid {msgid}) lost in flight ({why}); sending it again "
+            "in {delay:.3f} s (attempt {attempt} of {most})",
+            method=call.method,
+            msgid=call.msgid,
+            why=why,
+            delay=delay,
+            attempt=lost + 1,
+            most=policy.maxAttempts,
+        )
+        call.msgid = -1
+        self._retrying[call] = self._reactor.callLater(delay, self._resubmit, call)
+
+    def _resubmit(self, call: _Call) -> None:
+        """
+        C{call}'s backoff is over: send it again, before the calls queued
+        after it was first made.
+        """
+        del self._retrying[call]
+        self.stats.retries += 1
+        queue = self._queue
+        queue[call] = None
+        queue.move_to_end(call, last=False)
+        self._drain()
+        self._connect()
 
     def connect(self) -> None:
         """
@@ -1282,6 +1458,18 @@ class RpcClient:
             call.fail(
                 ClientClosed(
                     f"{call.method}(): the client was closed before it was sent"
+                )
+            )
+        retrying = list(self._retrying.items())
+        self._retrying.clear()
+        for call, delayed in retrying:
+            delayed.cancel()
+            assert call.sending is not None
+            call.fail(
+                ClientClosed(
+                    f"{call.method}(): the client was closed before it was sent "
+                    f"again; it was lost in flight {times(call.sending.lost)}, "
+                    "and may or may not have run"
                 )
             )
         if not self._connections:

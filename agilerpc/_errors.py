@@ -234,6 +234,14 @@ class CallLost(LocalError):
     """
 
 
+class NotIdempotent(LocalError):
+    """
+    The call asked to be retried after a loss (C{idempotent}), but the
+    server's C{system.describe}, which the client read, says its method is
+    not idempotent: it was not sent.
+    """
+
+
 class ClientClosed(LocalError):
     """
     The client was closed before the call could be sent or answered.

@@ -26,6 +26,7 @@ _MARK = "__agilerpc__"
 class _Mark:
     name: str | None
     thread: bool
+    idempotent: bool
 
 
 @overload
@@ -33,23 +34,32 @@ def rpc(func: _F, /) -> _F: ...
 
 
 @overload
-def rpc(*, name: str | None = None, thread: bool = False) -> Callable[[_F], _F]: ...
+def rpc(
+    *, name: str | None = None, thread: bool = False, idempotent: bool = False
+) -> Callable[[_F], _F]: ...
 
 
 def rpc(
-    func: _F | None = None, /, *, name: str | None = None, thread: bool = False
+    func: _F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    thread: bool = False,
+    idempotent: bool = False,
 ) -> _F | Callable[[_F], _F]:
     """
     Mark a function (or method) as an RPC handler.
 
     Use it bare (C{@rpc}) or with options (C{@rpc(name="math.add")},
-    C{@rpc(thread=True)} to run the handler in the reactor's thread pool).  It
-    returns the function unchanged: L{Registry.fromModule} and
-    L{Registry.registerObject} find marked functions and register them.
+    C{@rpc(thread=True)} to run the handler in the reactor's thread pool,
+    C{@rpc(idempotent=True)} to tell callers, through C{system.describe},
+    that running it twice does no harm).  It returns the function unchanged:
+    L{Registry.fromModule} and L{Registry.registerObject} find marked
+    functions and register them.
     """
 
     def mark(f: _F) -> _F:
-        setattr(f, _MARK, _Mark(name, thread))
+        setattr(f, _MARK, _Mark(name, thread, idempotent))
         return f
 
     if func is not None:
@@ -93,14 +103,32 @@ class Method:
     @ivar name: the name callers use.
     @ivar func: the callable.
     @ivar thread: run C{func} in the reactor's thread pool.
+    @ivar idempotent: its author says running it twice does no harm: clients
+        may retry a call of it lost with its connection (shown by
+        C{system.describe}).
     """
 
-    __slots__ = ("_maxArgs", "_minArgs", "func", "name", "signature", "thread")
+    __slots__ = (
+        "_maxArgs",
+        "_minArgs",
+        "func",
+        "idempotent",
+        "name",
+        "signature",
+        "thread",
+    )
 
-    def __init__(self, name: str, func: Callable[..., Any], thread: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        thread: bool,
+        idempotent: bool = False,
+    ) -> None:
         self.name = name
         self.func = func
         self.thread = thread
+        self.idempotent = idempotent
         try:
             self.signature: inspect.Signature | None = inspect.signature(func)
         except (TypeError, ValueError):
@@ -128,13 +156,14 @@ class Method:
     def describe(self) -> dict[str, Any]:
         """
         What C{system.describe} says of this method (docs/PROTOCOL.md
-        section 7.2): C{signature} (for display), C{doc}, and the same
-        signature in a form any language can read: C{params} and, when
-        annotated, C{returns}.
+        section 7.2): C{signature} (for display), C{doc}, whether it is
+        C{idempotent}, and the same signature in a form any language can
+        read: C{params} and, when annotated, C{returns}.
         """
         description: dict[str, Any] = {
             "signature": _display(self.signature),
             "doc": inspect.getdoc(self.func) or "",
+            "idempotent": self.idempotent,
         }
         if self.signature is None:
             return description
@@ -230,8 +259,9 @@ class Registry:
 
     def __init__(self) -> None:
         self._methods: dict[str, Method] = {}
-        self._add(Method("system.listMethods", self._listMethods, False))
-        self._add(Method("system.describe", self._describe, False))
+        # Both only read: safe to run twice.
+        self._add(Method("system.listMethods", self._listMethods, False, True))
+        self._add(Method("system.describe", self._describe, False, True))
 
     def _add(self, method: Method) -> None:
         if method.name in self._methods:
@@ -239,13 +269,18 @@ class Registry:
         self._methods[method.name] = method
 
     def register(
-        self, func: Callable[..., Any], name: str | None = None, thread: bool = False
+        self,
+        func: Callable[..., Any],
+        name: str | None = None,
+        thread: bool = False,
+        idempotent: bool = False,
     ) -> Method:
         """
         Register C{func} under C{name} (default: its C{__name__}).
 
         @param thread: run it in the reactor's thread pool, for handlers that
             block.
+        @param idempotent: running it twice does no harm (see L{rpc}).
         @raise ValueError: if the name is taken, empty or reserved.
         """
         if not callable(func):
@@ -260,7 +295,9 @@ class Registry:
             raise ValueError("a method name cannot be empty")
         if name.startswith("system."):
             raise ValueError(f"{name!r}: names starting with 'system.' are reserved")
-        method = Method(name, func, thread)
+        if type(idempotent) is not bool:
+            raise TypeError(f"idempotent must be True or False, not {idempotent!r}")
+        method = Method(name, func, thread, idempotent)
         self._add(method)
         return method
 
@@ -282,7 +319,7 @@ class Registry:
                 # The same function seen twice (a module that re-exports
                 # another's handlers, both added): serve it once.
                 continue
-            self.register(value, name, mark.thread)
+            self.register(value, name, mark.thread, mark.idempotent)
             count += 1
         return count
 

@@ -399,7 +399,8 @@ class ClientCollector:
     connection, calls unanswered (queued or in flight), whether a connection
     is ready, and how many of its servers have a ready connection; and
     counters from its L{ClientStats}: connections (ready or failed), calls by
-    outcome, calls resent after a goaway.
+    outcome, calls resent after a goaway, retries of idempotent calls lost
+    in flight.
     """
 
     def __init__(
@@ -471,3 +472,11 @@ class ClientCollector:
         )
         resent.add_metric([self.name], stats.resent)
         yield resent
+        retries = CounterMetricFamily(
+            f"{p}_retries",
+            "Idempotent calls sent again after they were lost in flight (each "
+            "retry counts once).",
+            labels=["client"],
+        )
+        retries.add_metric([self.name], stats.retries)
+        yield retries

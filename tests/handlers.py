@@ -28,10 +28,10 @@ def sayHello(name: str) -> str:
     return "hello " + name
 
 
-@agilerpc.rpc
+@agilerpc.rpc(idempotent=True)
 def echo(x: Any) -> Any:
     """
-    Return C{x} unchanged.
+    Return C{x} unchanged (idempotent: running it twice does no harm).
     """
     return x
 

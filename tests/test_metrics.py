@@ -935,8 +935,44 @@ class ClientCollectorTests(SynchronousTestCase):
                 'agilerpc_client_calls_total{client="c",outcome="lost"} 1.0',
                 'agilerpc_client_calls_total{client="c",outcome="cancelled"} 1.0',
                 'agilerpc_client_resent_calls_total{client="c"} 1.0',
+                'agilerpc_client_retries_total{client="c"} 0.0',
             ],
         )
+
+    def test_retriesCounted(self) -> None:
+        """
+        An idempotent call lost in flight and sent again counts one retry;
+        it is not counted lost, and its answer counts ok.
+        """
+        registry = Registry()
+        pending: list[Deferred[Any]] = []
+
+        def later() -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            pending.append(d)
+            return d
+
+        registry.register(later)
+        server = MemoryServer(registry)
+        client = RpcClient(server.reactor, "server", 9988, idempotent={"later"})
+        collector = ClientCollector(client, name="c")
+        d = client.callRemote("later")
+        server.flush()
+        server.drop()
+        # The backoff, then the endpoint's reconnect delay.
+        server.advance(1)
+        server.advance(1)
+        self.assertEqual(len(pending), 2)
+        pending[1].callback("done")
+        server.flush()
+        self.assertEqual(self.successResultOf(d), "done")
+        lines = self.scrape(collector)
+        for expected in [
+            'agilerpc_client_retries_total{client="c"} 1.0',
+            'agilerpc_client_calls_total{client="c",outcome="lost"} 0.0',
+            'agilerpc_client_calls_total{client="c",outcome="ok"} 1.0',
+        ]:
+            self.assertIn(expected, lines)
 
 
 class TwistdMetricsTests(SynchronousTestCase):

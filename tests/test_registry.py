@@ -105,6 +105,23 @@ class RpcMarkerTests(SynchronousTestCase):
         assert mark is not None
         self.assertEqual((mark.name, mark.thread), (None, True))
 
+    def test_idempotent(self) -> None:
+        """
+        C{@rpc(idempotent=True)} records that the method may run twice; a
+        bare C{@rpc} says it may not.
+        """
+
+        @rpc(idempotent=True)
+        def f() -> None:
+            pass
+
+        mark = _markOf(f)
+        assert mark is not None
+        self.assertTrue(mark.idempotent)
+        plainMark = _markOf(rpc(lambda: None))
+        assert plainMark is not None
+        self.assertFalse(plainMark.idempotent)
+
     def test_unmarked(self) -> None:
         """
         A function never passed to L{rpc} has no mark, and marking registers
@@ -399,6 +416,7 @@ class BuiltinTests(SynchronousTestCase):
             {
                 "signature": "(a: int, b: int = 2) -> int",
                 "doc": "Add two numbers.",
+                "idempotent": False,
                 "params": [
                     {
                         "name": "a",
@@ -432,11 +450,49 @@ class BuiltinTests(SynchronousTestCase):
             {
                 "signature": "(x)",
                 "doc": "",
+                "idempotent": False,
                 "params": [
                     {"name": "x", "kind": "positional_or_keyword", "required": True}
                 ],
             },
         )
+
+    def test_describeIdempotent(self) -> None:
+        """
+        C{system.describe} says which methods are idempotent: those
+        registered with C{idempotent=True} or marked C{@rpc(idempotent=True)},
+        and the two built-ins, which only read; every other is not.
+        """
+        self.registry.register(plain, name="get", idempotent=True)
+
+        @rpc(idempotent=True)
+        def put(x: int) -> None:
+            pass
+
+        self.registry.registerMarked([("put", put)])
+        description = self.call("system.describe")
+        self.assertEqual(
+            {name: entry["idempotent"] for name, entry in description.items()},
+            {
+                "get": True,
+                "math.plain": False,
+                "put": True,
+                "system.describe": True,
+                "system.listMethods": True,
+            },
+        )
+        method = self.registry.lookup("get")
+        assert method is not None
+        self.assertTrue(method.idempotent)
+
+    def test_idempotentMustBeBool(self) -> None:
+        """
+        C{register(idempotent=...)} takes True or False only: a truthy
+        string would mark a method by mistake.
+        """
+        with self.assertRaises(TypeError):
+            self.registry.register(plain, name="x", idempotent="no")  # type: ignore[arg-type]
+        self.assertNotIn("x", self.registry)
 
     def test_describeNoSignature(self) -> None:
         """
