@@ -629,15 +629,15 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         method: str,
         result: Any,
         later: Deferred[Any] | None,
-        deadline: float | None,
+        expires: float | None,
     ) -> None:
         """
         The request C{msgid}'s handler returned C{result}, and C{later} is
-        what to wait for (see L{deferred}): answer it when that fires, within
-        C{deadline} seconds, or at once.
+        what to wait for (see L{deferred}): answer it when that fires, by
+        C{expires} (in the reactor's time) if set, or at once.
         """
         if later is not None:
-            self._callStarted(msgid, later, method, deadline=deadline)
+            self._callStarted(msgid, later, method, expires=expires)
         elif kinds[type(result)] is STREAM:
             closeStream(result)
             error = InvalidRequest(f"{method} is a stream: call it as one")
@@ -673,7 +673,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             later = deferred(result)
         finally:
             _resetCurrent(token)
-        self._answerLater(msgid, method, result, later, deadline)
+        self._answerLater(msgid, method, result, later, expires)
 
     def _otherMessage(
         self,
@@ -771,7 +771,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._streamAwaitingCredit,
             context,
         )
-        self._callStarted(msgid, stream.done, method, stream, deadline)
+        self._callStarted(msgid, stream.done, method, stream, expires)
 
     def _streamAwaitingCredit(self, awaiting: bool) -> None:
         """
@@ -797,21 +797,24 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         call: Deferred[Any],
         method: str,
         handle: Any = None,
-        deadline: float | None = None,
+        expires: float | None = None,
     ) -> None:
         """
         The request C{msgid} is outstanding until C{call} fires, or its
-        C{deadline} (in seconds) passes; C{handle} (C{call} itself by
-        default) is what a cancel, a credit or the deadline acts on.
+        deadline passes at C{expires} (in the reactor's time; its timer
+        counts from when the request was read, not from when its handler
+        returned); C{handle} (C{call} itself by default) is what a cancel, a
+        credit or the deadline acts on.
         """
         connection = self.connection
         if not connection.outstanding:
             self.setTimeout(None)  # type: ignore[no-untyped-call]
         if connection.callStarted(msgid, call if handle is None else handle):
             self._updateReading()
-        if deadline is not None:
-            timer = self.factory.reactor.callLater(
-                deadline, self._deadlinePassed, msgid
+        if expires is not None:
+            reactor = self.factory.reactor
+            timer = reactor.callLater(
+                max(expires - reactor.seconds(), 0), self._deadlinePassed, msgid
             )
             call.addBoth(_stopTimer, timer)
         call.addCallbacks(

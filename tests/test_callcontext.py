@@ -103,7 +103,14 @@ class ContextServerTestCase(ServerTestCase):
         def told() -> None:
             self.seen.append(currentCall())
 
+        def slowStart(key: str) -> Deferred[str]:
+            # Its synchronous part takes 1.5 s before it returns a Deferred.
+            self.reactor.advance(1.5)
+            return slow(key)
+
         for f in (plain, slow, awaiting, generatorStyle, items, asyncItems, told):
+            registry.register(f)
+        for f in (slowStart,):
             registry.register(f)
         registry.register(endless)
         registry.register(inThread, thread=True)
@@ -142,6 +149,19 @@ class DeadlineTests(ContextServerTestCase):
         self.assertEqual(response[2]["type"], "DeadlineExceeded")
         self.assertIsNone(response[3])
         self.assertEqual(connection.protocol.inFlight, 0)
+
+    def test_countedFromArrival(self) -> None:
+        """
+        A deadline counts from when the request was read, not from when its
+        handler returned: the 1.5 s its synchronous part took are part of it.
+        """
+        connection = self.connect()
+        connection.send(options(3, "slowStart", ["a"], deadline=2.0))
+        self.reactor.advance(0.499)
+        self.assertEqual(self.cancelled, [])
+        self.reactor.advance(0.001)
+        self.assertEqual(self.cancelled, ["a"])
+        connection.received()
 
     def test_answeredInTime(self) -> None:
         """
