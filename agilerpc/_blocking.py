@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import implementer
 
@@ -57,6 +57,11 @@ from ._errors import (
     Unauthorized,
 )
 from ._wire import HEADER
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from ._otel import ClientTracing
 
 # How many goaways, at most, one call follows that prove it was not run
 # before giving up: only a server that closes every new connection before
@@ -315,6 +320,15 @@ class TcpRpcClient:
         timeout (seconds, or L{None}) and returns the socket; by default a TCP
         connection with C{TCP_NODELAY} on.  Anything with the socket methods
         the client uses will do: tests pass in-memory sockets.
+    @param tracing: start an OpenTelemetry CLIENT span for each call and
+        stream (the child of the current span), and send its trace context
+        with it as metadata, to a server that takes metadata (needs
+        C{agilerpc[otel]}).  A stream's span runs from its first item asked
+        for to its end, or to its generator's close (C{CancelledError}).
+    @param tracerProvider: with C{tracing}, where the spans go; L{None}:
+        OpenTelemetry's global provider.
+    @raise ImportError: with C{tracing}, if opentelemetry-api is not
+        installed.
     """
 
     def __init__(
@@ -332,6 +346,8 @@ class TcpRpcClient:
         socketFactory: Callable[[tuple[str, int], float | None], socket.socket]
         | None = None,
         streamBuffer: int = DEFAULT_STREAM_BUFFER,
+        tracing: bool = False,
+        tracerProvider: TracerProvider | None = None,
     ) -> None:
         if servers is None:
             if host is None or port is None:
@@ -365,6 +381,11 @@ class TcpRpcClient:
         self._lock = threading.Lock()
         self._connection: _Connection | None = None
         self._closed = False
+        self._tracing: ClientTracing | None = None
+        if tracing:
+            from ._otel import ClientTracing
+
+            self._tracing = ClientTracing(tracerProvider, addresses)
 
     def __repr__(self) -> str:
         where = ", ".join(f"{host}:{port}" for host, port in self.servers)
@@ -422,11 +443,19 @@ class TcpRpcClient:
         options = CallOptions(timeout, metadata, idempotent)
         timeout = self.timeout if options.timeout is None else options.timeout
         deadline = self._deadline(timeout)
-        with self._lock:
+        span = None if self._tracing is None else self._tracing.start(func)
+        with self._lock, contextlib.nullcontext() if span is None else span:
             if self._closed:
                 raise ClientClosed(f"{self!r} is closed")
             try:
-                return self._call(func, args, kwargs, deadline, options.metadata)
+                return self._call(
+                    func,
+                    args,
+                    kwargs,
+                    deadline,
+                    options.metadata,
+                    None if span is None else span.metadata,
+                )
             except TimeoutError as e:
                 if timeout is None or e.errno is not None or isinstance(e, RpcError):
                     raise
@@ -479,7 +508,24 @@ class TcpRpcClient:
         if not 1 <= window <= 2**32 - 1:
             raise ValueError("window must be from 1 to 2**32 - 1")
         options = CallOptions(timeout, metadata)
+        if self._tracing is not None:
+            return self._tracedStream(func, args, kwargs, window, options)
         return self._stream(func, args, kwargs, window, options)
+
+    def _tracedStream(
+        self,
+        func: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        window: int,
+        options: CallOptions,
+    ) -> Generator[Any, None, None]:
+        """
+        L{_stream}, in a span from its first item asked for to its end.
+        """
+        assert self._tracing is not None
+        with self._tracing.start(func) as span:
+            yield from self._stream(func, args, kwargs, window, options, span.metadata)
 
     def _stream(
         self,
@@ -488,6 +534,7 @@ class TcpRpcClient:
         kwargs: dict[str, Any] | None,
         window: int,
         options: CallOptions,
+        trace: dict[str, str | bytes] | None = None,
     ) -> Generator[Any, None, None]:
         end = None if options.timeout is None else time.monotonic() + options.timeout
         with self._lock:
@@ -502,6 +549,7 @@ class TcpRpcClient:
                     func,
                     None if end is None else end - time.monotonic(),
                     options.metadata,
+                    trace,
                 )
                 msgid, payload = core.sendStream(
                     _CALL, func, args, kwargs, window, sendOptions
@@ -637,6 +685,7 @@ class TcpRpcClient:
         kwargs: dict[str, Any] | None,
         deadline: float | None,
         metadata: dict[str, str | bytes] | None = None,
+        trace: dict[str, str | bytes] | None = None,
     ) -> Any:
         for _ in range(_MAX_RESENDS):
             connection = self._usableConnection(deadline)
@@ -644,11 +693,12 @@ class TcpRpcClient:
             core = connection.core
             options = (
                 None
-                if deadline is None and metadata is None
+                if deadline is None and metadata is None and trace is None
                 else core.options(
                     func,
                     None if deadline is None else deadline - time.monotonic(),
                     metadata,
+                    trace,
                 )
             )
             msgid, payload = core.sendRequest(_CALL, func, args, kwargs, options)
