@@ -441,21 +441,30 @@ class TcpRpcClient:
         """
         kwargs = _checkCall(func, args, kwargs)
         options = CallOptions(timeout, metadata, idempotent)
+        if self._tracing is not None:
+            with self._tracing.start(func) as span:
+                return self._callWith(func, args, kwargs, options, span.metadata)
+        return self._callWith(func, args, kwargs, options)
+
+    def _callWith(
+        self,
+        func: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        options: CallOptions,
+        trace: dict[str, str | bytes] | None = None,
+    ) -> Any:
+        """
+        L{call}, its arguments checked; C{trace}: metadata that carries its
+        trace context, sent only to a server that takes metadata.
+        """
         timeout = self.timeout if options.timeout is None else options.timeout
         deadline = self._deadline(timeout)
-        span = None if self._tracing is None else self._tracing.start(func)
-        with self._lock, contextlib.nullcontext() if span is None else span:
+        with self._lock:
             if self._closed:
                 raise ClientClosed(f"{self!r} is closed")
             try:
-                return self._call(
-                    func,
-                    args,
-                    kwargs,
-                    deadline,
-                    options.metadata,
-                    None if span is None else span.metadata,
-                )
+                return self._call(func, args, kwargs, deadline, options.metadata, trace)
             except TimeoutError as e:
                 if timeout is None or e.errno is not None or isinstance(e, RpcError):
                     raise
