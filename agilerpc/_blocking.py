@@ -35,7 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import implementer
 
@@ -65,6 +65,11 @@ from ._retry import (
     retryable,
 )
 from ._wire import HEADER
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from ._otel import ClientTracing
 
 # How many goaways, at most, one call follows that prove it was not run
 # before giving up: only a server that closes every new connection before
@@ -337,6 +342,16 @@ class TcpRpcClient:
         (L{RetryPolicy}: by default 3 attempts in all, 0.05 s then 0.1 s
         apart, with jitter).
 
+    @param tracing: start an OpenTelemetry CLIENT span for each call and
+        stream (the child of the current span), and send its trace context
+        with it as metadata, to a server that takes metadata (needs
+        C{agilerpc[otel]}).  A stream's span runs from its first item asked
+        for to its end, or to its generator's close (C{CancelledError}).
+    @param tracerProvider: with C{tracing}, where the spans go; L{None}:
+        OpenTelemetry's global provider.
+    @raise ImportError: with C{tracing}, if opentelemetry-api is not
+        installed.
+
     @ivar idempotent: the C{idempotent} method names, a frozenset.
     @ivar retryPolicy: the L{RetryPolicy}.
     @ivar retries: how many times calls were sent again after a loss in
@@ -361,6 +376,8 @@ class TcpRpcClient:
         streamBuffer: int = DEFAULT_STREAM_BUFFER,
         idempotent: Iterable[str] = (),
         retryPolicy: RetryPolicy | None = None,
+        tracing: bool = False,
+        tracerProvider: TracerProvider | None = None,
     ) -> None:
         if servers is None:
             if host is None or port is None:
@@ -404,6 +421,11 @@ class TcpRpcClient:
         self._described: dict[str, bool] = {}
         # Waits for a retry's backoff (tests record the delays instead).
         self._sleep: Callable[[float], None] = time.sleep
+        self._tracing: ClientTracing | None = None
+        if tracing:
+            from ._otel import ClientTracing
+
+            self._tracing = ClientTracing(tracerProvider, addresses)
 
     def __repr__(self) -> str:
         where = ", ".join(f"{host}:{port}" for host, port in self.servers)
@@ -464,6 +486,23 @@ class TcpRpcClient:
         """
         kwargs = _checkCall(func, args, kwargs)
         options = CallOptions(timeout, metadata, idempotent)
+        if self._tracing is not None:
+            with self._tracing.start(func) as span:
+                return self._callWith(func, args, kwargs, options, span.metadata)
+        return self._callWith(func, args, kwargs, options)
+
+    def _callWith(
+        self,
+        func: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        options: CallOptions,
+        trace: dict[str, str | bytes] | None = None,
+    ) -> Any:
+        """
+        L{call}, its arguments checked; C{trace}: metadata that carries its
+        trace context, sent only to a server that takes metadata.
+        """
         timeout = self.timeout if options.timeout is None else options.timeout
         retried = options.idempotent
         if retried is None:
@@ -478,7 +517,7 @@ class TcpRpcClient:
                 raise ClientClosed(f"{self!r} is closed")
             try:
                 return self._call(
-                    func, args, kwargs, deadline, options.metadata, retried
+                    func, args, kwargs, deadline, options.metadata, retried, trace
                 )
             except TimeoutError as e:
                 if timeout is None or e.errno is not None or isinstance(e, RpcError):
@@ -546,7 +585,24 @@ class TcpRpcClient:
         if not 1 <= window <= 2**32 - 1:
             raise ValueError("window must be from 1 to 2**32 - 1")
         options = CallOptions(timeout, metadata)
+        if self._tracing is not None:
+            return self._tracedStream(func, args, kwargs, window, options)
         return self._stream(func, args, kwargs, window, options)
+
+    def _tracedStream(
+        self,
+        func: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        window: int,
+        options: CallOptions,
+    ) -> Generator[Any, None, None]:
+        """
+        L{_stream}, in a span from its first item asked for to its end.
+        """
+        assert self._tracing is not None
+        with self._tracing.start(func) as span:
+            yield from self._stream(func, args, kwargs, window, options, span.metadata)
 
     def _stream(
         self,
@@ -555,6 +611,7 @@ class TcpRpcClient:
         kwargs: dict[str, Any] | None,
         window: int,
         options: CallOptions,
+        trace: dict[str, str | bytes] | None = None,
     ) -> Generator[Any, None, None]:
         end = None if options.timeout is None else time.monotonic() + options.timeout
         with self._lock:
@@ -569,6 +626,7 @@ class TcpRpcClient:
                     func,
                     None if end is None else end - time.monotonic(),
                     options.metadata,
+                    trace,
                 )
                 msgid, payload = core.sendStream(
                     _CALL, func, args, kwargs, window, sendOptions
@@ -705,6 +763,7 @@ class TcpRpcClient:
         deadline: float | None,
         metadata: dict[str, str | bytes] | None = None,
         idempotent: bool = False,
+        trace: dict[str, str | bytes] | None = None,
     ) -> Any:
         """
         Make the call, and send it again after a loss in flight if it is
@@ -713,7 +772,7 @@ class TcpRpcClient:
         lost = 0
         while True:
             try:
-                return self._attempt(func, args, kwargs, deadline, metadata)
+                return self._attempt(func, args, kwargs, deadline, metadata, trace)
             except RpcError as e:
                 if not (idempotent and retryable(e)) or self._closed:
                     raise
@@ -734,6 +793,7 @@ class TcpRpcClient:
         kwargs: dict[str, Any] | None,
         deadline: float | None,
         metadata: dict[str, str | bytes] | None,
+        trace: dict[str, str | bytes] | None = None,
     ) -> Any:
         """
         Send the call, and again on a new connection each time a goaway
@@ -745,11 +805,12 @@ class TcpRpcClient:
             core = connection.core
             options = (
                 None
-                if deadline is None and metadata is None
+                if deadline is None and metadata is None and trace is None
                 else core.options(
                     func,
                     None if deadline is None else deadline - time.monotonic(),
                     metadata,
+                    trace,
                 )
             )
             msgid, payload = core.sendRequest(_CALL, func, args, kwargs, options)

@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import ConnectionDone
@@ -86,10 +86,18 @@ from ._retry import (
     times,
 )
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from ._otel import ClientSpan, ClientTracing
+
 _log = Logger(namespace="agilerpc.client")
 
 # An enum member is slower to look up than a global, on every answer.
 _READY = State.READY
+
+# What callRemote is, for a client that traces it (see _tracedCallRemote).
+_NO_OPTIONS = CallOptions()
 
 
 class ClientStats:
@@ -257,10 +265,13 @@ class _StreamCall(_Call):
         window: int,
         timeout: float | None = None,
         reactor: Any = None,
+        ended: Callable[[Any], Any] | None = None,
     ) -> None:
         """
         @param timeout: with C{reactor}, the seconds the whole stream may
             take; past them it is cancelled and fails with L{CallTimeout}.
+        @param ended: called with the stream's end (its result, or a
+            L{Failure}) before its consumer hears of it, and returns it.
         """
         super().__init__(method, args, kwargs, None)
         self.window = window
@@ -269,6 +280,8 @@ class _StreamCall(_Call):
         d: Deferred[Any] = Deferred(self.cancel)
         if timeout is not None:
             d.addTimeout(timeout, reactor, self.timedOut)
+        if ended is not None:
+            d.addBoth(ended)
         d.addCallbacks(self.stream.endReceived, self.stream.failed)
         self.deferred = d
 
@@ -754,6 +767,15 @@ class RpcClient:
         (L{RetryPolicy}: by default 3 attempts in all, 0.05 s then 0.1 s
         apart, with jitter), never past a call's deadline.
 
+    @param tracing: start an OpenTelemetry CLIENT span for each call,
+        stream and notification (the child of the current span), and send
+        its trace context with it as metadata, to a server that takes
+        metadata (needs C{agilerpc[otel]}; see L{agilerpc._otel}).
+    @param tracerProvider: with C{tracing}, where the spans go; L{None}:
+        OpenTelemetry's global provider.
+    @raise ImportError: with C{tracing}, if opentelemetry-api is not
+        installed.
+
     @ivar idempotent: the C{idempotent} method names, a frozenset.
     @ivar retryPolicy: the L{RetryPolicy}.
     """
@@ -775,6 +797,8 @@ class RpcClient:
         streamBuffer: int = DEFAULT_STREAM_BUFFER,
         idempotent: Iterable[str] = (),
         retryPolicy: RetryPolicy | None = None,
+        tracing: bool = False,
+        tracerProvider: TracerProvider | None = None,
     ) -> None:
         if not 1 <= streamWindow <= 2**32 - 1:
             raise ValueError("streamWindow must be from 1 to 2**32 - 1")
@@ -833,6 +857,16 @@ class RpcClient:
         self.stats = ClientStats()
         self._closing: Deferred[None] | None = None
         self._closeDeadline: IDelayedCall | None = None
+        self._tracing: ClientTracing | None = None
+        if tracing:
+            from ._otel import ClientTracing
+
+            self._tracing = ClientTracing(
+                tracerProvider, [(e.host, e.port) for e in self._endpoints]
+            )
+            # Traced calls take the way of calls with options: callRemote,
+            # the untraced hot path, gets no check for them.
+            self.callRemote = self._tracedCallRemote  # type: ignore[method-assign]
 
     # -- the caller's side --------------------------------------------------
 
@@ -887,6 +921,15 @@ class RpcClient:
             self._submit(call)
         return d
 
+    def _tracedCallRemote(
+        self, method: str, *args: Any, **kwargs: Any
+    ) -> Deferred[Any]:
+        """
+        L{callRemote} of a client with C{tracing}: the call with the
+        client's defaults, and a span.
+        """
+        return self._callWith(_NO_OPTIONS, method, args, kwargs)
+
     def withCallOptions(
         self,
         timeout: float | None = None,
@@ -930,10 +973,18 @@ class RpcClient:
         method: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        span: ClientSpan | None = None,
     ) -> Deferred[Any]:
         """
-        L{callRemote} with C{options}.
+        L{callRemote} with C{options}; C{span}: its trace span, given when
+        the client traces calls.
         """
+        if span is None and self._tracing is not None:
+            # The span covers the whole call, refused at once or answered.
+            span = self._tracing.start(method)
+            return self._callWith(options, method, args, kwargs, span).addBoth(
+                span.ended
+            )
         if self._closed:
             return fail(ClientClosed(f"{method}(): the client is closed"))
         refused = self._refusal(method, options)
@@ -953,6 +1004,8 @@ class RpcClient:
         call.client = self
         timeout = self.timeout if options.timeout is None else options.timeout
         call.sending = self._sending(options, method, timeout)
+        if span is not None:
+            call.sending.trace = span.metadata
         if timeout is not None:
             d.addTimeout(timeout, self._reactor, call.timedOut)
         self._submit(call)
@@ -1037,10 +1090,20 @@ class RpcClient:
         L{callStream}, with C{options}.
         """
         timeout = None if options is None else options.timeout
+        span = None if self._tracing is None else self._tracing.start(method)
         call = _StreamCall(
-            method, list(args), kwargs, self.streamWindow, timeout, self._reactor
+            method,
+            list(args),
+            kwargs,
+            self.streamWindow,
+            timeout,
+            self._reactor,
+            None if span is None else span.ended,
         )
-        if options is not None:
+        if span is not None:
+            call.sending = self._sending(options or _NO_OPTIONS, method, timeout)
+            call.sending.trace = span.metadata
+        elif options is not None:
             call.sending = self._sending(options, method, timeout)
         if self._closed:
             call.fail(ClientClosed(f"{method}(): the client is closed"))
@@ -1078,10 +1141,23 @@ class RpcClient:
         method: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        span: ClientSpan | None = None,
     ) -> None:
         """
-        L{notify}, with C{options}: only their metadata matters.
+        L{notify}, with C{options}: only their metadata matters; C{span}:
+        its trace span, given when the client traces calls.
         """
+        if span is None and self._tracing is not None:
+            # The span ends when the notification is sent or queued.
+            span = self._tracing.start(method)
+            try:
+                self._notifyWith(options, method, args, kwargs, span)
+            except BaseException as e:
+                span.failed(e)
+                raise
+            finally:
+                span.span.end()
+            return
         if self._closed:
             raise ClientClosed(f"{method}(): the client is closed")
         if len(self._queue) >= self.maxPending:
@@ -1089,6 +1165,10 @@ class RpcClient:
         call = _Call(method, list(args), kwargs, None)
         if options is not None and options.metadata:
             call.sending = _Sending(None, options.metadata)
+        if span is not None:
+            if call.sending is None:
+                call.sending = _Sending(None)
+            call.sending.trace = span.metadata
         self._submit(call)
 
     @property

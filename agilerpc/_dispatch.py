@@ -63,6 +63,13 @@ class Dispatcher:
         # ever adds to.
         self._methods = registry._methods
 
+    def serves(self, name: str) -> bool:
+        """
+        Whether C{name} is a method this dispatcher runs: registered, or
+        built in.
+        """
+        return name in self._methods or name in self.builtins
+
     def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """
         Run the handler for C{name} and return what it returned: a plain

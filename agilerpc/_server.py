@@ -79,8 +79,10 @@ from ._streams import ServerStream, StreamPump, closeStream
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
     from twisted.python.failure import Failure as _Failure
 
+    from ._otel import ServerTracing
     from ._registry import Registry
 
 _log = Logger(namespace="agilerpc.server")
@@ -177,9 +179,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         self.connection = ServerConnection(factory.settings)
         self._dispatcher = factory.dispatcher
         self._observer = factory.observer
-        # Every call has a deadline (the server's maxCallTime): none takes
-        # the hot path, which sets none.
-        self._timed = factory.settings.maxCallTime is not None
+        self._tracing = factory.tracing
+        # Every call has a deadline (the server's maxCallTime), or a span:
+        # none takes the hot path, which sets neither.
+        self._timed = (
+            factory.settings.maxCallTime is not None or self._tracing is not None
+        )
         # Read on the hot path: as instance attributes, not class defaults,
         # so that attribute lookups take the interpreter's fast path.
         self.state = SERVING
@@ -661,6 +666,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         if self._observer is not None:
             self._starts[msgid] = self.factory.timer()
         token = _setCurrent((request, self, expires))
+        tracing = self._tracing
+        traced = None if tracing is None else tracing.callStarted(self, request)
         try:
             try:
                 result = self._dispatcher.call(method, request.args, request.kwargs)
@@ -672,6 +679,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 return
             later = deferred(result)
         finally:
+            if tracing is not None:
+                tracing.detach(traced)
             _resetCurrent(token)
         self._answerLater(msgid, method, result, later, expires)
 
@@ -733,6 +742,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         if self._observer is not None:
             self._starts[msgid] = self.factory.timer()
         token = _setCurrent((request, self, expires))
+        tracing = self._tracing
+        traced = None if tracing is None else tracing.callStarted(self, request)
         try:
             result = self._dispatcher.call(method, request.args, request.kwargs)
             # The generator's body runs later, item by item, in this context.
@@ -744,6 +755,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._callFailed(Failure(), msgid, method)
             return
         finally:
+            if tracing is not None:
+                tracing.detach(traced)
             _resetCurrent(token)
         kind = kindOf(result)
         if kind is not STREAM:
@@ -844,16 +857,31 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     def _notify(self, notification: _wire.Notification) -> None:
         method = notification.method
         token = _setCurrent((notification, self, None))
+        tracing = self._tracing
+        # Nothing answers a notification: its span ends with its handler.
+        traced = (
+            None if tracing is None else tracing.notificationStarted(self, notification)
+        )
         try:
             result = self._dispatcher.call(
                 method, notification.args, notification.kwargs
             )
             later = deferred(result)
         except Exception:
-            self._notificationFailed(Failure(), method)
+            failure = Failure()
+            if traced is not None:
+                traced.ended(failure)
+            self._notificationFailed(failure, method)
             return
         finally:
+            if traced is not None:
+                traced.detach()
             _resetCurrent(token)
+        if traced is not None:
+            if later is None:
+                traced.ended(result)
+            else:
+                later.addBoth(traced.ended)
         if later is not None:
             later.addErrback(self._notificationFailed, method)
 
@@ -1174,6 +1202,12 @@ class RpcServerFactory(Factory):
     @ivar observer: told what every connection does (see L{IServerObserver}):
         the C{observers} given, as one; L{None} without any, and then
         nothing is counted or timed per call.
+    @ivar tracing: with C{tracing=True} (it needs C{agilerpc[otel]}),
+        what runs every request, stream and notification inside an
+        OpenTelemetry SERVER span (the child of the trace context in its
+        metadata) from C{tracerProvider}, or the global provider: also one
+        of the observers, as it ends each span when its call is answered.
+        L{None} otherwise, and then calls take the untraced path.
     @ivar timer: the clock that times calls for the observers.
     @ivar settings: what every connection's L{ServerConnection} shares.
     @ivar dispatcher: runs the handlers of every connection.
@@ -1209,6 +1243,8 @@ class RpcServerFactory(Factory):
         maxInputTotal: int | None = DEFAULT_MAX_INPUT_TOTAL,
         maxCallTime: float | None = None,
         maxMetadataSize: int = _wire.DEFAULT_MAX_METADATA_SIZE,
+        tracing: bool = False,
+        tracerProvider: TracerProvider | None = None,
     ) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
@@ -1263,6 +1299,13 @@ class RpcServerFactory(Factory):
         self.lingerTimeout = lingerTimeout
         self.debug = debug
         self.connections: set[RpcServerProtocol] = set()
+        self.tracing: ServerTracing | None = None
+        if tracing:
+            from ._otel import ServerTracing
+
+            # Ends each call's span as it is answered.
+            self.tracing = ServerTracing(tracerProvider)
+            observers = [*observers, self.tracing]
         self.observer = observing(observers)
         self.timer = timer
         self.started = reactor.seconds()

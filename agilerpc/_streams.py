@@ -357,7 +357,7 @@ class ServerStream:
             self._send(self.msgid, outcome, self.method)
         except RpcError:
             failure = Failure()
-            closeStream(self._source)
+            self._run(closeStream, self._source)
             self._fail(failure)
             return False
         self.credit -= 1
@@ -401,7 +401,9 @@ class ServerStream:
         if pulling is not None:
             # Throws CancelledError into the async generator's await.
             pulling.cancel()
-        closeStream(self._source)
+        # In the stream's context, as its items were made: the generator's
+        # finally blocks see currentCall() and the call's trace span.
+        self._run(closeStream, self._source)
 
 
 class StreamPump:

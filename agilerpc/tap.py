@@ -217,6 +217,14 @@ class Options(usage.Options):
             None,
             "Log every call (peer, method, msgid, outcome, duration) at debug level.",
         ],
+        [
+            "otel",
+            None,
+            "Run every call in an OpenTelemetry span, continuing the trace its "
+            "caller sent, through the global tracer provider (needs pip install "
+            "'agilerpc[otel]'; set up the SDK and its exporter with "
+            "opentelemetry-instrument or in a --module).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -292,6 +300,13 @@ class Options(usage.Options):
             )
         self["workers"] = _number(int, "workers", self["workers"], 1)
         self["metrics"] = self._metrics()
+        if self["otel"]:
+            try:
+                import opentelemetry.trace  # noqa: F401
+            except ImportError:
+                raise usage.UsageError(
+                    "--otel needs opentelemetry-api: pip install 'agilerpc[otel]'"
+                ) from None
         self["auth-token"] = (
             None
             if self["auth-token-file"] is None
@@ -460,6 +475,7 @@ def makeService(
         maxCallTime=config["max-call-time"] or None,
         maxMetadataSize=config["max-metadata-size"],
         observers=observers,
+        tracing=bool(config["otel"]),
     )
     if serverEndpoints is None:
         serverEndpoints = [_endpoint(reactor, d) for d in config["listen"]]

@@ -155,6 +155,19 @@ class LightImportTests(SynchronousTestCase):
         )
         self.assertEqual((result.stdout.strip(), result.stderr), ("[]", ""))
 
+    def test_noOpenTelemetry(self) -> None:
+        """
+        C{import agilerpc} loads no opentelemetry (it is there: the tests
+        install it), nor L{agilerpc._otel}: only tracing, when enabled, does.
+        """
+        result = runPython(
+            "import importlib.util, agilerpc, sys\n"
+            "print(importlib.util.find_spec('opentelemetry') is not None,\n"
+            "      [m for m in sys.modules\n"
+            "       if m.startswith('opentelemetry') or m == 'agilerpc._otel'])\n"
+        )
+        self.assertEqual((result.stdout.strip(), result.stderr), ("True []", ""))
+
     def test_metricsLazily(self) -> None:
         """
         The metrics names are still reachable from C{agilerpc}, loading

@@ -37,6 +37,7 @@ from agilerpc import (
     TcpRpcClient,
     _cli,
     _streams,
+    currentCall,
 )
 from agilerpc._clientstream import RpcStream
 from agilerpc.metrics import ServerCollector, ServerMetrics
@@ -521,7 +522,13 @@ class ClientStreamTests(SynchronousTestCase):
             yield 1
             raise RpcError("Boom", "after one item")
 
-        for f in (count, forever, failing):
+        def closedInCall() -> Generator[int, None, None]:
+            try:
+                yield from range(100)
+            finally:
+                self.closed.append(currentCall().method)
+
+        for f in (count, forever, failing, closedInCall):
             registry.register(f)
         registry.register(lambda: 1, name="plain")
         self.server = MemoryServer(registry)
@@ -590,6 +597,17 @@ class ClientStreamTests(SynchronousTestCase):
         self.pump()
         self.assertEqual(self.closed, ["forever"])
         self.failureResultOf(stream.next(), CancelledError)
+
+    def test_cancelClosesInTheCall(self) -> None:
+        """
+        A cancelled stream's generator is closed in its call's context, as
+        its items were made: its C{finally} blocks see L{currentCall}.
+        """
+        stream = self.client.callStream("closedInCall")
+        self.take(stream, 2)
+        stream.cancel()
+        self.pump()
+        self.assertEqual(self.closed, ["closedInCall"])
 
     def test_cancelWhileWaiting(self) -> None:
         """
