@@ -20,13 +20,17 @@ from agilerpc import (
     CallTimeout,
     Cancelled,
     ClientClosed,
+    DeadlineExceeded,
+    FeatureNotSupported,
     InvalidParams,
     InvalidRequest,
     InvalidResponse,
     InvalidResult,
     LocalError,
     MessageTooLarge,
+    MetadataTooLarge,
     MethodNotFound,
+    NotIdempotent,
     NotServed,
     QueueFull,
     RemoteError,
@@ -49,6 +53,7 @@ STANDARD: list[type[_StandardError]] = [
     ServerBusy,
     Unauthorized,
     InvalidResult,
+    DeadlineExceeded,
 ]
 
 LOCAL: list[type[LocalError]] = [
@@ -60,6 +65,9 @@ LOCAL: list[type[LocalError]] = [
     QueueFull,
     RequestTooLarge,
     TLSRefused,
+    FeatureNotSupported,
+    MetadataTooLarge,
+    NotIdempotent,
 ]
 
 
