@@ -206,8 +206,8 @@ class GoawayTests(ClientTestMixin, SynchronousTestCase):
         first = self.client.callRemote("run", 1)
         old.server.goaway("shutdown")
         # Deliver the goaway (and 1, which the server discards).
-        old.pump.pump(advanceClock=False)
-        old.pump.pump(advanceClock=False)
+        old.pump.pump()
+        old.pump.pump()
         second = self.client.callRemote("run", 2)
         self.server.flush()
         self.assertEqual(self.handlers.runs, [1, 2])

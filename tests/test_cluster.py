@@ -458,7 +458,7 @@ class ExactlyOnceTests(SynchronousTestCase):
             elif kind == "pump":
                 live = server.openConnections()
                 if live:
-                    live[action[2] % len(live)].pump.pump(advanceClock=False)
+                    live[action[2] % len(live)].pump.pump()
 
         # Let everything settle: accept connections, answer every handler.
         for server in servers:
