@@ -235,7 +235,17 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         # Keep the command line: --workers starts workers with the same one.
         self["argv"] = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)  # type: ignore[no-untyped-call]
+        try:
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            # twistd before 26.10 prints a usage error and exits 0, which
+            # systemd and container runtimes take for a start: print what
+            # twistd prints and exit 1, as it does since.
+            print(self.parent)
+            print(f"{' '.join(sys.argv[0:2])}: {e}")
+            raise SystemExit(1) from None
 
     def opt_listen(self, description: str) -> None:
         """

@@ -1,17 +1,20 @@
 """
 Fakes shared by the client tests: handlers that record each run, the
-exactly-once check, an L{IClientEvents} recorder for the sans-IO core, and
-in-memory sockets that connect L{agilerpc.TcpRpcClient} to a scripted server
-with no thread and no network.
+exactly-once check, the backoff of Twisted's L{ReconnectingClientFactory}
+as the installed Twisted schedules it, an L{IClientEvents} recorder for the
+sans-IO core, and in-memory sockets that connect L{agilerpc.TcpRpcClient} to
+a scripted server with no thread and no network.
 """
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ReconnectingClientFactory
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -93,6 +96,43 @@ def assertExactlyOnce(
             testCase.assertEqual(
                 runs.get(token), 1, f"call {token} answered without running"
             )
+
+
+def _retryGrowsFirst() -> bool:
+    factory = ReconnectingClientFactory()
+    clock = Clock()
+    # Twisted's annotations infer the clock's type from the global reactor.
+    factory.clock = cast(Any, clock)
+    factory.jitter = 0
+    factory.delay = 1.0
+    factory.factor = 2.0
+    factory.retry(object())
+    [call] = clock.getDelayedCalls()
+    call.cancel()
+    return bool(call.getTime() == 2.0)
+
+
+#: Does this Twisted's L{ReconnectingClientFactory.retry} multiply the delay
+#: by the factor before waiting it (Twisted before 26.4), rather than after?
+#: Then a first retry waits C{initialDelay * factor}, not C{initialDelay}.
+RETRY_GROWS_FIRST = _retryGrowsFirst()
+
+
+def nextRetryWait(factory: ReconnectingClientFactory) -> float:
+    """
+    Seconds the next retry of C{factory} will wait (with C{jitter} 0).
+    """
+    if RETRY_GROWS_FIRST:
+        return min(factory.delay * factory.factor, factory.maxDelay)
+    return float(factory.delay)
+
+
+def setNextRetryWait(factory: ReconnectingClientFactory, seconds: float) -> None:
+    """
+    Make the next retry of C{factory} wait C{seconds} (with C{jitter} 0),
+    each later one C{factor} times the one before.
+    """
+    factory.delay = seconds / factory.factor if RETRY_GROWS_FIRST else seconds
 
 
 @implementer(IClientEvents)

@@ -30,7 +30,7 @@ from agilerpc import (
 from agilerpc._clientconnection import State
 from agilerpc.testing import MemoryServer
 
-from .clienthelpers import Handlers
+from .clienthelpers import Handlers, nextRetryWait
 
 
 class ClientTestMixin:
@@ -206,8 +206,8 @@ class GoawayTests(ClientTestMixin, SynchronousTestCase):
         first = self.client.callRemote("run", 1)
         old.server.goaway("shutdown")
         # Deliver the goaway (and 1, which the server discards).
-        old.pump.pump(advanceClock=False)
-        old.pump.pump(advanceClock=False)
+        old.pump.pump()
+        old.pump.pump()
         second = self.client.callRemote("run", 2)
         self.server.flush()
         self.assertEqual(self.handlers.runs, [1, 2])
@@ -323,6 +323,7 @@ class LossTests(ClientTestMixin, SynchronousTestCase):
         sent on a new connection.
         """
         retried: list[Deferred[Any]] = []
+        wait = nextRetryWait(self.client.factory)
 
         def retry(f: Failure) -> None:
             f.trap(CallLost)
@@ -336,7 +337,7 @@ class LossTests(ClientTestMixin, SynchronousTestCase):
         # The endpoint's connection was lost: it is dialled again after its
         # backoff delay.
         self.assertNoResult(retried[0])
-        self.server.reactor.advance(self.client.factory.initialDelay)
+        self.server.reactor.advance(wait)
         self.server.flush()
         self.assertEqual(self.successResultOf(retried[0]), "again")
         self.assertEqual(self.server.attempts, 2)

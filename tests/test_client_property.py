@@ -97,7 +97,7 @@ class ExactlyOnceTests(SynchronousTestCase):
             elif kind == "pump":
                 live = server.openConnections()
                 if live:
-                    live[action[1] % len(live)].pump.pump(advanceClock=False)
+                    live[action[1] % len(live)].pump.pump()
             elif kind == "advance":
                 server.reactor.advance(action[1])
 

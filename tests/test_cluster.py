@@ -22,7 +22,7 @@ from agilerpc import CallLost, RpcClient, TcpRpcClient
 from agilerpc.testing import MemoryServer
 
 from .blockinghelpers import WAIT, FakeConnection, FakeServer, serveForever
-from .clienthelpers import Handlers, assertExactlyOnce
+from .clienthelpers import Handlers, assertExactlyOnce, nextRetryWait, setNextRetryWait
 
 PORTS = [9001, 9002, 9003]
 
@@ -229,10 +229,10 @@ class FailoverTests(SynchronousTestCase):
         one.refusing = two.refusing = True
         factoryOne, factoryTwo = cluster.client.factories
         factoryTwo.initialDelay = 1.0
-        factoryTwo.delay = 1.0
         factoryTwo.factor = 3.0
-        factoryOne.delay = 0.5
+        setNextRetryWait(factoryTwo, 1.0)
         factoryOne.factor = 2.0
+        setNextRetryWait(factoryOne, 0.5)
         d = cluster.client.callRemote("run", "q")
         cluster.flush()
         self.assertEqual((one.attempts, two.attempts), (1, 1))
@@ -258,9 +258,9 @@ class FailoverTests(SynchronousTestCase):
         self.assertEqual((one.attempts, two.attempts), (4, 3))
         self.assertEqual(self.successResultOf(d), "q")
         self.assertEqual(cluster.runs(), [[], ["q"]])
-        # Two's delay is reset by its connection, not one's.
-        self.assertEqual(factoryTwo.delay, 1.0)
-        self.assertEqual(factoryOne.delay, 8.0)
+        # Two's backoff is reset by its connection, not one's.
+        self.assertEqual((factoryTwo.delay, factoryTwo.retries), (1.0, 0))
+        self.assertEqual(nextRetryWait(factoryOne), 8.0)
         # One's retry is still pending: it fires once, then nothing more.
         cluster.advance(4.0)
         self.assertEqual((one.attempts, two.attempts), (5, 3))
@@ -458,7 +458,7 @@ class ExactlyOnceTests(SynchronousTestCase):
             elif kind == "pump":
                 live = server.openConnections()
                 if live:
-                    live[action[2] % len(live)].pump.pump(advanceClock=False)
+                    live[action[2] % len(live)].pump.pump()
 
         # Let everything settle: accept connections, answer every handler.
         for server in servers:

@@ -8,6 +8,7 @@ they make.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
+from twisted.scripts._twistd_unix import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from agilerpc import RpcServerFactory, RpcServerProtocol, RpcService, _wire
@@ -672,6 +674,35 @@ class TwistdCommandLineTests(SynchronousTestCase):
             "--keepalive must be >= 0, not '-1'", result.stdout + result.stderr
         )
         self.assertNotIn("Traceback", result.stdout + result.stderr)
+
+    def test_subcommandUsageErrorExitsOne(self) -> None:
+        """
+        Parsed as twistd's subcommand, a bad option prints twistd's usage and
+        the error line, then raises C{SystemExit(1)}, whichever Twisted runs.
+        """
+        output = io.StringIO()
+        self.patch(sys, "stdout", output)
+        self.patch(sys, "argv", ["twistd", "-n", "agilerpc", "--keepalive", "-1"])
+        config = ServerOptions()
+        exited = self.assertRaises(SystemExit, config.parseOptions, sys.argv[1:])
+        self.assertEqual(exited.code, 1)
+        self.assertIn("-k, --keepalive=", output.getvalue())
+        self.assertTrue(
+            output.getvalue().endswith(
+                "\ntwistd -n: --keepalive must be >= 0, not '-1'\n"
+            ),
+            output.getvalue()[-300:],
+        )
+
+    def test_aloneUsageErrorRaised(self) -> None:
+        """
+        Parsed on their own (as a worker parses them), bad options raise
+        L{usage.UsageError} and print nothing.
+        """
+        output = io.StringIO()
+        self.patch(sys, "stdout", output)
+        self.assertRaises(usage.UsageError, parse, "--keepalive", "-1")
+        self.assertEqual(output.getvalue(), "")
 
 
 class LimitOptionsTests(SynchronousTestCase):
