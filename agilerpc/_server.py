@@ -182,7 +182,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         self._tracing = factory.tracing
         # Every call has a deadline (the server's maxCallTime), or a span:
         # none takes the hot path, which sets neither.
-        self._timed = (
+        self._offHotPath = (
             factory.settings.maxCallTime is not None or self._tracing is not None
         )
         # Read on the hot path: as instance attributes, not class defaults,
@@ -581,7 +581,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     def stringReceived(self, payload: bytes) -> None:
         message = self.connection.receive(payload)
         self._framesReceived = True
-        if type(message) is not _Request or self._timed:
+        if type(message) is not _Request or self._offHotPath:
             if message is not None:
                 self._otherMessage(message)
             return

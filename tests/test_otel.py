@@ -659,11 +659,11 @@ class UntracedTests(SynchronousTestCase):
         self.assertIsNone(plain.tracing)
         self.assertIsNone(plain.observer)
         protocol = plain.buildProtocol(PEER)
-        self.assertFalse(protocol._timed)
+        self.assertFalse(protocol._offHotPath)
         traced = RpcServerFactory(registry, FakeReactor(), tracing=True)
         self.assertIsInstance(traced.tracing, _otel.ServerTracing)
         self.assertIs(traced.observer, traced.tracing)
-        self.assertTrue(traced.buildProtocol(PEER)._timed)
+        self.assertTrue(traced.buildProtocol(PEER)._offHotPath)
 
     def test_clientHotPath(self) -> None:
         """
