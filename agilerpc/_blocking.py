@@ -627,6 +627,7 @@ class TcpRpcClient:
                     None if end is None else end - time.monotonic(),
                     options.metadata,
                     trace,
+                    options.metadataSize,
                 )
                 msgid, payload = core.sendStream(
                     _CALL, func, args, kwargs, window, sendOptions

@@ -42,13 +42,15 @@ class CallOptions:
         when the request is sent, and cancels the call when it runs out.
     @ivar metadata: str keys to str or bytes values sent with the request,
         or L{None}.
+    @ivar metadataSize: the size of C{metadata} as the server's limit counts
+        it (L{_wire.metadataSize}), measured once here rather than per call.
     @ivar idempotent: whether the call may run twice: if its connection is
         lost while it is in flight, the client sends it again (within its
         deadline, a few times, with backoff) instead of failing it with
         L{CallLost}.  L{None} for the client's default.
     """
 
-    __slots__ = ("idempotent", "metadata", "timeout")
+    __slots__ = ("idempotent", "metadata", "metadataSize", "timeout")
 
     def __init__(
         self,
@@ -65,6 +67,9 @@ class CallOptions:
         self.timeout = checkTimeout(timeout)
         self.metadata = (
             None if metadata is None else _wire.checkMetadata(dict(metadata)) or None
+        )
+        self.metadataSize = (
+            0 if self.metadata is None else _wire.metadataSize(self.metadata)
         )
         if idempotent is not None and type(idempotent) is not bool:
             raise TypeError(

@@ -145,6 +145,7 @@ class _Sending:
     @ivar expires: when its deadline passes, in C{reactor.seconds()}, or
         L{None}.
     @ivar metadata: its metadata, or L{None}.
+    @ivar metadataSize: the size of C{metadata}, if measured already.
     @ivar idempotent: it may be sent again after its connection is lost;
         L{None}: as the client's C{idempotent} set says of its method.
     @ivar trace: metadata that carries its trace context, sent only to a
@@ -153,16 +154,26 @@ class _Sending:
     @ivar lost: how many times it was lost in flight and sent again.
     """
 
-    __slots__ = ("attempts", "expires", "idempotent", "lost", "metadata", "trace")
+    __slots__ = (
+        "attempts",
+        "expires",
+        "idempotent",
+        "lost",
+        "metadata",
+        "metadataSize",
+        "trace",
+    )
 
     def __init__(
         self,
         expires: float | None,
         metadata: dict[str, str | bytes] | None = None,
         idempotent: bool | None = None,
+        metadataSize: int | None = None,
     ) -> None:
         self.expires = expires
         self.metadata = metadata
+        self.metadataSize = metadataSize
         self.idempotent = idempotent
         self.trace: dict[str, str | bytes] | None = None
         self.attempts = 0
@@ -414,6 +425,7 @@ class RpcClientProtocol(Protocol):
                     else expires - self.client._reactor.seconds(),
                     sending.metadata,
                     sending.trace,
+                    sending.metadataSize,
                 )
             if call.deferred is None:
                 self._sendNotification(call, options)
@@ -1021,6 +1033,7 @@ class RpcClient:
             None if timeout is None else self._reactor.seconds() + timeout,
             options.metadata,
             options.idempotent,
+            options.metadataSize,
         )
 
     def _refusal(self, method: str, options: CallOptions) -> NotIdempotent | None:
@@ -1164,7 +1177,7 @@ class RpcClient:
             raise QueueFull(f"{method}(): {len(self._queue)} calls are queued")
         call = _Call(method, list(args), kwargs, None)
         if options is not None and options.metadata:
-            call.sending = _Sending(None, options.metadata)
+            call.sending = _Sending(None, options.metadata, None, options.metadataSize)
         if span is not None:
             if call.sending is None:
                 call.sending = _Sending(None)

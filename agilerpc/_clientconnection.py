@@ -296,6 +296,7 @@ class ClientConnection(FrameReceiver):
         deadline: float | None = None,
         metadata: dict[str, str | bytes] | None = None,
         optional: dict[str, str | bytes] | None = None,
+        metadataSize: int | None = None,
     ) -> dict[str, Any] | None:
         """
         The options map (PROTOCOL.md 4.1) of a call to send on this
@@ -307,6 +308,8 @@ class ClientConnection(FrameReceiver):
             L{_wire.checkMetadata}).
         @param optional: more metadata, left off (silently) when the server
             does not take metadata; C{metadata} wins where both have a key.
+        @param metadataSize: C{metadata}'s size (L{_wire.metadataSize}), if
+            the caller measured it already.
         @raise FeatureNotSupported: if there is C{metadata} and the server's
             hello does not list the C{metadata} feature.
         @raise MetadataTooLarge: if the metadata is larger than the hello's
@@ -330,7 +333,11 @@ class ClientConnection(FrameReceiver):
                     else (metadata or optional)
                 )
                 assert merged is not None
-                size = _wire.metadataSize(merged)
+                size = (
+                    metadataSize
+                    if metadataSize is not None and merged is metadata
+                    else _wire.metadataSize(merged)
+                )
                 if size > self.maxMetadataSize:
                     raise MetadataTooLarge(
                         f"{method}(): its metadata holds {size} bytes, more than "

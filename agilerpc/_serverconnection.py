@@ -272,14 +272,17 @@ class ServerConnection:
                 return _Request(msgid, method, args, _EMPTY)
         try:
             if type(message) is list:
-                message = _check(message)
+                # Metadata cannot hold more bytes than its payload: only a
+                # payload larger than the limit needs its metadata measured.
+                limit = self.settings.maxMetadataSize
+                message = _check(message, None if len(payload) <= limit else limit)
             elif refused is not None:
                 raise _wire.undecodableRequest(payload, _whyUndecodable(refused))
             elif decoded:
                 raise InvalidRequest(_wire.notAnArray(message))
             else:
                 # Past the container limit: decode with the counting hook.
-                message = _parse(payload, maxContainers)
+                message = _parse(payload, maxContainers, self.settings.maxMetadataSize)
         except InvalidRequest as e:
             if self.serving:
                 return self._refuse(e)
@@ -309,41 +312,13 @@ class ServerConnection:
                 return Refusal(
                     _wire.encodeError(None, error.toWire()), "InvalidRequest"
                 )
-            if type(message) is not _Request:
-                refusal = self._checkMetadata(message, msgid)
-                if refusal is not None:
-                    return refusal
             self.lastMsgid = msgid
             self.callsServed += 1
             return message
         if type(message) is _Notification:
-            if message.metadata is not None:
-                return self._checkMetadata(message, None) or message
             return message
         assert type(message) is _wire.Control
         return self._control(message)
-
-    def _checkMetadata(
-        self, message: _wire.Request | _wire.Notification, msgid: int | None
-    ) -> Refusal | None:
-        """
-        Refuse a request (C{msgid}) or notification whose metadata is over
-        the server's C{maxMetadataSize}; L{None} when it is within it.
-        """
-        metadata = getattr(message, "metadata", None)
-        if metadata is None:
-            return None
-        size = _wire.metadataSize(metadata)
-        limit = self.settings.maxMetadataSize
-        if size <= limit:
-            return None
-        return self._refuse(
-            InvalidRequest(
-                f"{message.method}(): its metadata holds {size} bytes, more than "
-                f"this server's max_metadata_size of {limit}",
-                None if msgid is None else {"msgid": msgid},
-            )
-        )
 
     def _authenticate(
         self, message: _wire.Request | _wire.Notification | _wire.Control

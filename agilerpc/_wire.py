@@ -335,15 +335,20 @@ def metadataSize(metadata: dict[str, str | bytes]) -> int:
     """
     size = 0
     for key, value in metadata.items():
-        size += len(key.encode("utf-8"))
-        size += len(value.encode("utf-8") if isinstance(value, str) else value)
+        # An ASCII str is as long as its UTF-8: no need to encode it.
+        size += len(key) if key.isascii() else len(key.encode("utf-8"))
+        if type(value) is bytes:
+            size += len(value)
+        else:
+            size += len(value) if value.isascii() else len(value.encode("utf-8"))  # type: ignore[union-attr]
     return size
 
 
 def checkMetadata(metadata: object) -> dict[str, str | bytes]:
     """
-    Check a call's metadata (PROTOCOL.md 4.1): a map of str keys to str or
-    bin values.  Returns it.
+    Check a call's metadata before it is sent (PROTOCOL.md 4.1): a map of str
+    keys to str or bytes values, each str valid UTF-8 (no lone surrogate).
+    Returns it.
 
     @raise ValueError: if it is not one, saying why.
     """
@@ -358,13 +363,49 @@ def checkMetadata(metadata: object) -> dict[str, str | bytes]:
                 "not a str or a bin"
             )
         try:
-            key.encode("utf-8")
-            if type(value) is str:
+            if not key.isascii():
+                key.encode("utf-8")
+            if type(value) is str and not value.isascii():
                 value.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(
                 f"metadata {key!r:.50}: not valid UTF-8 (a lone surrogate)"
             ) from None
+    return metadata
+
+
+def _checkReceivedMetadata(
+    method: str, metadata: object, limit: int | None
+) -> dict[str, str | bytes]:
+    """
+    Check the metadata option of a request or notification of C{method}, as
+    decoded (its strs are valid UTF-8), and its size against C{limit} (bytes,
+    as L{metadataSize} counts them; L{None}: any).
+
+    @raise ValueError: if it is not a map of str keys to str or bin values,
+        or is larger than C{limit}.
+    """
+    if type(metadata) is not dict:
+        raise ValueError(
+            f"the metadata option: metadata must be a map, not {_kindName(metadata)}"
+        )
+    for key, value in metadata.items():
+        if type(key) is not str:
+            raise ValueError(
+                f"the metadata option: a metadata key is {_kindName(key)}, not a str"
+            )
+        if type(value) is not str and type(value) is not bytes:
+            raise ValueError(
+                f"the metadata option: metadata {key!r:.50}: the value is "
+                f"{_kindName(value)}, not a str or a bin"
+            )
+    if limit is not None:
+        size = metadataSize(metadata)
+        if size > limit:
+            raise ValueError(
+                f"{method}(): its metadata holds {size} bytes, more than this "
+                f"server's max_metadata_size of {limit}"
+            )
     return metadata
 
 
@@ -572,13 +613,15 @@ def _withOptions(
     args: list[Any],
     kwargs: dict[str, Any],
     options: object,
+    maxMetadataSize: int | None = None,
 ) -> Request:
     """
     The request a request's options map (PROTOCOL.md 4.1) makes: an
     L{OptionsRequest} or a L{StreamRequest}, or a plain L{Request} when it
     holds no option this implementation knows (it ignores the others).
 
-    @raise ValueError: if it is not a map, or a known option is invalid.
+    @raise ValueError: if it is not a map, or a known option is invalid, or
+        its metadata is larger than C{maxMetadataSize}.
     """
     if type(options) is not dict:
         raise ValueError("options must be a map")
@@ -588,10 +631,7 @@ def _withOptions(
     if deadline is not None:
         deadline = checkDeadline(deadline)
     if metadata is not None:
-        try:
-            checkMetadata(metadata)
-        except ValueError as e:
-            raise ValueError(f"the metadata option: {e}") from None
+        _checkReceivedMetadata(method, metadata, maxMetadataSize)
     if window is not None:
         if type(window) is not int or not 1 <= window <= MAX_MSGID:
             raise ValueError("the stream option must be an integer from 1 to 2**32 - 1")
@@ -633,11 +673,14 @@ def _parseCall(
 
 
 def parseClientMessage(
-    payload: bytes, maxContainers: int | None = DEFAULT_MAX_CONTAINERS
+    payload: bytes,
+    maxContainers: int | None = DEFAULT_MAX_CONTAINERS,
+    maxMetadataSize: int | None = None,
 ) -> Request | Notification | Control:
     """
     Decode and check a message a client sent to a server, which holds at
-    most C{maxContainers} arrays and maps (L{None}: any number).
+    most C{maxContainers} arrays and maps (L{None}: any number), and whose
+    metadata, if any, holds at most C{maxMetadataSize} bytes (L{None}: any).
 
     @raise InvalidRequest: if it is not a valid request, notification or
         control message.  Its C{data} is C{{"msgid": msgid}} when the message
@@ -647,11 +690,11 @@ def parseClientMessage(
         message = unpack(payload, maxContainers)
     except ValueError as e:
         raise undecodableRequest(payload, str(e)) from None
-    return checkClientMessage(message)
+    return checkClientMessage(message, maxMetadataSize)
 
 
 def checkClientMessage(
-    message: list[Any],
+    message: list[Any], maxMetadataSize: int | None = None
 ) -> Request | Notification | Control:
     """
     Check a decoded message a client sent to a server: the part of
@@ -671,6 +714,25 @@ def checkClientMessage(
             and type(args) is list
         ):
             return Request(msgid, method, args, _EMPTY)
+    elif len(message) == 6:
+        # A request with options, inline as far as its options.
+        code, msgid, method, args, kwargs, options = message
+        if (
+            code == REQUEST
+            and type(code) is int
+            and type(msgid) is int
+            and 0 <= msgid <= MAX_MSGID
+            and type(method) is str
+            and type(args) is list
+            and type(kwargs) is dict
+            and (not kwargs or all(type(k) is str for k in kwargs))
+        ):
+            try:
+                return _withOptions(
+                    msgid, method, args, kwargs, options, maxMetadataSize
+                )
+            except ValueError as e:
+                raise InvalidRequest(str(e), {"msgid": msgid}) from None
     if not message:
         raise InvalidRequest("message is an empty array")
     code = message[0]
@@ -683,7 +745,9 @@ def checkClientMessage(
             try:
                 method, args, kwargs = _parseCall(message, 2)
                 if len(message) == 6:
-                    return _withOptions(message[1], method, args, kwargs, message[5])
+                    return _withOptions(
+                        message[1], method, args, kwargs, message[5], maxMetadataSize
+                    )
                 return Request(message[1], method, args, kwargs)
             except ValueError as e:
                 raise InvalidRequest(str(e), {"msgid": message[1]}) from None
@@ -695,10 +759,7 @@ def checkClientMessage(
                     raise ValueError("options must be a map")
                 metadata = options.get(METADATA)
                 if metadata is not None:
-                    try:
-                        checkMetadata(metadata)
-                    except ValueError as e:
-                        raise ValueError(f"the metadata option: {e}") from None
+                    _checkReceivedMetadata(method, metadata, maxMetadataSize)
                     return Notification(method, args, kwargs, metadata)
             return Notification(method, args, kwargs)
         if code == CONTROL and type(code) is int:
