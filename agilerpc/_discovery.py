@@ -1,0 +1,193 @@
+"""
+Finding servers in DNS, without I/O: what the answers to an SRV or an A/AAAA
+query mean as a list of endpoints, and when to ask again.
+
+Both clients use it: L{agilerpc._resolving} asks through a Twisted
+C{IResolver} for L{agilerpc.RpcClient}, L{agilerpc._dnsquery} asks with a
+plain socket for L{agilerpc.TcpRpcClient}.  Neither decides anything this
+module decides.
+
+ - SRV records are ordered as RFC 2782 says: by priority (lower first), and
+   within one priority in a weighted random order (a record of weight 0 has
+   a small chance of coming first).  L{bestTier} keeps the lowest priority
+   whose targets have addresses: the others are backups.
+ - The next resolution comes after the smallest TTL of the answer, clamped
+   to C{[interval, maxInterval]}: never more often than the interval (gRPC's
+   minimum is 30 s), never less often than C{maxInterval}.
+ - A failed resolution (an error, or no records) changes nothing: the last
+   endpoints stay, and it is retried with a backoff from
+   C{min(1 s, interval)}, doubling up to the interval.
+ - A connection failure asks for a resolution at once, at most once per
+   C{min(interval, 5 s)}.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+#: The longest a resolution's answer is trusted without asking again.
+DEFAULT_MAX_INTERVAL = 300.0
+
+#: The first delay before retrying a failed resolution (shorter if the
+#: interval is).
+FIRST_RETRY_DELAY = 1.0
+
+#: The shortest time between two resolutions that connection failures ask
+#: for (shorter if the interval is).
+MIN_REFRESH_GAP = 5.0
+
+
+class SrvTarget(NamedTuple):
+    """
+    One SRV record: where a server of the service listens.
+    """
+
+    priority: int
+    weight: int
+    port: int
+    #: The target host name, without its trailing dot.
+    target: str
+
+
+def orderSrv(
+    records: Iterable[SrvTarget], random: Callable[[], float] = _random.random
+) -> list[SrvTarget]:
+    """
+    The records in the order RFC 2782 says to try them: by priority, lowest
+    first; within a priority, each next record picked at random with a
+    chance proportional to its weight (records of weight 0 first in the
+    running list, so that they come first only when drawn at 0).
+
+    A record whose target is C{"."} (the service is decidedly not available
+    there) is left out.
+
+    @param random: returns a float in [0, 1): tests pass a fixed one.
+    """
+    byPriority: dict[int, list[SrvTarget]] = {}
+    for record in records:
+        if record.target in ("", "."):
+            continue
+        byPriority.setdefault(record.priority, []).append(record)
+    ordered: list[SrvTarget] = []
+    for priority in sorted(byPriority):
+        # RFC 2782: zero weights first, then the others, in any order; a
+        # stable order here keeps a fixed random reproducible.
+        left = sorted(byPriority[priority], key=lambda r: r.weight != 0)
+        while left:
+            total = sum(r.weight for r in left)
+            draw = random() * total
+            running = 0
+            chosen = left[-1]
+            for record in left:
+                running += record.weight
+                if running >= draw:
+                    chosen = record
+                    break
+            ordered.append(chosen)
+            left.remove(chosen)
+    return ordered
+
+
+def bestTier(
+    ordered: Sequence[SrvTarget], addresses: Mapping[str, Sequence[str]]
+) -> list[tuple[str, int]]:
+    """
+    The endpoints of the lowest priority of C{ordered} (from L{orderSrv})
+    whose targets have addresses: each target's addresses with its port, in
+    order, without repeats.
+
+    @param addresses: the addresses of each target name; a target missing
+        from it has none.
+    """
+    tiers: dict[int, list[tuple[str, int]]] = {}
+    for record in ordered:
+        tier = tiers.setdefault(record.priority, [])
+        for address in addresses.get(record.target, ()):
+            if (address, record.port) not in tier:
+                tier.append((address, record.port))
+    for priority in sorted(tiers):
+        if tiers[priority]:
+            return tiers[priority]
+    return []
+
+
+def allTiers(
+    ordered: Sequence[SrvTarget], addresses: Mapping[str, Sequence[str]]
+) -> list[tuple[str, int]]:
+    """
+    Every endpoint of C{ordered} (from L{orderSrv}), in its order: the
+    list a client that tries one server after the other walks through.
+    """
+    endpoints: list[tuple[str, int]] = []
+    for record in ordered:
+        for address in addresses.get(record.target, ()):
+            if (address, record.port) not in endpoints:
+                endpoints.append((address, record.port))
+    return endpoints
+
+
+def hostEndpoints(addresses: Iterable[str], port: int) -> list[tuple[str, int]]:
+    """
+    The endpoints of a name's A and AAAA addresses, each on C{port}, sorted
+    (so that the same answer in another order is no change) and without
+    repeats.
+    """
+    return [(address, port) for address in sorted(set(addresses))]
+
+
+class Schedule:
+    """
+    When to resolve a name again.
+
+    @ivar interval: the shortest time between two resolutions that
+        succeeded, and the longest time between retries of failed ones.
+    @ivar maxInterval: the longest time an answer is trusted, whatever its
+        TTL.
+    @ivar failures: how many resolutions failed in a row.
+    @ivar lastStart: when the last resolution started, or L{None}.
+    """
+
+    def __init__(
+        self, interval: float, maxInterval: float = DEFAULT_MAX_INTERVAL
+    ) -> None:
+        if not interval > 0:
+            raise ValueError(f"the resolve interval must be > 0, not {interval!r}")
+        self.interval = interval
+        self.maxInterval = max(maxInterval, interval)
+        self.failures = 0
+        self.lastStart: float | None = None
+
+    def started(self, now: float) -> None:
+        """
+        A resolution starts at C{now}.
+        """
+        self.lastStart = now
+
+    def succeeded(self, ttls: Iterable[float]) -> float:
+        """
+        A resolution got records with these TTLs: the delay until the next.
+        """
+        self.failures = 0
+        ttl = min(ttls, default=self.interval)
+        return min(max(ttl, self.interval), self.maxInterval)
+
+    def failed(self) -> float:
+        """
+        A resolution failed or found no records: the delay until the next
+        attempt.
+        """
+        self.failures += 1
+        first = min(FIRST_RETRY_DELAY, self.interval)
+        return float(min(first * 2 ** min(self.failures - 1, 30), self.interval))
+
+    def refreshDelay(self, now: float) -> float:
+        """
+        A connection failed: how long to wait before resolving again (0: at
+        once), so that failures ask at most once per C{min(interval, 5 s)}.
+        """
+        if self.lastStart is None:
+            return 0.0
+        gap = min(self.interval, MIN_REFRESH_GAP)
+        return max(0.0, self.lastStart + gap - now)

@@ -1,0 +1,766 @@
+"""
+Tests for endpoints that change at run time: the sans-IO rules of
+L{agilerpc._discovery} (SRV order, TTLs, backoff), L{RpcClient.setEndpoints}
+(added endpoints dialled like the others, removed ones drained), and
+L{RpcClient} resolving a service or a host name through an injected
+C{IResolver}, on a L{MemoryReactorClock} with in-memory servers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import globalLogPublisher
+from twisted.names import dns
+from twisted.trial.unittest import SynchronousTestCase
+
+from agilerpc import CallLost, CallTimeout, ClientClosed, RpcClient
+from agilerpc._clientconnection import ClientConnection, State
+from agilerpc._discovery import (
+    Schedule,
+    SrvTarget,
+    allTiers,
+    bestTier,
+    hostEndpoints,
+    orderSrv,
+)
+from agilerpc.testing import MemoryServer
+
+from .clienthelpers import HELLO, Handlers, RecordingEvents, frame
+from .dnshelpers import FakeResolver, a, aaaa, srv
+from .serverhelpers import LogCollector
+
+PORTS = [9001, 9002, 9003]
+SERVICE = "_agilerpc._tcp.billing.test"
+
+
+class OrderTests(SynchronousTestCase):
+    """
+    L{orderSrv}, L{bestTier}, L{allTiers} and L{hostEndpoints}.
+    """
+
+    def test_priorityFirst(self) -> None:
+        """
+        Records come by priority, lowest first, whatever their weights.
+        """
+        records = [
+            SrvTarget(20, 100, 1, "c"),
+            SrvTarget(10, 0, 2, "b"),
+            SrvTarget(10, 0, 3, "a"),
+            SrvTarget(30, 5, 4, "d"),
+        ]
+        ordered = orderSrv(records, lambda: 0.5)
+        self.assertEqual([r.priority for r in ordered], [10, 10, 20, 30])
+
+    def test_weightsShareFirstPlace(self) -> None:
+        """
+        Within a priority, a record comes first with a chance proportional
+        to its weight.
+        """
+        rng = random.Random(4)
+        records = [SrvTarget(0, 1, 1, "a"), SrvTarget(0, 3, 2, "b")]
+        firsts = Counter(orderSrv(records, rng.random)[0].target for _ in range(4000))
+        self.assertTrue(0.72 < firsts["b"] / 4000 < 0.78, firsts)
+
+    def test_zeroWeightFirstOnlyOnZeroDraw(self) -> None:
+        """
+        A record of weight 0 comes first only when the draw is 0; every
+        record is listed once.
+        """
+        records = [SrvTarget(0, 5, 1, "a"), SrvTarget(0, 0, 2, "z")]
+        self.assertEqual([r.target for r in orderSrv(records, lambda: 0.0)], ["z", "a"])
+        self.assertEqual(
+            [r.target for r in orderSrv(records, lambda: 0.01)], ["a", "z"]
+        )
+        allZero = [SrvTarget(0, 0, 1, "a"), SrvTarget(0, 0, 2, "b")]
+        self.assertEqual(len(orderSrv(allZero, lambda: 0.9)), 2)
+
+    def test_dotTargetDropped(self) -> None:
+        """
+        A target of "." (no service there) is left out.
+        """
+        self.assertEqual(orderSrv([SrvTarget(0, 0, 1, ".")]), [])
+
+    def test_bestTier(self) -> None:
+        """
+        bestTier keeps the lowest priority whose targets have addresses,
+        each address with its record's port, without repeats.
+        """
+        ordered = orderSrv(
+            [
+                SrvTarget(0, 0, 1, "gone"),
+                SrvTarget(1, 0, 2, "b"),
+                SrvTarget(1, 0, 3, "b"),
+                SrvTarget(2, 0, 4, "c"),
+            ],
+            lambda: 0.0,
+        )
+        addresses = {"b": ["10.0.0.2", "10.0.0.2"], "c": ["10.0.0.3"]}
+        self.assertEqual(
+            bestTier(ordered, addresses), [("10.0.0.2", 2), ("10.0.0.2", 3)]
+        )
+        self.assertEqual(
+            allTiers(ordered, addresses),
+            [("10.0.0.2", 2), ("10.0.0.2", 3), ("10.0.0.3", 4)],
+        )
+        self.assertEqual(bestTier(ordered, {}), [])
+
+    def test_hostEndpoints(self) -> None:
+        """
+        A name's addresses become endpoints on the port, sorted, once each.
+        """
+        self.assertEqual(
+            hostEndpoints(["10.0.0.2", "::1", "10.0.0.1", "10.0.0.2"], 7),
+            [("10.0.0.1", 7), ("10.0.0.2", 7), ("::1", 7)],
+        )
+
+
+class ScheduleTests(SynchronousTestCase):
+    """
+    L{Schedule}: when to resolve again.
+    """
+
+    def test_ttlClampedToInterval(self) -> None:
+        """
+        The next resolution comes after the smallest TTL, but not before the
+        interval nor after the maximum; no TTL means the interval.
+        """
+        schedule = Schedule(30.0, maxInterval=300.0)
+        self.assertEqual(schedule.succeeded([5, 60]), 30.0)
+        self.assertEqual(schedule.succeeded([120, 200]), 120.0)
+        self.assertEqual(schedule.succeeded([86400]), 300.0)
+        self.assertEqual(schedule.succeeded([]), 30.0)
+
+    def test_failureBackoff(self) -> None:
+        """
+        Failed resolutions are retried after 1 s, doubling up to the
+        interval; a success starts again from 1 s.  An interval under 1 s
+        is the first delay.
+        """
+        schedule = Schedule(10.0)
+        self.assertEqual(
+            [schedule.failed() for _ in range(6)], [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+        )
+        schedule.succeeded([0])
+        self.assertEqual(schedule.failed(), 1.0)
+        self.assertEqual(Schedule(0.25).failed(), 0.25)
+        self.assertRaises(ValueError, Schedule, 0)
+
+    def test_refreshDelay(self) -> None:
+        """
+        A connection failure asks for a resolution at once, unless one
+        started less than min(interval, 5 s) ago.
+        """
+        schedule = Schedule(30.0)
+        self.assertEqual(schedule.refreshDelay(100.0), 0.0)
+        schedule.started(100.0)
+        self.assertEqual(schedule.refreshDelay(101.0), 4.0)
+        self.assertEqual(schedule.refreshDelay(106.0), 0.0)
+        short = Schedule(2.0)
+        short.started(0.0)
+        self.assertEqual(short.refreshDelay(0.5), 1.5)
+
+
+class Servers:
+    """
+    In-memory servers on L{PORTS}, sharing a clock, each with its own
+    L{Handlers}.
+    """
+
+    def __init__(self, count: int = 3) -> None:
+        self.handlers = [Handlers() for _ in range(count)]
+        first = MemoryServer(
+            self.handlers[0].registry(), port=PORTS[0], keepalive=10, lingerTimeout=2
+        )
+        self.servers = [first] + [
+            MemoryServer(
+                h.registry(), first.reactor, port=port, keepalive=10, lingerTimeout=2
+            )
+            for h, port in zip(self.handlers[1:], PORTS[1:count], strict=True)
+        ]
+        self.reactor = first.reactor
+
+    def flush(self) -> None:
+        for _ in range(20):
+            before = (
+                len(self.reactor.tcpClients),
+                sum(len(h.runs) for h in self.handlers),
+                sum(len(s.openConnections()) for s in self.servers),
+            )
+            for server in self.servers:
+                server.flush()
+            after = (
+                len(self.reactor.tcpClients),
+                sum(len(h.runs) for h in self.handlers),
+                sum(len(s.openConnections()) for s in self.servers),
+            )
+            if after == before:
+                return
+
+    def advance(self, seconds: float) -> None:
+        self.flush()
+        self.reactor.advance(seconds)
+        self.flush()
+
+    def runs(self) -> list[list[Any]]:
+        return [h.runs for h in self.handlers]
+
+    def client(self, count: int, **kwargs: Any) -> RpcClient:
+        client = RpcClient(
+            self.reactor,
+            endpoints=[(f"server{i}", port) for i, port in enumerate(PORTS[:count])],
+            **kwargs,
+        )
+        client.factory.jitter = 0
+        return client
+
+
+def endpoint(i: int) -> tuple[str, int]:
+    return (f"server{i}", PORTS[i])
+
+
+class SetEndpointsTests(SynchronousTestCase):
+    """
+    L{RpcClient.setEndpoints}.
+    """
+
+    def test_addedEndpointsTakeCalls(self) -> None:
+        """
+        Added endpoints are dialled on the next call and join the
+        round-robin; the endpoints kept keep their connection.
+        """
+        servers = Servers()
+        client = servers.client(1)
+        d = client.callRemote("run", "a")
+        servers.flush()
+        self.assertEqual(self.successResultOf(d), "a")
+        client.setEndpoints([endpoint(0), "server1:9002", endpoint(2)])
+        self.assertEqual(list(client.endpoints), [endpoint(i) for i in range(3)])
+        # Nothing queued: nothing is dialled until a call.
+        self.assertEqual([s.attempts for s in servers.servers], [1, 0, 0])
+        client.callRemote("run", "b")
+        servers.flush()
+        self.assertEqual([s.attempts for s in servers.servers], [1, 1, 1])
+        ds = [client.callRemote("run", i) for i in range(6)]
+        servers.flush()
+        self.assertEqual([self.successResultOf(d) for d in ds], list(range(6)))
+        self.assertEqual(
+            [len([t for t in runs if isinstance(t, int)]) for runs in servers.runs()],
+            [2, 2, 2],
+        )
+
+    def test_newEndpointsCopyBackoffSettings(self) -> None:
+        """
+        An added endpoint's factory starts with client.factory's backoff
+        settings.
+        """
+        client = Servers().client(1)
+        client.factory.initialDelay = 0.7
+        client.factory.maxDelay = 3.0
+        client.factory.factor = 1.5
+        client.setEndpoints([endpoint(0), endpoint(1)])
+        added = client.factories[1]
+        self.assertEqual(
+            (added.initialDelay, added.delay, added.maxDelay, added.factor),
+            (0.7, 0.7, 3.0, 1.5),
+        )
+        self.assertEqual(added.jitter, 0)
+
+    def test_removedEndpointDrains(self) -> None:
+        """
+        A removed endpoint's connection takes no new call, answers the calls
+        in flight on it, then closes; the endpoint is not dialled again.
+        """
+        servers = Servers(2)
+        client = servers.client(2)
+        client.connect()
+        servers.flush()
+        slow = [client.callRemote("wait", i) for i in range(4)]
+        servers.flush()
+        self.assertEqual(servers.runs(), [[0, 2], [1, 3]])
+        client.setEndpoints([endpoint(1)])
+        self.assertEqual(list(client.readyEndpoints), [endpoint(1)])
+        fast = [client.callRemote("run", i) for i in range(10, 14)]
+        servers.flush()
+        self.assertEqual(servers.runs()[0], [0, 2])
+        self.assertEqual([self.successResultOf(d) for d in fast], [10, 11, 12, 13])
+        self.assertEqual(len(servers.servers[0].openConnections()), 1)
+        servers.handlers[0].answer(0)
+        servers.flush()
+        self.assertEqual(self.successResultOf(slow[0]), 0)
+        self.assertEqual(len(servers.servers[0].openConnections()), 1)
+        servers.handlers[0].answer(2)
+        servers.flush()
+        self.assertEqual(self.successResultOf(slow[2]), 2)
+        self.assertEqual(servers.servers[0].openConnections(), [])
+        for token in (1, 3):
+            servers.handlers[1].answer(token)
+        servers.advance(100)
+        self.assertEqual([self.successResultOf(slow[i]) for i in (1, 3)], [1, 3])
+        self.assertEqual(servers.servers[0].attempts, 1)
+
+    def test_idleRemovedEndpointClosesAtOnce(self) -> None:
+        """
+        A removed endpoint with nothing in flight is closed at once.
+        """
+        servers = Servers(2)
+        client = servers.client(2)
+        client.connect()
+        servers.flush()
+        client.setEndpoints([endpoint(1)])
+        servers.flush()
+        self.assertEqual(servers.servers[0].openConnections(), [])
+        self.assertEqual(len(servers.servers[1].openConnections()), 1)
+
+    def test_removedWhileConnecting(self) -> None:
+        """
+        An endpoint removed before its hello never takes a call: its
+        connection is closed when it comes up.
+        """
+        servers = Servers(2)
+        client = servers.client(2)
+        client.connect()
+        client.setEndpoints([endpoint(1)])
+        ds = [client.callRemote("run", i) for i in range(3)]
+        servers.flush()
+        self.assertEqual([self.successResultOf(d) for d in ds], [0, 1, 2])
+        self.assertEqual(servers.runs(), [[], [0, 1, 2]])
+        self.assertEqual(servers.servers[0].openConnections(), [])
+
+    def test_removedWhileBackingOff(self) -> None:
+        """
+        An endpoint removed while it waits for its backoff is not dialled
+        again.
+        """
+        servers = Servers(2)
+        servers.servers[0].refusing = True
+        client = servers.client(2)
+        d = client.callRemote("wait", "q")
+        servers.servers[0].flush()
+        self.assertEqual(servers.servers[0].attempts, 1)
+        client.setEndpoints([endpoint(1)])
+        servers.advance(100)
+        self.assertEqual(servers.servers[0].attempts, 1)
+        servers.handlers[1].answer("q")
+        servers.flush()
+        self.assertEqual(self.successResultOf(d), "q")
+
+    def test_queuedCallsDialAddedEndpoints(self) -> None:
+        """
+        With calls queued (no endpoint reachable), an added endpoint is
+        dialled at once and takes them.
+        """
+        servers = Servers(2)
+        servers.servers[0].refusing = True
+        client = servers.client(1)
+        ds = [client.callRemote("run", i) for i in range(3)]
+        servers.flush()
+        self.assertEqual(client.queued, 3)
+        client.setEndpoints([endpoint(0), endpoint(1)])
+        servers.flush()
+        self.assertEqual([self.successResultOf(d) for d in ds], [0, 1, 2])
+        self.assertEqual(servers.runs(), [[], [0, 1, 2]])
+
+    def test_readdedEndpointGetsNewConnection(self) -> None:
+        """
+        An endpoint removed and added back while its old connection drains
+        gets a new connection; the old one still answers its calls.
+        """
+        servers = Servers(2)
+        client = servers.client(2)
+        client.connect()
+        servers.flush()
+        slow = client.callRemote("wait", "s")
+        servers.flush()
+        self.assertEqual(servers.runs()[0], ["s"])
+        client.setEndpoints([endpoint(1)])
+        client.setEndpoints([endpoint(0), endpoint(1)])
+        ds = [client.callRemote("run", i) for i in range(4)]
+        servers.flush()
+        self.assertEqual([self.successResultOf(d) for d in ds], [0, 1, 2, 3])
+        self.assertEqual(servers.servers[0].attempts, 2)
+        self.assertEqual(len(servers.servers[0].openConnections()), 2)
+        servers.handlers[0].answer("s")
+        servers.flush()
+        self.assertEqual(self.successResultOf(slow), "s")
+        self.assertEqual(len(servers.servers[0].openConnections()), 1)
+
+    def test_lostWhileDrainingFailsWithCallLost(self) -> None:
+        """
+        A draining connection lost with calls in flight fails them with
+        CallLost, as any loss in flight.
+        """
+        servers = Servers(2)
+        client = servers.client(2)
+        client.connect()
+        servers.flush()
+        slow = client.callRemote("wait", "s")
+        servers.flush()
+        client.setEndpoints([endpoint(1)])
+        servers.servers[0].drop()
+        self.failureResultOf(slow, CallLost)
+
+    def test_refusals(self) -> None:
+        """
+        setEndpoints refuses an empty list, and a closed client.
+        """
+        client = Servers(1).client(1)
+        self.assertRaises(ValueError, client.setEndpoints, [])
+        self.assertRaises(ValueError, client.setEndpoints, ["nope"])
+        client.close()
+        self.assertRaises(ClientClosed, client.setEndpoints, [endpoint(0)])
+
+
+class CoreDrainTests(SynchronousTestCase):
+    """
+    L{ClientConnection.drain}.
+    """
+
+    def test_finishedOnceAnswered(self) -> None:
+        """
+        A drained connection is finished once its calls are answered.
+        """
+        events = RecordingEvents()
+        core = ClientConnection(events)
+        core.dataReceived(frame(HELLO))
+        msgid, _ = core.sendRequest("c", "m", (), {})
+        core.drain()
+        self.assertFalse(core.finished)
+        core.dataReceived(frame([1, msgid, None, "ok"]))
+        self.assertTrue(core.finished)
+
+    def test_goawayStillHandsBackUnrun(self) -> None:
+        """
+        A goaway that comes while the connection drains still hands back
+        the calls it proves unrun, to be sent elsewhere.
+        """
+        events = RecordingEvents()
+        core = ClientConnection(events)
+        core.dataReceived(frame(HELLO))
+        first, _ = core.sendRequest("c1", "m", (), {})
+        core.sendRequest("c2", "m", (), {})
+        core.drain()
+        core.dataReceived(frame([3, "goaway", first, "shutdown"]))
+        self.assertIs(core.state, State.GOING_AWAY)
+        self.assertIn(("goaway", "shutdown", ["c2"]), events.events)
+
+
+class DnsServers(Servers):
+    """
+    L{Servers} behind a L{FakeResolver}: server I is target C{sI.test}
+    (address 10.0.0.I+1) of the SRV records of L{SERVICE}.
+    """
+
+    def __init__(self, count: int = 3) -> None:
+        super().__init__(count)
+        self.resolver = FakeResolver()
+
+    def publish(self, *indexes: int, ttl: int = 0, additional: bool = True) -> None:
+        """
+        The SRV records list these servers (and the address records of their
+        targets come in the additional section, if C{additional}).
+        """
+        self.resolver.records = [
+            srv(SERVICE, f"s{i}.test", PORTS[i], ttl=ttl) for i in indexes
+        ]
+        addresses = [a(f"s{i}.test", f"10.0.0.{i + 1}", ttl=ttl) for i in indexes]
+        if additional:
+            self.resolver.additional = addresses
+        else:
+            self.resolver.additional = []
+            self.resolver.records += addresses
+
+    def dnsClient(self, **kwargs: Any) -> RpcClient:
+        kwargs.setdefault("resolveInterval", 10.0)
+        client = RpcClient(
+            self.reactor, service=SERVICE, resolver=self.resolver, **kwargs
+        )
+        client.factory.jitter = 0
+        return client
+
+
+def address(i: int) -> tuple[str, int]:
+    return (f"10.0.0.{i + 1}", PORTS[i])
+
+
+class DnsClientTests(SynchronousTestCase):
+    """
+    L{RpcClient} with C{service} or C{hostname}.
+    """
+
+    def test_arguments(self) -> None:
+        """
+        A service takes no port; a hostname needs one; neither goes with a
+        host or endpoints, nor with each other.
+        """
+        reactor = Servers(1).reactor
+        self.assertRaises(TypeError, RpcClient, reactor, service="s", port=1)
+        self.assertRaises(TypeError, RpcClient, reactor, hostname="h")
+        self.assertRaises(TypeError, RpcClient, reactor, "h", 1, service="s")
+        self.assertRaises(
+            TypeError, RpcClient, reactor, service="s", endpoints=[("h", 1)]
+        )
+        self.assertRaises(TypeError, RpcClient, reactor, service="s", hostname="h")
+        self.assertRaises(ValueError, RpcClient, reactor, hostname="h", port=0)
+        self.assertRaises(
+            ValueError, RpcClient, reactor, service="s", resolveInterval=0
+        )
+
+    def test_resolvesOnFirstCall(self) -> None:
+        """
+        Nothing is resolved until the first call; its SRV records' targets
+        (with their addresses from the additional section) become the
+        endpoints, which take the call.
+        """
+        dns_ = DnsServers()
+        dns_.publish(0, 1)
+        client = dns_.dnsClient()
+        self.assertEqual(dns_.resolver.queries, [])
+        self.assertEqual(repr(client), f"<RpcClient {SERVICE} (unresolved)>")
+        ds = [client.callRemote("run", i) for i in range(4)]
+        dns_.flush()
+        self.assertEqual(dns_.resolver.queries, [(dns.SRV, SERVICE)])
+        self.assertEqual(sorted(client.endpoints), [address(0), address(1)])
+        self.assertEqual([self.successResultOf(d) for d in ds], [0, 1, 2, 3])
+        self.assertEqual(
+            repr(client), f"<RpcClient {SERVICE} (10.0.0.1:9001, 10.0.0.2:9002)>"
+        )
+
+    def test_targetsWithoutAdditionalRecords(self) -> None:
+        """
+        SRV targets whose addresses are not in the additional section are
+        looked up (A and AAAA).
+        """
+        dns_ = DnsServers()
+        dns_.publish(0, 2, additional=False)
+        dns_.resolver.records.append(aaaa("s2.test", "::2"))
+        client = dns_.dnsClient()
+        client.connect()
+        self.assertEqual(
+            sorted(client.endpoints), [address(0), address(2), ("::2", PORTS[2])]
+        )
+        self.assertIn((dns.A, "s0.test"), dns_.resolver.queries)
+        self.assertIn((dns.AAAA, "s2.test"), dns_.resolver.queries)
+
+    def test_priorityTiers(self) -> None:
+        """
+        Only the lowest priority's targets are endpoints; a higher one is
+        used when the lower has none.
+        """
+        dns_ = DnsServers()
+        dns_.resolver.records = [
+            srv(SERVICE, "s0.test", PORTS[0], priority=10),
+            srv(SERVICE, "s1.test", PORTS[1], priority=20),
+        ]
+        dns_.resolver.additional = [a("s0.test", "10.0.0.1"), a("s1.test", "10.0.0.2")]
+        client = dns_.dnsClient()
+        client.connect()
+        self.assertEqual(list(client.endpoints), [address(0)])
+        dns_.resolver.additional = [a("s1.test", "10.0.0.2")]
+        dns_.advance(10)
+        self.assertEqual(list(client.endpoints), [address(1)])
+
+    def test_hostname(self) -> None:
+        """
+        With a hostname, each A and AAAA address is an endpoint on the port.
+        """
+        servers = Servers(1)
+        resolver = FakeResolver()
+        resolver.records = [
+            a("billing.test", "10.0.0.2"),
+            a("billing.test", "10.0.0.1"),
+            aaaa("billing.test", "fd00::1"),
+        ]
+        client = RpcClient(
+            servers.reactor, hostname="billing.test", port=PORTS[0], resolver=resolver
+        )
+        d = client.callRemote("run", 1)
+        servers.flush()
+        self.assertEqual(
+            list(client.endpoints),
+            [("10.0.0.1", 9001), ("10.0.0.2", 9001), ("fd00::1", 9001)],
+        )
+        self.assertEqual(self.successResultOf(d), 1)
+
+    def test_reresolvesAndDrains(self) -> None:
+        """
+        Resolution is repeated every interval (TTLs under it do not make it
+        sooner); an endpoint that disappears is drained, one that appears
+        takes calls.
+        """
+        dns_ = DnsServers()
+        dns_.publish(0, 1, ttl=1)
+        client = dns_.dnsClient()
+        client.connect()
+        dns_.flush()
+        slow = client.callRemote("wait", "s")
+        dns_.flush()
+        onFirst = dns_.runs()[0] == ["s"]
+        dns_.publish(2, 1 if onFirst else 0)
+        dns_.advance(9.9)
+        self.assertEqual(dns_.resolver.serviceQueries(), 1)
+        dns_.advance(0.1)
+        self.assertEqual(dns_.resolver.serviceQueries(), 2)
+        drained = 0 if onFirst else 1
+        self.assertNotIn(address(drained), client.endpoints)
+        # The first call dials the new endpoint; calls go to it once ready.
+        ds = [client.callRemote("run", i) for i in range(5)]
+        dns_.flush()
+        ds += [client.callRemote("run", i) for i in range(5, 9)]
+        dns_.flush()
+        self.assertEqual([self.successResultOf(d) for d in ds], list(range(9)))
+        self.assertEqual(dns_.runs()[drained], ["s"])
+        self.assertEqual(len(dns_.runs()[2]), 2)
+        self.assertEqual(len(dns_.servers[drained].openConnections()), 1)
+        dns_.handlers[drained].answer("s")
+        dns_.flush()
+        self.assertEqual(self.successResultOf(slow), "s")
+        self.assertEqual(dns_.servers[drained].openConnections(), [])
+
+    def test_longTtlDelaysResolution(self) -> None:
+        """
+        A TTL above the interval is waited for, up to five minutes.
+        """
+        dns_ = DnsServers()
+        dns_.publish(0, ttl=45)
+        client = dns_.dnsClient()
+        client.connect()
+        dns_.advance(44)
+        self.assertEqual(dns_.resolver.serviceQueries(), 1)
+        dns_.advance(1)
+        self.assertEqual(dns_.resolver.serviceQueries(), 2)
+        dns_.publish(0, ttl=86400)
+        dns_.advance(45)
+        dns_.advance(299)
+        self.assertEqual(dns_.resolver.serviceQueries(), 3)
+        dns_.advance(1)
+        self.assertEqual(dns_.resolver.serviceQueries(), 4)
+
+    def test_failureKeepsEndpoints(self) -> None:
+        """
+        A failed resolution, or one that finds no records, keeps the last
+        endpoints and is retried with a backoff (1, 2, 4 s...).
+        """
+        dns_ = DnsServers()
+        dns_.publish(0, 1)
+        client = dns_.dnsClient()
+        client.connect()
+        dns_.resolver.failing.add(SERVICE)
+        dns_.advance(10)
+        self.assertEqual(dns_.resolver.serviceQueries(), 2)
+        self.assertEqual(sorted(client.endpoints), [address(0), address(1)])
+        dns_.advance(1)
+        self.assertEqual(dns_.resolver.serviceQueries(), 3)
+        dns_.advance(1.9)
+        self.assertEqual(dns_.resolver.serviceQueries(), 3)
+        dns_.advance(0.1)
+        self.assertEqual(dns_.resolver.serviceQueries(), 4)
+        dns_.resolver.failing.clear()
+        dns_.publish()
+        dns_.advance(4)
+        self.assertEqual(dns_.resolver.serviceQueries(), 5)
+        self.assertEqual(sorted(client.endpoints), [address(0), address(1)])
+        ds = [client.callRemote("run", i) for i in range(2)]
+        dns_.flush()
+        self.assertEqual([self.successResultOf(d) for d in ds], [0, 1])
+        self.flushLoggedErrors()
+
+    def test_nothingResolvedYet(self) -> None:
+        """
+        With no endpoint ever resolved, calls wait in the queue (and time
+        out), resolution is retried with a backoff, and queued calls go once
+        records appear.
+        """
+        dns_ = DnsServers()
+        client = dns_.dnsClient(timeout=2.5)
+        late = client.callRemote("run", "late")
+        dns_.advance(1)
+        self.assertEqual(dns_.resolver.serviceQueries(), 2)
+        self.assertEqual(client.queued, 1)
+        dns_.advance(1.6)
+        self.failureResultOf(late, CallTimeout)
+        d = client.callRemote("run", "ok")
+        dns_.publish(1)
+        dns_.advance(0.3)
+        self.assertEqual(dns_.resolver.serviceQueries(), 2)
+        self.assertNoResult(d)
+        dns_.advance(0.1)
+        self.assertEqual(dns_.resolver.serviceQueries(), 3)
+        self.assertEqual(self.successResultOf(d), "ok")
+        self.assertEqual(dns_.runs(), [[], ["ok"], []])
+
+    def test_connectionFailureResolvesSoon(self) -> None:
+        """
+        A connection that fails asks for a resolution at once, at most once
+        per min(interval, 5 s).
+        """
+        dns_ = DnsServers()
+        dns_.publish(0, 1)
+        client = dns_.dnsClient(resolveInterval=30.0)
+        client.connect()
+        dns_.flush()
+        dns_.advance(6)
+        self.assertEqual(dns_.resolver.serviceQueries(), 1)
+        dns_.publish(1)
+        dns_.servers[0].drop()
+        dns_.advance(0)
+        self.assertEqual(dns_.resolver.serviceQueries(), 2)
+        self.assertEqual(list(client.endpoints), [address(1)])
+        dns_.servers[1].drop()
+        dns_.advance(4.9)
+        self.assertEqual(dns_.resolver.serviceQueries(), 2)
+        dns_.advance(0.1)
+        self.assertEqual(dns_.resolver.serviceQueries(), 3)
+
+    def test_closeStopsResolving(self) -> None:
+        """
+        A closed client resolves no more, and an answer still to come is
+        dropped.
+        """
+        dns_ = DnsServers()
+        dns_.publish(0)
+        client = dns_.dnsClient()
+        client.connect()
+        dns_.resolver.holding = True
+        dns_.advance(10)
+        self.assertEqual(len(dns_.resolver.held), 1)
+        client.close()
+        dns_.resolver.held[0].callback(None)
+        self.assertEqual(list(client.endpoints), [address(0)])
+        self.assertEqual(dns_.reactor.getDelayedCalls(), [])
+
+    def test_oneResolutionAtATime(self) -> None:
+        """
+        While a resolution waits for its answer, connection failures start
+        no other.
+        """
+        dns_ = DnsServers()
+        dns_.publish(0, 1)
+        client = dns_.dnsClient()
+        client.connect()
+        dns_.flush()
+        dns_.resolver.holding = True
+        dns_.advance(10)
+        dns_.servers[0].drop()
+        self.assertEqual(dns_.resolver.serviceQueries(), 2)
+        held: Deferred[Any] = dns_.resolver.held[0]
+        held.callback(None)
+        self.assertEqual(sorted(client.endpoints), [address(0), address(1)])
+
+    def test_lookupErrorLogged(self) -> None:
+        """
+        A resolution failing is logged with the name and the error.
+        """
+        dns_ = DnsServers()
+        dns_.resolver.failing.add(SERVICE)
+        collector = LogCollector()
+        globalLogPublisher.addObserver(collector)
+        self.addCleanup(globalLogPublisher.removeObserver, collector)
+        client = dns_.dnsClient()
+        client.connect()
+        messages = [e for e in collector.events if e.get("name") == SERVICE]
+        self.assertTrue(messages)
+        self.assertIn("no answer", messages[0]["why"])
