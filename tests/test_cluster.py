@@ -475,9 +475,9 @@ class ExactlyOnceTests(SynchronousTestCase):
             for token in sorted(h.waiting):
                 h.answer(token)
         cluster.flush()
-        listed = {port for _, port in client.endpoints}
+        listedPorts = {port for _, port in client.endpoints}
         for server in servers:
-            if server.port not in listed:
+            if server.port not in listedPorts:
                 self.assertEqual(server.openConnections(), [], server.port)
 
         # Let everything settle: accept connections, answer every handler.
