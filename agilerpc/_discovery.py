@@ -5,7 +5,8 @@ query mean as a list of endpoints, and when to ask again.
 Both clients use it: L{agilerpc._resolving} asks through a Twisted
 C{IResolver} for L{agilerpc.RpcClient}, L{agilerpc._dnsquery} asks with a
 plain socket for L{agilerpc.TcpRpcClient}.  Neither decides anything this
-module decides.
+module decides.  It reads records as L{twisted.names.dns} decodes them, so
+it is imported only by those two, when a client resolves a name.
 
  - SRV records are ordered as RFC 2782 says: by priority (lower first), and
    within one priority in a weighted random order (a record of weight 0 has
@@ -24,8 +25,11 @@ module decides.
 from __future__ import annotations
 
 import random as _random
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from twisted.names import dns
 
 #: The longest a resolution's answer is trusted without asking again.
 DEFAULT_MAX_INTERVAL = 300.0
@@ -49,6 +53,56 @@ class SrvTarget(NamedTuple):
     port: int
     #: The target host name, without its trailing dot.
     target: str
+
+
+def recordName(name: dns.Name) -> str:
+    """
+    A DNS name as text, lower case, without its trailing dot: how target
+    names are matched to their address records.
+    """
+    return name.name.decode("ascii", "replace").rstrip(".").lower()
+
+
+def srvTargets(records: Iterable[dns.RRHeader], ttls: list[float]) -> list[SrvTarget]:
+    """
+    The SRV records among C{records}; their TTLs are added to C{ttls}.
+    """
+    targets = []
+    for record in records:
+        if record.type == dns.SRV:
+            srv: Any = record.payload
+            targets.append(
+                SrvTarget(srv.priority, srv.weight, srv.port, recordName(srv.target))
+            )
+            ttls.append(record.ttl)
+    return targets
+
+
+def addressRecords(
+    records: Iterable[dns.RRHeader],
+    addresses: dict[str, list[str]],
+    ttls: list[float],
+    name: str | None = None,
+) -> None:
+    """
+    Add the A and AAAA records among C{records} to C{addresses}, under their
+    own names or all under C{name} (the name asked for, which CNAMEs may
+    lead away from), and their TTLs to C{ttls}.
+    """
+    for record in records:
+        payload: Any = record.payload
+        if record.type == dns.A:
+            address = payload.dottedQuad()
+        elif record.type == dns.AAAA:
+            address = socket.inet_ntop(socket.AF_INET6, payload.address)
+        else:
+            continue
+        found = addresses.setdefault(
+            recordName(record.name) if name is None else name, []
+        )
+        if address not in found:
+            found.append(address)
+        ttls.append(record.ttl)
 
 
 def orderSrv(

@@ -10,18 +10,23 @@ agilerpc} does not load C{twisted.names}.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IResolver
 from twisted.logger import Logger
-from twisted.names import dns
 from twisted.python.failure import Failure
 
-from ._discovery import Schedule, SrvTarget, bestTier, hostEndpoints, orderSrv
+from ._discovery import (
+    Schedule,
+    addressRecords,
+    bestTier,
+    hostEndpoints,
+    orderSrv,
+    srvTargets,
+)
 
 _log = Logger(namespace="agilerpc.client")
 
@@ -32,35 +37,6 @@ QUERY_TIMEOUTS = (1, 3, 11)
 
 #: The endpoints a resolution found and the TTLs of the records it used.
 Resolution = tuple[list[tuple[str, int]], list[float]]
-
-
-def recordName(name: dns.Name) -> str:
-    """
-    A DNS name as text, lower case, without its trailing dot: how target
-    names are matched to their address records.
-    """
-    return name.name.decode("ascii", "replace").rstrip(".").lower()
-
-
-def addressRecords(
-    records: Sequence[dns.RRHeader], addresses: dict[str, list[str]], ttls: list[float]
-) -> None:
-    """
-    Add the A and AAAA records among C{records} to C{addresses} (by name),
-    and their TTLs to C{ttls}.
-    """
-    for record in records:
-        payload: Any = record.payload
-        if record.type == dns.A:
-            address = payload.dottedQuad()
-        elif record.type == dns.AAAA:
-            address = socket.inet_ntop(socket.AF_INET6, payload.address)
-        else:
-            continue
-        found = addresses.setdefault(recordName(record.name), [])
-        if address not in found:
-            found.append(address)
-        ttls.append(record.ttl)
 
 
 class DnsDiscovery:
@@ -160,7 +136,7 @@ class DnsDiscovery:
 
         def found(result: tuple[dict[str, list[str]], list[float]]) -> Resolution:
             addresses, ttls = result
-            return hostEndpoints(addresses[self.name], port), ttls
+            return hostEndpoints(addresses.get(self.name, []), port), ttls
 
         return self._addressesOf(self.name).addCallback(found)
 
@@ -187,12 +163,11 @@ class DnsDiscovery:
             ttls: list[float] = []
             for ok, result in results:
                 if ok:
-                    addressRecords(result[0], addresses, ttls)
+                    addressRecords(result[0], addresses, ttls, name)
             if not any(ok for ok, _ in results):
                 failure: Failure = results[0][1]
                 return failure
-            # CNAMEs lead elsewhere: every address found is the name's.
-            return {name: [a for found in addresses.values() for a in found]}, ttls
+            return addresses, ttls
 
         return lookups.addCallback(found)
 
@@ -203,17 +178,8 @@ class DnsDiscovery:
         # Any: IResolver's stubs type the three lists as three records.
         def answered(result: Any) -> Deferred[Resolution] | Resolution:
             answers, _authority, additional = result
-            records: list[SrvTarget] = []
             ttls: list[float] = []
-            for record in answers:
-                if record.type == dns.SRV:
-                    srv: Any = record.payload
-                    records.append(
-                        SrvTarget(
-                            srv.priority, srv.weight, srv.port, recordName(srv.target)
-                        )
-                    )
-                    ttls.append(record.ttl)
+            records = srvTargets(answers, ttls)
             addresses: dict[str, list[str]] = {}
             addressRecords(additional, addresses, ttls)
             missing = []

@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.names import dns, error
 from twisted.names.common import ResolverBase
 from twisted.names.server import DNSServerFactory
+from twisted.trial.unittest import SynchronousTestCase
 
 
 def srv(
@@ -129,3 +130,39 @@ def dnsServerFactory(resolver: ZoneResolver) -> DNSServerFactory:
     L{twisted.names.dns.DNSDatagramProtocol} of it over UDP.
     """
     return DNSServerFactory(authorities=[resolver])
+
+
+class TruncatingFactory(DNSServerFactory):
+    """
+    A DNS server factory whose UDP answers are all truncated (empty, with the
+    TC bit): the client must ask again over TCP.
+    """
+
+    def sendReply(self, protocol: Any, message: dns.Message, address: Any) -> None:
+        if address is not None:
+            message.trunc = 1
+            message.answers = []
+            message.additional = []
+        DNSServerFactory.sendReply(self, protocol, message, address)
+
+
+def listenDns(
+    testCase: SynchronousTestCase, resolver: ZoneResolver, truncate: bool = False
+) -> int:
+    """
+    Serve C{resolver}'s records over UDP on 127.0.0.1, on a free port, until
+    C{testCase} ends (every answer truncated, if C{truncate}); the port.
+    """
+    from twisted.internet import reactor
+
+    factory = (
+        TruncatingFactory(authorities=[resolver])
+        if truncate
+        else dnsServerFactory(resolver)
+    )
+    udp = reactor.listenUDP(  # type: ignore[attr-defined]
+        0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1"
+    )
+    testCase.addCleanup(udp.stopListening)
+    port: int = udp.getHost().port
+    return port

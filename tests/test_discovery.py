@@ -9,15 +9,18 @@ C{IResolver}, on a L{MemoryReactorClock} with in-memory servers.
 from __future__ import annotations
 
 import random
+import socket
 from collections import Counter
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.names import dns
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from agilerpc import CallLost, CallTimeout, ClientClosed, RpcClient
+from agilerpc import CallLost, CallTimeout, ClientClosed, RpcClient, TcpRpcClient
 from agilerpc._clientconnection import ClientConnection, State
 from agilerpc._discovery import (
     Schedule,
@@ -27,10 +30,19 @@ from agilerpc._discovery import (
     hostEndpoints,
     orderSrv,
 )
+from agilerpc._dnsquery import ResolvedServers, parseResolvConf
 from agilerpc.testing import MemoryServer
 
 from .clienthelpers import HELLO, Handlers, RecordingEvents, frame
-from .dnshelpers import FakeResolver, a, aaaa, srv
+from .dnshelpers import (
+    FakeResolver,
+    ZoneResolver,
+    a,
+    aaaa,
+    dnsServerFactory,
+    listenDns,
+    srv,
+)
 from .serverhelpers import LogCollector
 
 PORTS = [9001, 9002, 9003]
@@ -764,3 +776,200 @@ class DnsClientTests(SynchronousTestCase):
         messages = [e for e in collector.events if e.get("name") == SERVICE]
         self.assertTrue(messages)
         self.assertIn("no answer", messages[0]["why"])
+
+
+class ResolvConfTests(SynchronousTestCase):
+    """
+    L{parseResolvConf}.
+    """
+
+    def test_nameserverLines(self) -> None:
+        """
+        Each nameserver line gives an address on port 53; comments and
+        other lines are skipped.
+        """
+        text = (
+            "# generated\nsearch default.svc.cluster.local\n"
+            "nameserver 10.96.0.10\nnameserver fd00::a # second\noptions ndots:5\n"
+        )
+        self.assertEqual(parseResolvConf(text), [("10.96.0.10", 53), ("fd00::a", 53)])
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _deadUdpPort() -> int:
+    """
+    A UDP port on 127.0.0.1 that nothing listens on (for now).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class BlockingResolutionTests(TestCase):
+    """
+    L{ResolvedServers}, the blocking client's resolution, against a real
+    C{twisted.names} server on 127.0.0.1 (queried from a thread).
+    """
+
+    def setUp(self) -> None:
+        self.zone = ZoneResolver()
+        self.nameserver = ("127.0.0.1", listenDns(self, self.zone))
+        self.clock = _Clock()
+
+    def resolved(self, **kwargs: Any) -> ResolvedServers:
+        kwargs.setdefault("service", None)
+        kwargs.setdefault("hostname", None)
+        kwargs.setdefault("port", None)
+        kwargs.setdefault("nameservers", [self.nameserver])
+        return ResolvedServers(interval=10.0, clock=self.clock, **kwargs)
+
+    @inlineCallbacks
+    def test_srvAllPrioritiesInOrder(self) -> Any:
+        """
+        A service's servers are every SRV target, lower priorities first,
+        with the addresses of the additional section; they are kept until
+        the interval passes, then resolved again.
+        """
+        self.zone.setRecords(
+            [
+                srv(SERVICE, "backup.test", 2002, priority=20),
+                srv(SERVICE, "main.test", 2001, priority=10),
+                a("main.test", "127.0.0.1"),
+                a("backup.test", "127.0.0.2"),
+            ]
+        )
+        servers = self.resolved(service=SERVICE)
+        found = yield deferToThread(servers.refresh)
+        self.assertEqual(found, [("127.0.0.1", 2001), ("127.0.0.2", 2002)])
+        self.zone.setRecords(
+            [srv(SERVICE, "main.test", 2003), a("main.test", "127.0.0.1")]
+        )
+        self.clock.now += 9.9
+        found = yield deferToThread(servers.refresh)
+        self.assertEqual(found, [("127.0.0.1", 2001), ("127.0.0.2", 2002)])
+        self.clock.now += 0.1
+        found = yield deferToThread(servers.refresh)
+        self.assertEqual(found, [("127.0.0.1", 2003)])
+
+    @inlineCallbacks
+    def test_hostnameRecords(self) -> Any:
+        """
+        A host name's servers are its A and AAAA addresses on the port.
+        """
+        self.zone.setRecords(
+            [
+                a("billing.test", "127.0.0.2"),
+                a("billing.test", "127.0.0.1"),
+                aaaa("billing.test", "::1"),
+            ]
+        )
+        servers = self.resolved(hostname="billing.test", port=7)
+        found = yield deferToThread(servers.refresh)
+        self.assertEqual(found, [("127.0.0.1", 7), ("127.0.0.2", 7), ("::1", 7)])
+
+    @inlineCallbacks
+    def test_noRecordsKeepsServers(self) -> Any:
+        """
+        A name that no longer exists keeps the last servers and is asked
+        again after a backoff; one that never existed raises gaierror.
+        """
+        self.zone.setRecords(
+            [srv(SERVICE, "main.test", 2001), a("main.test", "127.0.0.1")]
+        )
+        servers = self.resolved(service=SERVICE)
+        yield deferToThread(servers.refresh)
+        self.zone.setRecords([])
+        self.clock.now += 10
+        found = yield deferToThread(servers.refresh)
+        self.assertEqual(found, [("127.0.0.1", 2001)])
+        self.zone.setRecords(
+            [srv(SERVICE, "main.test", 2002), a("main.test", "127.0.0.1")]
+        )
+        self.clock.now += 0.9
+        found = yield deferToThread(servers.refresh)
+        self.assertEqual(found, [("127.0.0.1", 2001)])
+        self.clock.now += 0.1
+        found = yield deferToThread(servers.refresh)
+        self.assertEqual(found, [("127.0.0.1", 2002)])
+        never = self.resolved(service="_none._tcp.test")
+        yield self.assertFailure(deferToThread(never.refresh), socket.gaierror)
+
+    @inlineCallbacks
+    def test_forcedRefresh(self) -> Any:
+        """
+        refresh(force=True) resolves again before the interval, unless a
+        resolution started less than min(interval, 5 s) ago.
+        """
+        self.zone.setRecords(
+            [srv(SERVICE, "main.test", 2001), a("main.test", "127.0.0.1")]
+        )
+        servers = self.resolved(service=SERVICE)
+        yield deferToThread(servers.refresh)
+        self.zone.setRecords(
+            [srv(SERVICE, "main.test", 2002), a("main.test", "127.0.0.1")]
+        )
+        self.clock.now += 4
+        found = yield deferToThread(servers.refresh, True)
+        self.assertEqual(found, [("127.0.0.1", 2001)])
+        self.clock.now += 1
+        found = yield deferToThread(servers.refresh, True)
+        self.assertEqual(found, [("127.0.0.1", 2002)])
+
+    @inlineCallbacks
+    def test_nameserversInTurn(self) -> Any:
+        """
+        A name server that does not answer is skipped for the next; with
+        none answering, resolving raises gaierror naming each.
+        """
+        self.zone.setRecords(
+            [srv(SERVICE, "main.test", 2001), a("main.test", "127.0.0.1")]
+        )
+        dead = ("127.0.0.1", _deadUdpPort())
+        servers = self.resolved(service=SERVICE, nameservers=[dead, self.nameserver])
+        found = yield deferToThread(servers.refresh)
+        self.assertEqual(found, [("127.0.0.1", 2001)])
+        alone = self.resolved(service=SERVICE, nameservers=[dead])
+        error = yield self.assertFailure(deferToThread(alone.refresh), socket.gaierror)
+        self.assertIn(f"127.0.0.1:{dead[1]}", str(error))
+
+    @inlineCallbacks
+    def test_truncatedAnswerOverTcp(self) -> Any:
+        """
+        An answer truncated over UDP is asked again over TCP.
+        """
+        self.zone.setRecords(
+            [srv(SERVICE, f"s{i}.test", 3000 + i) for i in range(3)]
+            + [a(f"s{i}.test", "127.0.0.1") for i in range(3)]
+        )
+        port = listenDns(self, self.zone, truncate=True)
+        tcp = reactor.listenTCP(
+            port, dnsServerFactory(self.zone), interface="127.0.0.1"
+        )
+        self.addCleanup(tcp.stopListening)
+        servers = self.resolved(service=SERVICE, nameservers=[("127.0.0.1", port)])
+        found = yield deferToThread(servers.refresh)
+        self.assertEqual(sorted(found), [("127.0.0.1", 3000 + i) for i in range(3)])
+
+    def test_clientArguments(self) -> None:
+        """
+        TcpRpcClient takes a service (no port) or a hostname (with a port),
+        not with a host, servers or each other; it resolves nothing until it
+        connects.
+        """
+        self.assertRaises(TypeError, TcpRpcClient, service="s", port=1)
+        self.assertRaises(TypeError, TcpRpcClient, hostname="h")
+        self.assertRaises(TypeError, TcpRpcClient, "h", 1, service="s")
+        self.assertRaises(TypeError, TcpRpcClient, service="s", servers=["h:1"])
+        self.assertRaises(TypeError, TcpRpcClient, service="s", hostname="h")
+        self.assertRaises(ValueError, TcpRpcClient, hostname="h", port=0)
+        client = TcpRpcClient(service=SERVICE, nameservers=["127.0.0.1:1"])
+        self.assertEqual(repr(client), f"<TcpRpcClient {SERVICE} (unresolved)>")
+        self.assertEqual(client.servers, [])

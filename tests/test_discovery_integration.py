@@ -9,6 +9,8 @@ from 1 server to 3 and back to 1 while 20 callers stream calls.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -16,15 +18,15 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.names import client as dnsclient
-from twisted.names import dns
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from agilerpc import RpcClient
+from agilerpc import RpcClient, TcpRpcClient
 
-from .dnshelpers import ZoneResolver, a, dnsServerFactory, srv
+from .dnshelpers import ZoneResolver, a, listenDns, srv
 from .incrstream import IncrStream
 from .serverprocess import ServerProcess, scale
 
@@ -47,20 +49,21 @@ def _tokens(path: str) -> Counter[int]:
         return Counter(int(line.strip()[1:]) for line in f if line.strip())
 
 
+def _publish(zone: ZoneResolver, servers: list[ServerProcess]) -> None:
+    """
+    The SRV records of L{SERVICE} list C{servers} (TTL 0), each target a
+    name with an A record of 127.0.0.1.
+    """
+    records = []
+    for server in servers:
+        target = f"s{server.port}.billing.test"
+        records.append(srv(SERVICE, target, server.port))
+        records.append(a(target, "127.0.0.1"))
+    zone.setRecords(records)
+
+
 class DnsScaleTests(TestCase):
     timeout = 120
-
-    def _publish(self, zone: ZoneResolver, servers: list[ServerProcess]) -> None:
-        """
-        The SRV records of L{SERVICE} list C{servers} (TTL 0), each target
-        a name with an A record of 127.0.0.1.
-        """
-        records = []
-        for server in servers:
-            target = f"s{server.port}.billing.test"
-            records.append(srv(SERVICE, target, server.port))
-            records.append(a(target, "127.0.0.1"))
-        zone.setRecords(records)
 
     @inlineCallbacks
     def _waitForEndpoints(self, client: RpcClient, servers: list[ServerProcess]) -> Any:
@@ -81,15 +84,11 @@ class DnsScaleTests(TestCase):
         ledgers = [os.path.abspath(self.mktemp()) for _ in range(3)]
         servers = [ServerProcess.start(self, ledger=ledger) for ledger in ledgers]
         zone = ZoneResolver()
-        self._publish(zone, servers[:1])
-        udp = reactor.listenUDP(  # type: ignore[attr-defined]
-            0, dns.DNSDatagramProtocol(dnsServerFactory(zone)), interface="127.0.0.1"
-        )
-        self.addCleanup(udp.stopListening)
+        _publish(zone, servers[:1])
         # Only this server: createResolver would also ask the name server of
         # /etc/resolv.conf.
         resolver = dnsclient.Resolver(
-            servers=[("127.0.0.1", udp.getHost().port)], reactor=reactor
+            servers=[("127.0.0.1", listenDns(self, zone))], reactor=reactor
         )
         client = RpcClient(
             reactor, service=SERVICE, resolver=resolver, resolveInterval=0.1, timeout=30
@@ -102,11 +101,11 @@ class DnsScaleTests(TestCase):
         stream = IncrStream(self, [client], callers)
         yield self._waitForEndpoints(client, servers[:1])
         yield _pause(phase)
-        self._publish(zone, servers)
+        _publish(zone, servers)
         yield self._waitForEndpoints(client, servers)
         scaledUp = stream.issued
         yield _pause(phase)
-        self._publish(zone, servers[2:])
+        _publish(zone, servers[2:])
         yield self._waitForEndpoints(client, servers[2:])
         scaledDown = stream.issued
         yield _pause(phase)
@@ -152,3 +151,64 @@ class DnsScaleTests(TestCase):
         while {p.endpoint.port for p in client._connections} != {servers[2].port}:
             self.assertLess(time.monotonic(), deadline)
             yield _pause(0.01)
+
+
+class BlockingDnsTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_tcpClientFollowsTheRecords(self) -> Any:
+        """
+        TcpRpcClient(service=..., nameservers=[...]) connects to the server
+        the SRV records list; when that server leaves the records and stops,
+        its next connection goes to the one listed now: every call succeeds
+        and ran exactly once.
+        """
+        ledger = os.path.abspath(self.mktemp())
+        one = ServerProcess.start(self, ledger=ledger)
+        two = ServerProcess.start(self, ledger=ledger)
+        zone = ZoneResolver()
+        _publish(zone, [one])
+        client = TcpRpcClient(
+            service=SERVICE,
+            nameservers=[("127.0.0.1", listenDns(self, zone))],
+            resolveInterval=0.1,
+            timeout=10,
+        )
+        self.addCleanup(client.close)
+        first = yield deferToThread(client.call, "pid")
+        self.assertEqual(first, one.pid)
+        results: dict[str, Any] = {}
+        stop = threading.Event()
+        self.addCleanup(stop.set)
+
+        def stream() -> None:
+            i = 0
+            while not stop.is_set():
+                token = f"t{i}"
+                i += 1
+                try:
+                    results[token] = client.call("incr", (token,))
+                except Exception as e:
+                    results[token] = e
+
+        streaming = deferToThread(stream)
+        yield _pause(0.3)
+        before = len(results)
+        _publish(zone, [two])
+        code = yield deferToThread(one.stop)
+        self.assertIn(code, (0, -signal.SIGTERM), one.output())
+        yield _pause(0.3)
+        stop.set()
+        yield streaming
+
+        failures = [r for r in results.values() if isinstance(r, Exception)]
+        self.assertEqual(failures[:3], [])
+        runs = _tokens(ledger)
+        self.assertEqual(set(runs), {int(t[1:]) for t in results})
+        self.assertEqual([t for t, n in runs.items() if n != 1], [])
+        self.assertGreater(before, 20)
+        self.assertGreater(len(results) - before, 20)
+        last = yield deferToThread(client.call, "pid")
+        self.assertEqual(last, two.pid)
+        self.assertEqual(client.servers, [("127.0.0.1", two.port)])
