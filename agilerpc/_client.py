@@ -34,6 +34,11 @@ decides where calls go and when to connect:
    backoff delay, so that a dead host costs at most one attempt per delay and
    an idle client none.  A TLS handshake the server refuses fails the queued
    calls at once with L{TLSRefused} instead of retrying.
+ - The endpoints may change at run time (L{RpcClient.setEndpoints}, which
+   a client made with a DNS C{service} or C{hostname} calls after each
+   resolution): a removed endpoint is drained, as after a goaway from the
+   client's side: its connections take no new call, answer the calls in
+   flight on them, and close once they owe nothing.
  - With a token, each connection sends C{[3, "auth", token]} first.  A server
    that refuses it (an C{Unauthorized} error, or a goaway whose reason is
    C{"Unauthorized"}) fails every call in flight on that connection and every
@@ -781,6 +786,28 @@ class RpcClient:
     @param retryPolicy: how often and how soon such calls are sent again
         (L{RetryPolicy}: by default 3 attempts in all, 0.05 s then 0.1 s
         apart, with jitter), never past a call's deadline.
+
+    @param service: instead of C{host} and C{port} or C{endpoints}, a DNS
+        name whose SRV records list the servers
+        (C{_agilerpc._tcp.billing.default.svc.cluster.local}): the targets of
+        the lowest priority that have addresses (A/AAAA, from the answer's
+        additional section or looked up) become the endpoints, in RFC 2782
+        order; the weights do not skew the round-robin.
+    @param hostname: instead, a name whose A and AAAA records are the
+        servers (a Kubernetes headless service), each on C{port}.
+    @param resolver: with C{service} or C{hostname}, the
+        L{twisted.internet.interfaces.IResolver} to ask; by default a
+        L{twisted.names.client.Resolver} of the name servers in
+        C{/etc/resolv.conf}, on C{reactor}.
+    @param resolveInterval: with C{service} or C{hostname}: the name is
+        resolved on the first call (or L{connect}), then again after the
+        records' smallest TTL but not sooner than this many seconds (nor
+        later than 300 s), and soon after a connection fails.  The
+        endpoints found replace the old ones as L{setEndpoints} does.  A
+        resolution that fails or finds no records keeps the endpoints and is
+        retried after 1, 2, 4... seconds, up to this interval; until one
+        succeeds, calls wait in the queue (under their timeout and
+        C{maxPending}).
 
     @param tracing: start an OpenTelemetry CLIENT span for each call,
         stream and notification (the child of the current span), and send
