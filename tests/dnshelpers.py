@@ -91,12 +91,14 @@ class ZoneResolver(ResolverBase):
     """
     An authoritative resolver for the names the test sets (L{setRecords}):
     what L{dnsServerFactory} serves.  An SRV answer carries the A records of
-    its targets in its additional section, as Consul's does.
+    its targets in its additional section, as Consul's does (unless
+    C{withAdditional} is false).
     """
 
     def __init__(self) -> None:
         ResolverBase.__init__(self)
         self.records: dict[str, list[dns.RRHeader]] = {}
+        self.withAdditional = True
 
     def setRecords(self, records: list[dns.RRHeader]) -> None:
         """
@@ -113,7 +115,7 @@ class ZoneResolver(ResolverBase):
             return fail(error.AuthoritativeDomainError(key))
         answers = [r for r in self.records[key] if r.type == type]
         additional = []
-        for record in answers:
+        for record in answers if self.withAdditional else []:
             if record.type == dns.SRV:
                 payload: Any = record.payload
                 target = str(payload.target).lower()

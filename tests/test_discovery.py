@@ -30,7 +30,7 @@ from agilerpc._discovery import (
     hostEndpoints,
     orderSrv,
 )
-from agilerpc._dnsquery import ResolvedServers, parseResolvConf
+from agilerpc._dnsquery import ResolvedServers, parseResolvConf, systemNameservers
 from agilerpc.testing import MemoryServer
 
 from .clienthelpers import HELLO, Handlers, RecordingEvents, frame
@@ -415,6 +415,30 @@ class SetEndpointsTests(SynchronousTestCase):
         servers.servers[0].drop()
         self.failureResultOf(slow, CallLost)
 
+    def test_duplicatesListedOnce(self) -> None:
+        """
+        An endpoint listed twice is one endpoint.
+        """
+        client = Servers(2).client(1)
+        client.setEndpoints([endpoint(1), "server1:9002", endpoint(0)])
+        self.assertEqual(list(client.endpoints), [endpoint(1), endpoint(0)])
+
+    def test_removedBeforeHello(self) -> None:
+        """
+        An endpoint removed while its connection waits for the hello has
+        that connection closed at once.
+        """
+        servers = Servers(2)
+        client = servers.client(2)
+        client.connect()
+        for server in servers.servers:
+            server._accept()
+        self.assertEqual(len(servers.servers[0].openConnections()), 1)
+        client.setEndpoints([endpoint(1)])
+        servers.flush()
+        self.assertEqual(servers.servers[0].openConnections(), [])
+        self.assertEqual(list(client.readyEndpoints), [endpoint(1)])
+
     def test_refusals(self) -> None:
         """
         setEndpoints refuses an empty list, and a closed client.
@@ -727,6 +751,62 @@ class DnsClientTests(SynchronousTestCase):
         dns_.advance(0.1)
         self.assertEqual(dns_.resolver.serviceQueries(), 3)
 
+    def test_refusedAttemptResolvesSoon(self) -> None:
+        """
+        A connection attempt that fails asks for a resolution sooner than
+        the interval (within min(interval, 5 s) of the last one).
+        """
+        dns_ = DnsServers()
+        dns_.publish(0, 1)
+        dns_.servers[0].refusing = True
+        client = dns_.dnsClient(resolveInterval=30.0)
+        client.connect()
+        dns_.flush()
+        self.assertEqual(client.stats.connectFailures, 1)
+        dns_.advance(4.9)
+        self.assertEqual(dns_.resolver.serviceQueries(), 1)
+        dns_.advance(0.1)
+        self.assertEqual(dns_.resolver.serviceQueries(), 2)
+
+    def test_targetsAsAddressesAndFailedTargets(self) -> None:
+        """
+        An SRV target that is an IP address is used as it is; one whose
+        address lookups fail is left out, and the others are used.
+        """
+        dns_ = DnsServers()
+        dns_.resolver.records = [
+            srv(SERVICE, "10.0.0.1", PORTS[0]),
+            srv(SERVICE, "gone.test", PORTS[1]),
+            srv(SERVICE, "s2.test", PORTS[2]),
+            a("s2.test", "10.0.0.3"),
+        ]
+        dns_.resolver.failing.add("gone.test")
+        client = dns_.dnsClient()
+        client.connect()
+        self.assertEqual(sorted(client.endpoints), [address(0), address(2)])
+
+    def test_hostnameLookupsFail(self) -> None:
+        """
+        A host name whose A and AAAA lookups both fail is a failed
+        resolution: retried after the backoff.
+        """
+        servers = Servers(1)
+        resolver = FakeResolver()
+        resolver.failing.add("billing.test")
+        client = RpcClient(
+            servers.reactor,
+            hostname="billing.test",
+            port=PORTS[0],
+            resolver=resolver,
+            resolveInterval=10,
+        )
+        client.connect()
+        self.assertEqual(len(resolver.queries), 2)
+        resolver.failing.clear()
+        resolver.records = [a("billing.test", "10.0.0.1")]
+        servers.advance(1)
+        self.assertEqual(list(client.endpoints), [address(0)])
+
     def test_closeStopsResolving(self) -> None:
         """
         A closed client resolves no more, and an answer still to come is
@@ -957,6 +1037,45 @@ class BlockingResolutionTests(TestCase):
         servers = self.resolved(service=SERVICE, nameservers=[("127.0.0.1", port)])
         found = yield deferToThread(servers.refresh)
         self.assertEqual(sorted(found), [("127.0.0.1", 3000 + i) for i in range(3)])
+
+    @inlineCallbacks
+    def test_srvTargetsLookedUp(self) -> Any:
+        """
+        SRV targets without addresses in the additional section are looked
+        up (A and AAAA); a target without any is left out.
+        """
+        self.zone.withAdditional = False
+        self.zone.setRecords(
+            [
+                srv(SERVICE, "main.test", 2001),
+                srv(SERVICE, "gone.test", 2002),
+                a("main.test", "127.0.0.1"),
+                aaaa("main.test", "::1"),
+            ]
+        )
+        servers = self.resolved(service=SERVICE)
+        found = yield deferToThread(servers.refresh)
+        self.assertEqual(found, [("127.0.0.1", 2001), ("::1", 2001)])
+
+    @inlineCallbacks
+    def test_hostnameBySystem(self) -> Any:
+        """
+        Without name servers, a host name is resolved by the system.
+        """
+        servers = self.resolved(hostname="localhost", port=7, nameservers=None)
+        found = yield deferToThread(servers.refresh)
+        self.assertIn(("127.0.0.1", 7), found)
+
+    def test_systemNameservers(self) -> None:
+        """
+        The system's name servers come from resolv.conf; without one, or
+        with none listed, 127.0.0.1.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("nameserver 10.96.0.10\n")
+        self.assertEqual(systemNameservers(path), [("10.96.0.10", 53)])
+        self.assertEqual(systemNameservers(path + ".missing"), [("127.0.0.1", 53)])
 
     def test_clientArguments(self) -> None:
         """
