@@ -72,6 +72,7 @@ from ._clientconnection import (
     State,
 )
 from ._clientstream import RpcStream
+from ._discovery import slots
 from ._errors import (
     CallLost,
     CallTimeout,
@@ -670,6 +671,7 @@ class _Endpoint:
         "port",
         "ready",
         "removed",
+        "slots",
         "state",
         "tls",
     )
@@ -688,6 +690,8 @@ class _Endpoint:
         # Taken out of the client's endpoints (setEndpoints): never dialled
         # again, its connections drained.
         self.removed = False
+        # How many places its ready connection takes in the round-robin.
+        self.slots = 1
 
 
 class RpcCaller:
@@ -792,7 +796,8 @@ class RpcClient:
         (C{_agilerpc._tcp.billing.default.svc.cluster.local}): the targets of
         the lowest priority that have addresses (A/AAAA, from the answer's
         additional section or looked up) become the endpoints, in RFC 2782
-        order; the weights do not skew the round-robin.
+        order, each taking calls in proportion to its weight (as
+        L{setEndpoints}'s C{weights}).
     @param hostname: instead, a name whose A and AAAA records are the
         servers (a Kubernetes headless service), each on C{port}.
     @param resolver: with C{service} or C{hostname}, the
@@ -890,9 +895,13 @@ class RpcClient:
             if not addresses:
                 raise ValueError("RpcClient needs at least one endpoint")
         self._endpoints = [_Endpoint(self, h, p, t, reactor) for h, p, t in addresses]
-        # The ready connections, and where the next call goes among them.
+        # The ready connections, each as many times as its endpoint has
+        # slots (its weight), and where the next call goes among them.
         self._readyList: list[RpcClientProtocol] = []
         self._next = 0
+        # The slots of every endpoint: the ready list is that long when
+        # every endpoint is ready.
+        self._slots = len(self._endpoints)
         if self._endpoints:
             first = self._endpoints[0]
         else:
@@ -1004,7 +1013,7 @@ class RpcClient:
         # self._submit(call), with its usual case inline: a ready connection
         # and nothing queued.
         ready = self._readyList
-        if ready and not queue and len(ready) == len(self._endpoints):
+        if ready and not queue and len(ready) == self._slots:
             index = self._next
             if index >= len(ready):
                 index = 0
@@ -1278,7 +1287,7 @@ class RpcClient:
     def _submit(self, call: _Call) -> None:
         ready = self._readyList
         if ready and not self._queue:
-            if len(ready) < len(self._endpoints):
+            if len(ready) < self._slots:
                 self._connect()
             index = self._next
             if index >= len(ready):
@@ -1427,7 +1436,9 @@ class RpcClient:
     # -- changing the endpoints ---------------------------------------------
 
     def setEndpoints(
-        self, endpoints: Iterable[str | tuple[str, int] | tuple[str, int, Any]]
+        self,
+        endpoints: Iterable[str | tuple[str, int] | tuple[str, int, Any]],
+        weights: Sequence[int] | None = None,
     ) -> None:
         """
         Change the servers, at run time: for a directory of your own (Consul's
@@ -1443,28 +1454,48 @@ class RpcClient:
         @param endpoints: as the constructor takes them: C{(host, port)}
             pairs, C{"host:port"} strings or C{(host, port, tls)} triples; at
             least one.
+        @param weights: each endpoint's share of the calls, in proportion
+            (as SRV weights: 0 is the smallest share), when they are all
+            ready; by default equal shares.
         @raise ClientClosed: if the client is closed.
-        @raise ValueError: for an empty list, or an endpoint that is not one.
+        @raise ValueError: for an empty list, or an endpoint that is not one,
+            or weights that are not one non-negative integer per endpoint.
         """
         if self._closed:
             raise ClientClosed("the client is closed")
         addresses = self._addresses(endpoints)
         if not addresses:
             raise ValueError("RpcClient needs at least one endpoint")
-        self._replaceEndpoints(addresses)
+        if weights is not None:
+            weights = list(weights)
+            if len(weights) != len(addresses) or not all(
+                type(w) is int and w >= 0 for w in weights
+            ):
+                raise ValueError(
+                    f"weights must be one integer >= 0 per endpoint, not {weights!r}"
+                )
+        self._replaceEndpoints(addresses, weights)
 
-    def _replaceEndpoints(self, addresses: list[tuple[str, int, Any]]) -> None:
+    def _replaceEndpoints(
+        self, addresses: list[tuple[str, int, Any]], weights: list[int] | None = None
+    ) -> None:
+        places = slots(weights) if weights is not None else [1] * len(addresses)
         current = {(e.host, e.port): e for e in self._endpoints}
         endpoints: list[_Endpoint] = []
-        for host, port, tls in addresses:
+        for (host, port, tls), count in zip(addresses, places, strict=True):
             endpoint = current.pop((host, port), None)
             if endpoint is None:
                 if any(e.host == host and e.port == port for e in endpoints):
                     continue
                 endpoint = self._newEndpoint(host, port, tls)
+            endpoint.slots = count
             endpoints.append(endpoint)
         added = [e for e in endpoints if e not in self._endpoints]
         self._endpoints = endpoints
+        self._slots = sum(e.slots for e in endpoints)
+        self._readyList[:] = [
+            e.ready for e in endpoints if e.ready is not None for _ in range(e.slots)
+        ]
         if added or current:
             _log.info(
                 "endpoints: {added} added, {removed} removed; now {now}",
@@ -1477,8 +1508,12 @@ class RpcClient:
         if self._queue:
             self._connect()
 
-    def _resolvedEndpoints(self, endpoints: list[tuple[str, int]]) -> None:
-        self._replaceEndpoints([(host, port, self._tls) for host, port in endpoints])
+    def _resolvedEndpoints(
+        self, endpoints: list[tuple[str, int]], weights: list[int]
+    ) -> None:
+        self._replaceEndpoints(
+            [(host, port, self._tls) for host, port in endpoints], weights
+        )
 
     def _newEndpoint(self, host: str, port: int, tls: Any) -> _Endpoint:
         """
@@ -1628,7 +1663,7 @@ class RpcClient:
         self.stats.connects += 1
         endpoint.state = EndpointState.READY
         endpoint.ready = protocol
-        self._readyList.append(protocol)
+        self._readyList.extend([protocol] * endpoint.slots)
         self._drain()
 
     def _drain(self) -> None:
@@ -1654,7 +1689,7 @@ class RpcClient:
             endpoint.ready = None
             endpoint.state = EndpointState.IDLE
         if protocol in self._readyList:
-            self._readyList.remove(protocol)
+            self._readyList[:] = [p for p in self._readyList if p is not protocol]
 
     def _connectionGoingAway(
         self, protocol: RpcClientProtocol, unrun: list[_Call]

@@ -5,8 +5,9 @@ query mean as a list of endpoints, and when to ask again.
 Both clients use it: L{agilerpc._resolving} asks through a Twisted
 C{IResolver} for L{agilerpc.RpcClient}, L{agilerpc._dnsquery} asks with a
 plain socket for L{agilerpc.TcpRpcClient}.  Neither decides anything this
-module decides.  It reads records as L{twisted.names.dns} decodes them, so
-it is imported only by those two, when a client resolves a name.
+module decides.  It reads records as L{twisted.names.dns} decodes them,
+but does not import it: L{agilerpc.RpcClient} uses L{slots} for weights
+given to L{agilerpc.RpcClient.setEndpoints} without resolving anything.
 
  - SRV records are ordered as RFC 2782 says: by priority (lower first), and
    within one priority in a weighted random order (a record of weight 0 has
@@ -24,12 +25,20 @@ it is imported only by those two, when a client resolves a name.
 
 from __future__ import annotations
 
+import math
 import random as _random
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from twisted.names import dns
+if TYPE_CHECKING:
+    from twisted.names import dns
+
+# The record types read here (RFC 1035, 3596, 2782): numbers, so that
+# RpcClient can use this module without loading twisted.names.
+_A = 1
+_AAAA = 28
+_SRV = 33
 
 #: The longest a resolution's answer is trusted without asking again.
 DEFAULT_MAX_INTERVAL = 300.0
@@ -69,7 +78,7 @@ def srvTargets(records: Iterable[dns.RRHeader], ttls: list[float]) -> list[SrvTa
     """
     targets = []
     for record in records:
-        if record.type == dns.SRV:
+        if record.type == _SRV:
             srv: Any = record.payload
             targets.append(
                 SrvTarget(srv.priority, srv.weight, srv.port, recordName(srv.target))
@@ -91,9 +100,9 @@ def addressRecords(
     """
     for record in records:
         payload: Any = record.payload
-        if record.type == dns.A:
+        if record.type == _A:
             address = payload.dottedQuad()
-        elif record.type == dns.AAAA:
+        elif record.type == _AAAA:
             address = socket.inet_ntop(socket.AF_INET6, payload.address)
         else:
             continue
@@ -146,25 +155,24 @@ def orderSrv(
 
 def bestTier(
     ordered: Sequence[SrvTarget], addresses: Mapping[str, Sequence[str]]
-) -> list[tuple[str, int]]:
+) -> tuple[list[tuple[str, int]], list[int]]:
     """
     The endpoints of the lowest priority of C{ordered} (from L{orderSrv})
     whose targets have addresses: each target's addresses with its port, in
-    order, without repeats.
+    order, without repeats; and the weight of each (its record's).
 
     @param addresses: the addresses of each target name; a target missing
         from it has none.
     """
-    tiers: dict[int, list[tuple[str, int]]] = {}
+    tiers: dict[int, dict[tuple[str, int], int]] = {}
     for record in ordered:
-        tier = tiers.setdefault(record.priority, [])
+        tier = tiers.setdefault(record.priority, {})
         for address in addresses.get(record.target, ()):
-            if (address, record.port) not in tier:
-                tier.append((address, record.port))
+            tier.setdefault((address, record.port), record.weight)
     for priority in sorted(tiers):
         if tiers[priority]:
-            return tiers[priority]
-    return []
+            return list(tiers[priority]), list(tiers[priority].values())
+    return [], []
 
 
 def allTiers(
@@ -189,6 +197,28 @@ def hostEndpoints(addresses: Iterable[str], port: int) -> list[tuple[str, int]]:
     repeats.
     """
     return [(address, port) for address in sorted(set(addresses))]
+
+
+def slots(weights: Sequence[int], most: int = 16) -> list[int]:
+    """
+    How many places each endpoint takes in a round-robin, so that each
+    gets calls in proportion to its weight (an SRV weight): equal weights
+    one place each; else the weights divided by their greatest common
+    divisor, scaled down to at most C{most} places if larger (at least one
+    place each).  A weight of 0 among others takes one place, against
+    C{most} for the heaviest: the "very small chance" of RFC 2782.
+    """
+    if len(set(weights)) <= 1:
+        return [1] * len(weights)
+    heaviest = max(weights)
+    if 0 in weights:
+        return [max(1, round(w * most / heaviest)) for w in weights]
+    divisor = math.gcd(*weights)
+    reduced = [w // divisor for w in weights]
+    top = max(reduced)
+    if top <= most:
+        return reduced
+    return [max(1, round(w * most / top)) for w in reduced]
 
 
 class Schedule:

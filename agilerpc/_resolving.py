@@ -35,8 +35,9 @@ _log = Logger(namespace="agilerpc.client")
 #: resolve interval.
 QUERY_TIMEOUTS = (1, 3, 11)
 
-#: The endpoints a resolution found and the TTLs of the records it used.
-Resolution = tuple[list[tuple[str, int]], list[float]]
+#: The endpoints a resolution found, their weights, and the TTLs of the
+#: records it used.
+Resolution = tuple[list[tuple[str, int]], list[int], list[float]]
 
 
 class DnsDiscovery:
@@ -53,7 +54,7 @@ class DnsDiscovery:
 
     def __init__(
         self,
-        found: Callable[[list[tuple[str, int]]], None],
+        found: Callable[[list[tuple[str, int]], list[int]], None],
         reactor: Any,
         resolver: IResolver | None,
         interval: float,
@@ -136,7 +137,8 @@ class DnsDiscovery:
 
         def found(result: tuple[dict[str, list[str]], list[float]]) -> Resolution:
             addresses, ttls = result
-            return hostEndpoints(addresses.get(self.name, []), port), ttls
+            endpoints = hostEndpoints(addresses.get(self.name, []), port)
+            return endpoints, [1] * len(endpoints), ttls
 
         return self._addressesOf(self.name).addCallback(found)
 
@@ -189,7 +191,7 @@ class DnsDiscovery:
                 elif target not in addresses:
                     missing.append(target)
             if not missing:
-                return bestTier(orderSrv(records), addresses), ttls
+                return (*bestTier(orderSrv(records), addresses), ttls)
 
             def more(results: list[tuple[bool, Any]]) -> Resolution:
                 for ok, result in results:
@@ -204,7 +206,7 @@ class DnsDiscovery:
                             name=self.name,
                             why=result.getErrorMessage(),
                         )
-                return bestTier(orderSrv(records), addresses), ttls
+                return (*bestTier(orderSrv(records), addresses), ttls)
 
             return DeferredList(
                 [self._addressesOf(target) for target in sorted(missing)],
@@ -218,13 +220,13 @@ class DnsDiscovery:
         self._resolving = False
         if self._stopped:
             return
-        endpoints, ttls = result
+        endpoints, weights, ttls = result
         if not endpoints:
             self._failed(Failure(LookupError("no records")))
             return
         self.resolutions += 1
         self._known = len(endpoints)
-        self._found(endpoints)
+        self._found(endpoints, weights)
         self._resolveLater(self._schedule.succeeded(ttls))
 
     def _failed(self, reason: Failure) -> None:

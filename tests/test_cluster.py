@@ -399,7 +399,11 @@ _actions = st.lists(
         st.tuples(st.just("flush"), st.integers(0, 2)),
         st.tuples(st.just("pump"), st.integers(0, 2), st.integers(0, 5)),
         st.tuples(st.just("advance"), st.sampled_from([0.05, 0.5, 3.0, 11.0])),
-        st.tuples(st.just("endpoints"), st.sets(st.integers(0, 2), min_size=1)),
+        st.tuples(
+            st.just("endpoints"),
+            st.sets(st.integers(0, 2), min_size=1),
+            st.none() | st.lists(st.integers(0, 5), min_size=3, max_size=3),
+        ),
     ),
     max_size=60,
 )
@@ -413,7 +417,8 @@ class ExactlyOnceTests(SynchronousTestCase):
     ) -> None:
         """
         Any interleaving of calls, per-endpoint goaways, drops and refusals,
-        and endpoints added and removed (setEndpoints) ends with each call
+        and endpoints added and removed (setEndpoints, with or without
+        weights) ends with each call
         answered from exactly one run (on any endpoint), or failed with
         CallLost after at most one run; once everything is answered, no
         connection is left open to a removed endpoint.
@@ -448,7 +453,8 @@ class ExactlyOnceTests(SynchronousTestCase):
                 continue
             if kind == "endpoints":
                 listed = sorted({i % count for i in action[1]})
-                client.setEndpoints([(f"server{i}", PORTS[i]) for i in listed])
+                weights = None if action[2] is None else action[2][: len(listed)]
+                client.setEndpoints([(f"server{i}", PORTS[i]) for i in listed], weights)
                 continue
             server = servers[action[1] % count]
             if kind == "goaway":

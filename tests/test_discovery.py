@@ -29,6 +29,7 @@ from agilerpc._discovery import (
     bestTier,
     hostEndpoints,
     orderSrv,
+    slots,
 )
 from agilerpc._dnsquery import ResolvedServers, parseResolvConf, systemNameservers
 from agilerpc.testing import MemoryServer
@@ -112,13 +113,32 @@ class OrderTests(SynchronousTestCase):
         )
         addresses = {"b": ["10.0.0.2", "10.0.0.2"], "c": ["10.0.0.3"]}
         self.assertEqual(
-            bestTier(ordered, addresses), [("10.0.0.2", 2), ("10.0.0.2", 3)]
+            bestTier(ordered, addresses), ([("10.0.0.2", 2), ("10.0.0.2", 3)], [0, 0])
         )
         self.assertEqual(
             allTiers(ordered, addresses),
             [("10.0.0.2", 2), ("10.0.0.2", 3), ("10.0.0.3", 4)],
         )
-        self.assertEqual(bestTier(ordered, {}), [])
+        self.assertEqual(bestTier(ordered, {}), ([], []))
+        weighted = [SrvTarget(0, 7, 1, "b"), SrvTarget(0, 2, 2, "b")]
+        self.assertEqual(
+            bestTier(weighted, addresses), ([("10.0.0.2", 1), ("10.0.0.2", 2)], [7, 2])
+        )
+
+    def test_slots(self) -> None:
+        """
+        Places in the round-robin follow the weights: equal weights one
+        each, others reduced by their common divisor and scaled to at most
+        16; a weight of 0 among others gets one place against 16.
+        """
+        self.assertEqual(slots([5, 5, 5]), [1, 1, 1])
+        self.assertEqual(slots([0, 0]), [1, 1])
+        self.assertEqual(slots([10, 30]), [1, 3])
+        self.assertEqual(slots([1, 16]), [1, 16])
+        self.assertEqual(slots([1, 100]), [1, 16])
+        self.assertEqual(slots([50, 100]), [1, 2])
+        self.assertEqual(slots([0, 10, 5]), [1, 16, 8])
+        self.assertEqual(slots([]), [])
 
     def test_hostEndpoints(self) -> None:
         """
@@ -439,13 +459,52 @@ class SetEndpointsTests(SynchronousTestCase):
         self.assertEqual(servers.servers[0].openConnections(), [])
         self.assertEqual(list(client.readyEndpoints), [endpoint(1)])
 
+    def test_weightedShares(self) -> None:
+        """
+        With weights, ready endpoints take calls in proportion; without,
+        equal shares again.
+        """
+        servers = Servers(2)
+        client = servers.client(2)
+        client.setEndpoints([endpoint(0), endpoint(1)], weights=[10, 30])
+        client.connect()
+        servers.flush()
+        ds = [client.callRemote("run", i) for i in range(40)]
+        servers.flush()
+        self.assertEqual(len([self.successResultOf(d) for d in ds]), 40)
+        self.assertEqual([len(r) for r in servers.runs()], [10, 30])
+        client.setEndpoints([endpoint(0), endpoint(1)])
+        ds = [client.callRemote("run", i) for i in range(40)]
+        servers.flush()
+        self.assertEqual([len(r) for r in servers.runs()], [30, 50])
+
+    def test_weightedEndpointNotReadyIsDialled(self) -> None:
+        """
+        A call made while a weighted endpoint is not ready dials it, as with
+        equal weights.
+        """
+        servers = Servers(2)
+        client = servers.client(1)
+        d = client.callRemote("run", "a")
+        servers.flush()
+        self.successResultOf(d)
+        client.setEndpoints([endpoint(0), endpoint(1)], weights=[3, 1])
+        client.callRemote("run", "b")
+        servers.flush()
+        self.assertEqual(servers.servers[1].attempts, 1)
+        self.assertEqual(len(client.readyEndpoints), 2)
+
     def test_refusals(self) -> None:
         """
-        setEndpoints refuses an empty list, and a closed client.
+        setEndpoints refuses an empty list, weights that are not one
+        non-negative integer per endpoint, and a closed client.
         """
         client = Servers(1).client(1)
         self.assertRaises(ValueError, client.setEndpoints, [])
         self.assertRaises(ValueError, client.setEndpoints, ["nope"])
+        self.assertRaises(ValueError, client.setEndpoints, [endpoint(0)], [1, 2])
+        self.assertRaises(ValueError, client.setEndpoints, [endpoint(0)], [-1])
+        self.assertRaises(ValueError, client.setEndpoints, [endpoint(0)], [1.5])
         client.close()
         self.assertRaises(ClientClosed, client.setEndpoints, [endpoint(0)])
 
@@ -598,6 +657,24 @@ class DnsClientTests(SynchronousTestCase):
         dns_.resolver.additional = [a("s1.test", "10.0.0.2")]
         dns_.advance(10)
         self.assertEqual(list(client.endpoints), [address(1)])
+
+    def test_srvWeights(self) -> None:
+        """
+        SRV weights share the calls among the ready endpoints.
+        """
+        dns_ = DnsServers()
+        dns_.resolver.records = [
+            srv(SERVICE, "s0.test", PORTS[0], weight=1),
+            srv(SERVICE, "s1.test", PORTS[1], weight=3),
+        ]
+        dns_.resolver.additional = [a("s0.test", "10.0.0.1"), a("s1.test", "10.0.0.2")]
+        client = dns_.dnsClient()
+        client.connect()
+        dns_.flush()
+        ds = [client.callRemote("run", i) for i in range(40)]
+        dns_.flush()
+        self.assertEqual(len([self.successResultOf(d) for d in ds]), 40)
+        self.assertEqual([len(r) for r in dns_.runs()], [10, 30, 0])
 
     def test_hostname(self) -> None:
         """
