@@ -313,8 +313,9 @@ class TcpRpcClient:
         (C{_agilerpc._tcp.billing.service.consul}), resolved when the client
         connects and again when a new connection is opened after the
         records' TTL (at least C{resolveInterval}, at most 300 s) or after a
-        round in which no server could be reached.  Targets are tried in
-        RFC 2782 order (priority, then weighted random).  A resolution that
+        round in which no server could be reached.  The targets of the
+        lowest priority with addresses are the servers, in RFC 2782 order
+        (weighted random).  A resolution that
         fails keeps the last servers; with none ever found the call raises
         L{socket.gaierror}.
     @param hostname: instead, a name whose A and AAAA records are the

@@ -175,21 +175,6 @@ def bestTier(
     return [], []
 
 
-def allTiers(
-    ordered: Sequence[SrvTarget], addresses: Mapping[str, Sequence[str]]
-) -> list[tuple[str, int]]:
-    """
-    Every endpoint of C{ordered} (from L{orderSrv}), in its order: the
-    list a client that tries one server after the other walks through.
-    """
-    endpoints: list[tuple[str, int]] = []
-    for record in ordered:
-        for address in addresses.get(record.target, ()):
-            if (address, record.port) not in endpoints:
-                endpoints.append((address, record.port))
-    return endpoints
-
-
 def hostEndpoints(addresses: Iterable[str], port: int) -> list[tuple[str, int]]:
     """
     The endpoints of a name's A and AAAA addresses, each on C{port}, sorted

@@ -20,7 +20,7 @@ from twisted.names import dns
 from ._discovery import (
     Schedule,
     addressRecords,
-    allTiers,
+    bestTier,
     hostEndpoints,
     orderSrv,
     srvTargets,
@@ -126,9 +126,10 @@ class ResolvedServers:
     when asked for after the last answer's time ran out
     (L{agilerpc._discovery.Schedule}).
 
-    SRV targets come in RFC 2782 order, every priority (the blocking client
-    tries one server after another: the lower priorities are its
-    failover).  Without C{nameservers}, a host name is resolved by the
+    SRV targets are those of the lowest priority that has addresses, in
+    RFC 2782 order, as for L{RpcClient} (the blocking client's connections
+    go to each in turn, so a backup priority would take a share of the
+    connections, not only the failures).  Without C{nameservers}, a host name is resolved by the
     system (C{getaddrinfo}: C{/etc/hosts}, search domains) and a service by
     the name servers of C{/etc/resolv.conf}.
 
@@ -209,4 +210,4 @@ class ResolvedServers:
                 except OSError:
                     continue
                 addressRecords(found.answers, addresses, ttls, target)
-        return allTiers(orderSrv(records), addresses), ttls
+        return bestTier(orderSrv(records), addresses)[0], ttls

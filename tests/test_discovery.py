@@ -25,7 +25,6 @@ from agilerpc._clientconnection import ClientConnection, State
 from agilerpc._discovery import (
     Schedule,
     SrvTarget,
-    allTiers,
     bestTier,
     hostEndpoints,
     orderSrv,
@@ -52,7 +51,7 @@ SERVICE = "_agilerpc._tcp.billing.test"
 
 class OrderTests(SynchronousTestCase):
     """
-    L{orderSrv}, L{bestTier}, L{allTiers} and L{hostEndpoints}.
+    L{orderSrv}, L{bestTier}, L{slots} and L{hostEndpoints}.
     """
 
     def test_priorityFirst(self) -> None:
@@ -114,10 +113,6 @@ class OrderTests(SynchronousTestCase):
         addresses = {"b": ["10.0.0.2", "10.0.0.2"], "c": ["10.0.0.3"]}
         self.assertEqual(
             bestTier(ordered, addresses), ([("10.0.0.2", 2), ("10.0.0.2", 3)], [0, 0])
-        )
-        self.assertEqual(
-            allTiers(ordered, addresses),
-            [("10.0.0.2", 2), ("10.0.0.2", 3), ("10.0.0.3", 4)],
         )
         self.assertEqual(bestTier(ordered, {}), ([], []))
         weighted = [SrvTarget(0, 7, 1, "b"), SrvTarget(0, 2, 2, "b")]
@@ -989,32 +984,37 @@ class BlockingResolutionTests(TestCase):
         return ResolvedServers(interval=10.0, clock=self.clock, **kwargs)
 
     @inlineCallbacks
-    def test_srvAllPrioritiesInOrder(self) -> Any:
+    def test_srvBestPriorityAndRefresh(self) -> Any:
         """
-        A service's servers are every SRV target, lower priorities first,
-        with the addresses of the additional section; they are kept until
-        the interval passes, then resolved again.
+        A service's servers are the SRV targets of the lowest priority, with
+        the addresses of the additional section; they are kept until the
+        interval passes, then resolved again: a backup priority is used when
+        the lower one has no target left.
         """
         self.zone.setRecords(
             [
                 srv(SERVICE, "backup.test", 2002, priority=20),
                 srv(SERVICE, "main.test", 2001, priority=10),
+                srv(SERVICE, "main.test", 2003, priority=10),
                 a("main.test", "127.0.0.1"),
                 a("backup.test", "127.0.0.2"),
             ]
         )
         servers = self.resolved(service=SERVICE)
         found = yield deferToThread(servers.refresh)
-        self.assertEqual(found, [("127.0.0.1", 2001), ("127.0.0.2", 2002)])
+        self.assertEqual(sorted(found), [("127.0.0.1", 2001), ("127.0.0.1", 2003)])
         self.zone.setRecords(
-            [srv(SERVICE, "main.test", 2003), a("main.test", "127.0.0.1")]
+            [
+                srv(SERVICE, "backup.test", 2002, priority=20),
+                a("backup.test", "127.0.0.2"),
+            ]
         )
         self.clock.now += 9.9
         found = yield deferToThread(servers.refresh)
-        self.assertEqual(found, [("127.0.0.1", 2001), ("127.0.0.2", 2002)])
+        self.assertEqual(sorted(found), [("127.0.0.1", 2001), ("127.0.0.1", 2003)])
         self.clock.now += 0.1
         found = yield deferToThread(servers.refresh)
-        self.assertEqual(found, [("127.0.0.1", 2003)])
+        self.assertEqual(found, [("127.0.0.2", 2002)])
 
     @inlineCallbacks
     def test_hostnameRecords(self) -> Any:
