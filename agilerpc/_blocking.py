@@ -1036,7 +1036,7 @@ class TcpRpcClient:
             refusal, which L{_connect} retries, only if every server refused).
         """
         if self._resolved is not None:
-            self.servers = self._resolved.refresh(self._unreached)
+            self.servers = self._resolved.refresh(self._unreached, _remaining(deadline))
             self._unreached = False
             if self._nextServer >= len(self.servers):
                 self._nextServer = 0

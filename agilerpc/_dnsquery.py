@@ -153,13 +153,28 @@ class ResolvedServers:
         self._schedule = Schedule(interval)
         self._clock = clock
         self._due = 0.0
+        # When the resolution under way must end (time.monotonic()), if ever.
+        self._until: float | None = None
         self.servers: list[tuple[str, int]] = []
 
-    def refresh(self, force: bool = False) -> list[tuple[str, int]]:
+    def _query(
+        self, name: str, kind: int, nameservers: Sequence[tuple[str, int]]
+    ) -> dns.Message:
+        timeout = QUERY_TIMEOUT
+        if self._until is not None:
+            timeout = max(0.001, min(timeout, self._until - time.monotonic()))
+        return query(name, kind, nameservers, timeout)
+
+    def refresh(
+        self, force: bool = False, timeout: float | None = None
+    ) -> list[tuple[str, int]]:
         """
         The servers, resolved again first if their time ran out (or, with
         C{force}, if no resolution started in the last C{min(interval, 5
         s)}).  A failed resolution keeps the last servers.
+
+        @param timeout: the seconds the resolution may take (each query
+            waits at most L{QUERY_TIMEOUT}); L{None}: no bound but that.
 
         @raise socket.gaierror: if resolving failed or found nothing, and
             none were ever found.
@@ -170,6 +185,7 @@ class ResolvedServers:
         if self.servers and now < self._due:
             return self.servers
         self._schedule.started(now)
+        self._until = None if timeout is None else time.monotonic() + timeout
         try:
             servers, ttls = self._resolve()
             if not servers:
@@ -194,11 +210,11 @@ class ResolvedServers:
             addresses: dict[str, list[str]] = {}
             ttls: list[float] = []
             for kind in (dns.A, dns.AAAA):
-                answer = query(self.name, kind, self._nameservers)
+                answer = self._query(self.name, kind, self._nameservers)
                 addressRecords(answer.answers, addresses, ttls, self.name)
             return hostEndpoints(addresses.get(self.name, []), self._port), ttls
         nameservers = self._nameservers or systemNameservers()
-        answer = query(self.name, dns.SRV, nameservers)
+        answer = self._query(self.name, dns.SRV, nameservers)
         ttls = []
         records = srvTargets(answer.answers, ttls)
         addresses = {}
@@ -206,7 +222,7 @@ class ResolvedServers:
         for target in {r.target for r in records} - set(addresses):
             for kind in (dns.A, dns.AAAA):
                 try:
-                    found = query(target, kind, nameservers)
+                    found = self._query(target, kind, nameservers)
                 except OSError:
                     continue
                 addressRecords(found.answers, addresses, ttls, target)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 from collections import Counter
 from typing import Any
 
@@ -1153,6 +1154,23 @@ class BlockingResolutionTests(TestCase):
             f.write("nameserver 10.96.0.10\n")
         self.assertEqual(systemNameservers(path), [("10.96.0.10", 53)])
         self.assertEqual(systemNameservers(path + ".missing"), [("127.0.0.1", 53)])
+
+    @inlineCallbacks
+    def test_resolutionWithinTheCallsTimeout(self) -> Any:
+        """
+        A name server that never answers holds a call no longer than its
+        timeout (not the 2 s a query may wait): the call fails with
+        gaierror, nothing resolved.
+        """
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        client = TcpRpcClient(
+            service=SERVICE, nameservers=[silent.getsockname()], timeout=0.3
+        )
+        started = time.monotonic()
+        yield self.assertFailure(deferToThread(client.call, "pid"), socket.gaierror)
+        self.assertLess(time.monotonic() - started, 1.0)
 
     def test_clientArguments(self) -> None:
         """
