@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from zope.interface import implementer
 
-from ._address import parseAddress
+from ._address import checkPort, parseAddress
 from ._calloptions import CallOptions
 from ._clientconnection import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -69,6 +69,7 @@ from ._wire import HEADER
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
+    from ._dnsquery import ResolvedServers
     from ._otel import ClientTracing
 
 # How many goaways, at most, one call follows that prove it was not run
@@ -308,6 +309,25 @@ class TcpRpcClient:
         C{"host:port"} string (as agileutil takes them) or a C{(host, port)}
         pair.  C{host} and C{port} then name the server of the current (or
         last) connection.
+    @param service: instead, a DNS name whose SRV records list the servers
+        (C{_agilerpc._tcp.billing.service.consul}), resolved when the client
+        connects and again when a new connection is opened after the
+        records' TTL (at least C{resolveInterval}, at most 300 s) or after a
+        round in which no server could be reached.  The targets of the
+        lowest priority with addresses are the servers, in RFC 2782 order
+        (weighted random).  A resolution that
+        fails keeps the last servers; with none ever found the call raises
+        L{socket.gaierror}.
+    @param hostname: instead, a name whose A and AAAA records are the
+        servers (a Kubernetes headless service), each on C{port}; with TLS
+        the certificate must match it unless C{server_hostname} says
+        otherwise.
+    @param nameservers: with C{service} or C{hostname}, the DNS servers to
+        ask, C{(address, port)} pairs, in turn.  By default a service is
+        asked of the name servers of C{/etc/resolv.conf}, and a host name
+        is resolved by the system (C{getaddrinfo}).
+    @param resolveInterval: the shortest time between two resolutions that
+        succeeded, in seconds.
     @param timeout: seconds a call may take from start to finish (connect,
         send and wait together), or L{None} for no limit.
     @param connectRetry: seconds to keep retrying a connect that is refused
@@ -370,6 +390,10 @@ class TcpRpcClient:
         server_hostname: str | None = None,
         token: str | bytes | None = None,
         servers: Iterable[str | tuple[str, int]] | None = None,
+        service: str | None = None,
+        hostname: str | None = None,
+        nameservers: Iterable[str | tuple[str, int]] | None = None,
+        resolveInterval: float = 30.0,
         maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
         socketFactory: Callable[[tuple[str, int], float | None], socket.socket]
         | None = None,
@@ -379,7 +403,35 @@ class TcpRpcClient:
         tracing: bool = False,
         tracerProvider: TracerProvider | None = None,
     ) -> None:
-        if servers is None:
+        self._resolved: ResolvedServers | None = None
+        if service is not None or hostname is not None:
+            if service is not None and hostname is not None:
+                raise TypeError("TcpRpcClient takes a service or a hostname, not both")
+            if host is not None or servers is not None:
+                raise TypeError(
+                    "TcpRpcClient takes a host and a port, servers, a service or a "
+                    "hostname: one of them"
+                )
+            if hostname is not None:
+                if port is None:
+                    raise TypeError("TcpRpcClient needs a port with a hostname")
+                checkPort(port)
+                server_hostname = server_hostname or hostname
+            elif port is not None:
+                raise TypeError("a service's SRV records give the ports: no port")
+            from ._dnsquery import ResolvedServers
+
+            self._resolved = ResolvedServers(
+                service=service,
+                hostname=hostname,
+                port=port,
+                nameservers=None
+                if nameservers is None
+                else [parseAddress(n) for n in nameservers],
+                interval=resolveInterval,
+            )
+            addresses: list[tuple[str, int]] = []
+        elif servers is None:
             if host is None or port is None:
                 raise TypeError("TcpRpcClient needs a host and a port, or servers")
             addresses = [parseAddress((host, port))]
@@ -397,7 +449,13 @@ class TcpRpcClient:
             raise ValueError(f"connectRetry must be >= 0 or None, not {connectRetry!r}")
         self.servers: list[tuple[str, int]] = addresses
         self._nextServer = 0
-        self.host, self.port = addresses[0]
+        # After a round in which no server could be reached: resolve again
+        # (if the name was not resolved a short while ago).
+        self._unreached = False
+        if self._resolved is not None:
+            self.host, self.port = self._resolved.name, port or 0
+        else:
+            self.host, self.port = addresses[0]
         self.timeout = timeout
         self.connectRetry = connectRetry
         self.ssl_context = ssl_context
@@ -429,6 +487,8 @@ class TcpRpcClient:
 
     def __repr__(self) -> str:
         where = ", ".join(f"{host}:{port}" for host, port in self.servers)
+        if self._resolved is not None:
+            return f"<TcpRpcClient {self._resolved.name} ({where or 'unresolved'})>"
         return f"<TcpRpcClient {where}>"
 
     # -- the public API -----------------------------------------------------
@@ -976,9 +1036,19 @@ class TcpRpcClient:
         @raise OSError: the last server's error if none could be reached (a
             refusal, which L{_connect} retries, only if every server refused).
         """
+        if self._resolved is not None:
+            self.servers = self._resolved.refresh(self._unreached, _remaining(deadline))
+            self._unreached = False
+            if self._nextServer >= len(self.servers):
+                self._nextServer = 0
         servers = self.servers
         if len(servers) == 1:
-            return self._connectOnce(deadline)
+            self.host, self.port = servers[0]
+            try:
+                return self._connectOnce(deadline)
+            except OSError:
+                self._unreached = True
+                raise
         refusedOnly = True
         for _ in servers:
             self.host, self.port = servers[self._nextServer]
@@ -997,6 +1067,7 @@ class TcpRpcClient:
                 error = e
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
+        self._unreached = True
         if refusedOnly:
             raise error
         raise OSError(

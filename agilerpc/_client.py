@@ -34,6 +34,11 @@ decides where calls go and when to connect:
    backoff delay, so that a dead host costs at most one attempt per delay and
    an idle client none.  A TLS handshake the server refuses fails the queued
    calls at once with L{TLSRefused} instead of retrying.
+ - The endpoints may change at run time (L{RpcClient.setEndpoints}, which
+   a client made with a DNS C{service} or C{hostname} calls after each
+   resolution): a removed endpoint is drained, as after a goaway from the
+   client's side: its connections take no new call, answer the calls in
+   flight on them, and close once they owe nothing.
  - With a token, each connection sends C{[3, "auth", token]} first.  A server
    that refuses it (an C{Unauthorized} error, or a goaway whose reason is
    C{"Unauthorized"}) fails every call in flight on that connection and every
@@ -67,6 +72,7 @@ from ._clientconnection import (
     State,
 )
 from ._clientstream import RpcStream
+from ._discovery import slots
 from ._errors import (
     CallLost,
     CallTimeout,
@@ -88,8 +94,10 @@ from ._retry import (
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
+    from twisted.internet.interfaces import IResolver
 
     from ._otel import ClientSpan, ClientTracing
+    from ._resolving import DnsDiscovery
 
 _log = Logger(namespace="agilerpc.client")
 
@@ -469,6 +477,14 @@ class RpcClientProtocol(Protocol):
             writeFrame(self.transport, cancel)
         self._closeIfDone()
 
+    def drain(self) -> None:
+        """
+        Send nothing more on this connection: it closes once the calls in
+        flight on it are answered (see L{ClientConnection.drain}).
+        """
+        self.core.drain()
+        self._closeIfDone()
+
     def _closeIfDone(self) -> None:
         core = self.core
         if core.finished or (self.client._closed and not core.inflight):
@@ -488,7 +504,8 @@ class RpcClientProtocol(Protocol):
         call.deferred = None
         self.client.stats.answered += 1
         deferred.callback(result)
-        if self.core.state is not _READY or self.client._closed:
+        core = self.core
+        if core.state is not _READY or core.draining or self.client._closed:
             self._closeIfDone()
 
     def itemReceived(self, call: _StreamCall, item: Any) -> None:
@@ -665,6 +682,8 @@ class _Endpoint:
         "host",
         "port",
         "ready",
+        "removed",
+        "slots",
         "state",
         "tls",
     )
@@ -680,6 +699,11 @@ class _Endpoint:
         self.ready: RpcClientProtocol | None = None
         self.connector: IConnector | None = None
         self.failed = False
+        # Taken out of the client's endpoints (setEndpoints): never dialled
+        # again, its connections drained.
+        self.removed = False
+        # How many places its ready connection takes in the round-robin.
+        self.slots = 1
 
 
 class RpcCaller:
@@ -779,6 +803,29 @@ class RpcClient:
         (L{RetryPolicy}: by default 3 attempts in all, 0.05 s then 0.1 s
         apart, with jitter), never past a call's deadline.
 
+    @param service: instead of C{host} and C{port} or C{endpoints}, a DNS
+        name whose SRV records list the servers
+        (C{_agilerpc._tcp.billing.default.svc.cluster.local}): the targets of
+        the lowest priority that have addresses (A/AAAA, from the answer's
+        additional section or looked up) become the endpoints, in RFC 2782
+        order, each taking calls in proportion to its weight (as
+        L{setEndpoints}'s C{weights}).
+    @param hostname: instead, a name whose A and AAAA records are the
+        servers (a Kubernetes headless service), each on C{port}.
+    @param resolver: with C{service} or C{hostname}, the
+        L{twisted.internet.interfaces.IResolver} to ask; by default a
+        L{twisted.names.client.Resolver} of the name servers in
+        C{/etc/resolv.conf}, on C{reactor}.
+    @param resolveInterval: with C{service} or C{hostname}: the name is
+        resolved on the first call (or L{connect}), then again after the
+        records' smallest TTL but not sooner than this many seconds (nor
+        later than 300 s), and soon after a connection fails.  The
+        endpoints found replace the old ones as L{setEndpoints} does.  A
+        resolution that fails or finds no records keeps the endpoints and is
+        retried after 1, 2, 4... seconds, up to this interval; until one
+        succeeds, calls wait in the queue (under their timeout and
+        C{maxPending}).
+
     @param tracing: start an OpenTelemetry CLIENT span for each call,
         stream and notification (the child of the current span), and send
         its trace context with it as metadata, to a server that takes
@@ -811,6 +858,10 @@ class RpcClient:
         retryPolicy: RetryPolicy | None = None,
         tracing: bool = False,
         tracerProvider: TracerProvider | None = None,
+        service: str | None = None,
+        hostname: str | None = None,
+        resolver: IResolver | None = None,
+        resolveInterval: float = 30.0,
     ) -> None:
         if not 1 <= streamWindow <= 2**32 - 1:
             raise ValueError("streamWindow must be from 1 to 2**32 - 1")
@@ -825,29 +876,51 @@ class RpcClient:
         self._refused: frozenset[str] = frozenset()
         self.streamWindow = streamWindow
         self.streamBuffer = streamBuffer
-        if endpoints is None:
+        self._tls = tls
+        name = service if service is not None else hostname
+        if name is not None:
+            if service is not None and hostname is not None:
+                raise TypeError("RpcClient takes a service or a hostname, not both")
+            if host is not None or endpoints is not None:
+                raise TypeError(
+                    "RpcClient takes a host and a port, endpoints, a service or a "
+                    "hostname: one of them"
+                )
+            if hostname is not None:
+                if port is None:
+                    raise TypeError("RpcClient needs a port with a hostname")
+                checkPort(port)
+            if service is not None and port is not None:
+                raise TypeError("a service's SRV records give the ports: no port")
+            # Resolution (on the first call or connect()) gives the endpoints.
+            addresses: list[tuple[str, int, Any]] = []
+        elif endpoints is None:
             if host is None or port is None:
                 raise TypeError("RpcClient needs a host and a port, or endpoints")
-            addresses: list[tuple[str, int, Any]] = [(host, checkPort(port), tls)]
+            addresses = [(host, checkPort(port), tls)]
         else:
             if host is not None or port is not None:
                 raise TypeError(
                     "RpcClient takes a host and a port, or endpoints, not both"
                 )
-            addresses = []
-            for e in endpoints:
-                if isinstance(e, str):
-                    addresses.append((*parseAddress(e), tls))
-                else:
-                    name, number = parseAddress(e[:2])
-                    addresses.append((name, number, e[2] if len(e) > 2 else tls))
+            addresses = self._addresses(endpoints)
             if not addresses:
                 raise ValueError("RpcClient needs at least one endpoint")
         self._endpoints = [_Endpoint(self, h, p, t, reactor) for h, p, t in addresses]
-        # The ready connections, and where the next call goes among them.
+        # The ready connections, each as many times as its endpoint has
+        # slots (its weight), and where the next call goes among them.
         self._readyList: list[RpcClientProtocol] = []
         self._next = 0
-        first = self._endpoints[0]
+        # The slots of every endpoint: the ready list is that long when
+        # every endpoint is ready.
+        self._slots = len(self._endpoints)
+        if self._endpoints:
+            first = self._endpoints[0]
+        else:
+            assert name is not None
+            # Never dialled: its factory holds the backoff settings that the
+            # endpoints resolution finds start with.
+            first = _Endpoint(self, name, checkPort(port) if port else 0, tls, reactor)
         self.host = first.host
         self.port = first.port
         self.timeout = timeout
@@ -879,6 +952,35 @@ class RpcClient:
             # Traced calls take the way of calls with options: callRemote,
             # the untraced hot path, gets no check for them.
             self.callRemote = self._tracedCallRemote  # type: ignore[method-assign]
+        self._discovery: DnsDiscovery | None = None
+        if name is not None:
+            from ._resolving import DnsDiscovery
+
+            self._discovery = DnsDiscovery(
+                self._resolvedEndpoints,
+                reactor,
+                resolver,
+                resolveInterval,
+                service=service,
+                hostname=hostname,
+                port=port,
+            )
+
+    def _addresses(
+        self, endpoints: Iterable[str | tuple[str, int] | tuple[str, int, Any]]
+    ) -> list[tuple[str, int, Any]]:
+        """
+        C{(host, port, tls)} for each endpoint as the constructor and
+        L{setEndpoints} take them.
+        """
+        addresses: list[tuple[str, int, Any]] = []
+        for e in endpoints:
+            if isinstance(e, str):
+                addresses.append((*parseAddress(e), self._tls))
+            else:
+                name, number = parseAddress(e[:2])
+                addresses.append((name, number, e[2] if len(e) > 2 else self._tls))
+        return addresses
 
     # -- the caller's side --------------------------------------------------
 
@@ -923,7 +1025,7 @@ class RpcClient:
         # self._submit(call), with its usual case inline: a ready connection
         # and nothing queued.
         ready = self._readyList
-        if ready and not queue and len(ready) == len(self._endpoints):
+        if ready and not queue and len(ready) == self._slots:
             index = self._next
             if index >= len(ready):
                 index = 0
@@ -1198,7 +1300,7 @@ class RpcClient:
     def _submit(self, call: _Call) -> None:
         ready = self._readyList
         if ready and not self._queue:
-            if len(ready) < len(self._endpoints):
+            if len(ready) < self._slots:
                 self._connect()
             index = self._next
             if index >= len(ready):
@@ -1344,6 +1446,122 @@ class RpcClient:
         """
         return [(e.host, e.port) for e in self._endpoints if e.ready is not None]
 
+    # -- changing the endpoints ---------------------------------------------
+
+    def setEndpoints(
+        self,
+        endpoints: Iterable[str | tuple[str, int] | tuple[str, int, Any]],
+        weights: Sequence[int] | None = None,
+    ) -> None:
+        """
+        Change the servers, at run time: for a directory of your own (Consul's
+        HTTP API, etcd); a client made with C{service} or C{hostname} calls it
+        after each resolution.
+
+        An endpoint in both the old and the new list keeps its connection.  A
+        new one is dialled like the others: at once if calls are queued, else
+        on the next call.  A removed one is drained, never cut: its
+        connections take no new call, the calls in flight on them are
+        answered there, and each closes once it owes nothing.
+
+        @param endpoints: as the constructor takes them: C{(host, port)}
+            pairs, C{"host:port"} strings or C{(host, port, tls)} triples; at
+            least one.
+        @param weights: each endpoint's share of the calls, in proportion
+            (as SRV weights: 0 is the smallest share), when they are all
+            ready; by default equal shares.
+        @raise ClientClosed: if the client is closed.
+        @raise ValueError: for an empty list, or an endpoint that is not one,
+            or weights that are not one non-negative integer per endpoint.
+        """
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        addresses = self._addresses(endpoints)
+        if not addresses:
+            raise ValueError("RpcClient needs at least one endpoint")
+        if weights is not None:
+            weights = list(weights)
+            if len(weights) != len(addresses) or not all(
+                type(w) is int and w >= 0 for w in weights
+            ):
+                raise ValueError(
+                    f"weights must be one integer >= 0 per endpoint, not {weights!r}"
+                )
+        self._replaceEndpoints(addresses, weights)
+
+    def _replaceEndpoints(
+        self, addresses: list[tuple[str, int, Any]], weights: list[int] | None = None
+    ) -> None:
+        places = slots(weights) if weights is not None else [1] * len(addresses)
+        current = {(e.host, e.port): e for e in self._endpoints}
+        endpoints: list[_Endpoint] = []
+        for (host, port, tls), count in zip(addresses, places, strict=True):
+            endpoint = current.pop((host, port), None)
+            if endpoint is None:
+                if any(e.host == host and e.port == port for e in endpoints):
+                    continue
+                endpoint = self._newEndpoint(host, port, tls)
+            endpoint.slots = count
+            endpoints.append(endpoint)
+        added = [e for e in endpoints if e not in self._endpoints]
+        self._endpoints = endpoints
+        self._slots = sum(e.slots for e in endpoints)
+        self._readyList[:] = [
+            e.ready for e in endpoints if e.ready is not None for _ in range(e.slots)
+        ]
+        if added or current:
+            _log.info(
+                "endpoints: {added} added, {removed} removed; now {now}",
+                added=", ".join(f"{e.host}:{e.port}" for e in added) or "none",
+                removed=", ".join(f"{h}:{p}" for h, p in current) or "none",
+                now=", ".join(f"{e.host}:{e.port}" for e in endpoints),
+            )
+        for endpoint in current.values():
+            self._retire(endpoint)
+        if self._queue:
+            self._connect()
+
+    def _resolvedEndpoints(
+        self, endpoints: list[tuple[str, int]], weights: list[int]
+    ) -> None:
+        self._replaceEndpoints(
+            [(host, port, self._tls) for host, port in endpoints], weights
+        )
+
+    def _newEndpoint(self, host: str, port: int, tls: Any) -> _Endpoint:
+        """
+        An endpoint whose backoff settings are those of L{factory}.
+        """
+        endpoint = _Endpoint(self, host, port, tls, self._reactor)
+        template, factory = self.factory, endpoint.factory
+        factory.initialDelay = factory.delay = template.initialDelay
+        factory.maxDelay = template.maxDelay
+        factory.factor = template.factor
+        factory.jitter = template.jitter
+        factory.maxRetries = template.maxRetries
+        return endpoint
+
+    def _retire(self, endpoint: _Endpoint) -> None:
+        """
+        C{endpoint} was removed: stop dialling it and drain its connections.
+        """
+        endpoint.removed = True
+        endpoint.factory.stopTrying()  # type: ignore[no-untyped-call]
+        if (
+            endpoint.state is EndpointState.CONNECTING
+            and endpoint.connector is not None
+        ):
+            with suppress(Exception):
+                endpoint.connector.stopConnecting()
+        for protocol in list(self._connections):
+            if protocol.endpoint is endpoint:
+                self._unready(protocol)
+                if protocol.core.hello is None:
+                    protocol.transport.loseConnection()
+                else:
+                    protocol.drain()
+        endpoint.state = EndpointState.IDLE
+
     # -- connecting ---------------------------------------------------------
 
     def _connect(self) -> None:
@@ -1353,6 +1571,8 @@ class RpcClient:
         """
         if self._closed:
             return
+        if self._discovery is not None:
+            self._discovery.start()
         for endpoint in self._endpoints:
             if endpoint.state is EndpointState.IDLE:
                 self._connectEndpoint(endpoint)
@@ -1394,7 +1614,11 @@ class RpcClient:
         self.stats.connectFailures += 1
         endpoint.state = EndpointState.IDLE
         endpoint.failed = True
-        if not self._queue or self._closed:
+        if endpoint.removed or self._closed:
+            return
+        if self._discovery is not None:
+            self._discovery.connectionFailed()
+        if not self._queue:
             return
         if _isTLSFailure(reason):
             self._tlsRefused(reason, endpoint)
@@ -1445,14 +1669,14 @@ class RpcClient:
         endpoint = protocol.endpoint
         endpoint.failed = False
         endpoint.factory.resetDelay()  # type: ignore[no-untyped-call]
-        if self._closed:
+        if self._closed or endpoint.removed:
             endpoint.state = EndpointState.IDLE
             protocol.transport.loseConnection()
             return
         self.stats.connects += 1
         endpoint.state = EndpointState.READY
         endpoint.ready = protocol
-        self._readyList.append(protocol)
+        self._readyList.extend([protocol] * endpoint.slots)
         self._drain()
 
     def _drain(self) -> None:
@@ -1478,7 +1702,7 @@ class RpcClient:
             endpoint.ready = None
             endpoint.state = EndpointState.IDLE
         if protocol in self._readyList:
-            self._readyList.remove(protocol)
+            self._readyList[:] = [p for p in self._readyList if p is not protocol]
 
     def _connectionGoingAway(
         self, protocol: RpcClientProtocol, unrun: list[_Call]
@@ -1518,6 +1742,8 @@ class RpcClient:
         else:
             if not protocol.wentAway:
                 endpoint.failed = True
+                if self._discovery is not None and not endpoint.removed:
+                    self._discovery.connectionFailed()
             if self._queue and not self._closed:
                 self._connect()
         if self._closing is not None and not self._connections:
@@ -1537,6 +1763,8 @@ class RpcClient:
             return self._closing
         self._closed = True
         self._closing = Deferred()
+        if self._discovery is not None:
+            self._discovery.stop()
         for endpoint in self._endpoints:
             endpoint.factory.stopTrying()  # type: ignore[no-untyped-call]
             if (
@@ -1589,4 +1817,6 @@ class RpcClient:
 
     def __repr__(self) -> str:
         where = ", ".join(f"{e.host}:{e.port}" for e in self._endpoints)
+        if self._discovery is not None:
+            return f"<RpcClient {self._discovery.name} ({where or 'unresolved'})>"
         return f"<RpcClient {where}>"

@@ -246,9 +246,12 @@ class ClientConnection(FrameReceiver):
         hello; L{_wire.DEFAULT_MAX_MESSAGE_SIZE} until then).
     @ivar calls: the calls in flight, by msgid (read only: the core changes
         it).
+    @ivar draining: the client sends nothing more on this connection
+        (L{drain}).
     """
 
     paused = False
+    draining = False
 
     def __init__(
         self,
@@ -515,14 +518,27 @@ class ClientConnection(FrameReceiver):
             return 0
         return max(self._needed - self._buffered, 0)
 
+    def drain(self) -> None:
+        """
+        The client will send nothing more on this connection (its server was
+        removed from the client's endpoints): like a goaway from the client's
+        side, the connection is L{finished} once every call in flight is
+        answered.  A goaway the server sends meanwhile still counts: the
+        calls it proves unrun are handed back to be sent elsewhere.
+        """
+        self.draining = True
+
     @property
     def finished(self) -> bool:
         """
         Whether nothing more will come of this connection: it is going away
-        (or refused) and every call it still owed is answered.  Close it.
+        (or refused, or L{drain}ed) and every call it still owed is answered.
+        Close it.
         """
         return not self.calls and (
-            self.state is State.GOING_AWAY or self.state is State.REFUSED
+            self.draining
+            or self.state is State.GOING_AWAY
+            or self.state is State.REFUSED
         )
 
     # -- what the server sends -------------------------------------------------

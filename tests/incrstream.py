@@ -51,6 +51,13 @@ class IncrStream:
         self._stopped = True
         return self._done
 
+    @property
+    def issued(self) -> int:
+        """
+        How many calls were made so far: the next token is C{f"t{issued}"}.
+        """
+        return self._next
+
     def failures(self) -> list[Failure]:
         """
         The calls that failed.

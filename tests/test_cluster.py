@@ -399,6 +399,11 @@ _actions = st.lists(
         st.tuples(st.just("flush"), st.integers(0, 2)),
         st.tuples(st.just("pump"), st.integers(0, 2), st.integers(0, 5)),
         st.tuples(st.just("advance"), st.sampled_from([0.05, 0.5, 3.0, 11.0])),
+        st.tuples(
+            st.just("endpoints"),
+            st.sets(st.integers(0, 2), min_size=1),
+            st.none() | st.lists(st.integers(0, 5), min_size=3, max_size=3),
+        ),
     ),
     max_size=60,
 )
@@ -411,9 +416,12 @@ class ExactlyOnceTests(SynchronousTestCase):
         self, count: int, actions: list[tuple[Any, ...]]
     ) -> None:
         """
-        Any interleaving of calls and per-endpoint goaways, drops and
-        refusals ends with each call answered from exactly one run (on any
-        endpoint), or failed with CallLost after at most one run.
+        Any interleaving of calls, per-endpoint goaways, drops and refusals,
+        and endpoints added and removed (setEndpoints, with or without
+        weights) ends with each call
+        answered from exactly one run (on any endpoint), or failed with
+        CallLost after at most one run; once everything is answered, no
+        connection is left open to a removed endpoint.
         """
         cluster = Cluster(count)
         servers = cluster.servers
@@ -443,6 +451,11 @@ class ExactlyOnceTests(SynchronousTestCase):
             if kind == "advance":
                 cluster.reactor.advance(action[1])
                 continue
+            if kind == "endpoints":
+                listed = sorted({i % count for i in action[1]})
+                weights = None if action[2] is None else action[2][: len(listed)]
+                client.setEndpoints([(f"server{i}", PORTS[i]) for i in listed], weights)
+                continue
             server = servers[action[1] % count]
             if kind == "goaway":
                 for connection in server.openConnections():
@@ -459,6 +472,19 @@ class ExactlyOnceTests(SynchronousTestCase):
                 live = server.openConnections()
                 if live:
                     live[action[2] % len(live)].pump.pump()
+
+        # Once every handler answered, before any keepalive could close
+        # them, removed endpoints have no connection left: drained ones
+        # closed when their last answer came.
+        cluster.flush()
+        for h in cluster.handlers:
+            for token in sorted(h.waiting):
+                h.answer(token)
+        cluster.flush()
+        listedPorts = {port for _, port in client.endpoints}
+        for server in servers:
+            if server.port not in listedPorts:
+                self.assertEqual(server.openConnections(), [], server.port)
 
         # Let everything settle: accept connections, answer every handler.
         for server in servers:

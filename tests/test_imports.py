@@ -155,6 +155,19 @@ class LightImportTests(SynchronousTestCase):
         )
         self.assertEqual((result.stdout.strip(), result.stderr), ("[]", ""))
 
+    def test_noDnsResolver(self) -> None:
+        """
+        C{import agilerpc} loads neither C{twisted.names} nor the modules
+        that resolve names: only a client made with C{service} or
+        C{hostname} does.
+        """
+        result = runPython(
+            "import agilerpc, sys\n"
+            "print([m for m in sys.modules\n"
+            "       if m.startswith('twisted.names') or m == 'agilerpc._resolving'])\n"
+        )
+        self.assertEqual((result.stdout.strip(), result.stderr), ("[]", ""))
+
     def test_noOpenTelemetry(self) -> None:
         """
         C{import agilerpc} loads no opentelemetry (it is there: the tests
