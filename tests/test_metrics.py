@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import sys
 import time
@@ -480,8 +481,8 @@ class BuiltinTests(ServerTestCase):
     def test_stats(self) -> None:
         """
         C{system.stats} answers the uptime, the open connections, the
-        requests dispatched (including by closed connections) and the calls
-        in flight.
+        requests dispatched (including by closed connections), the calls
+        in flight, and which process answered (worker 0: the only one).
         """
         factory = self.makeFactory(observers=())
         self.clock.advance(5.0)
@@ -503,8 +504,19 @@ class BuiltinTests(ServerTestCase):
                 "buffered_input_bytes": 0,
                 "buffered_input_refusals": 0,
                 "server": factory.hello["server"],
+                "pid": os.getpid(),
+                "worker": 0,
             },
         )
+
+    def test_statsOfWorker(self) -> None:
+        """
+        C{system.stats} says which process of C{--workers} answered: its
+        pid, and the number its factory was given.
+        """
+        connection = Connection(self.makeFactory(observers=(), worker=3))
+        [[_, _, _, stats]] = connection.call(1, "system.stats")
+        self.assertEqual((stats["pid"], stats["worker"]), (os.getpid(), 3))
 
     def test_notListed(self) -> None:
         """
