@@ -1141,6 +1141,25 @@ def _pidsSeen(port: int, wanted: set[int], limit: int = 300) -> set[int]:
     return seen
 
 
+def _scrape(port: int) -> list[str]:
+    """
+    The lines of C{/metrics} on C{port}.
+    """
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return cast(bytes, r.read()).decode("utf-8").splitlines()
+
+
+def _callsCounted(lines: list[str]) -> dict[str, float]:
+    """
+    The C{agilerpc_server_calls_total} samples of a scrape, by labels.
+    """
+    return {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in lines
+        if line.startswith("agilerpc_server_calls_total{")
+    }
+
+
 class WorkersIntegrationTests(TestCase):
     """
     Real C{twistd -n agilerpc --workers 2} processes on 127.0.0.1.
@@ -1260,15 +1279,8 @@ class WorkersIntegrationTests(TestCase):
             if len(served) == 2 and i >= 20:
                 break
         self.assertEqual(set(served), {(server.pid, 0), (worker, 1)})
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{metricsPort}/metrics", timeout=10
-        ) as response:
-            lines = response.read().decode("utf-8").splitlines()
-        counted = {
-            line.split(" ")[0]: float(line.split(" ")[1])
-            for line in lines
-            if line.startswith("agilerpc_server_calls_total{")
-        }
+        lines = _scrape(metricsPort)
+        counted = _callsCounted(lines)
         self.assertEqual(sum(counted.values()), calls, counted)
         self.assertEqual(
             counted['agilerpc_server_calls_total{method="sayHello",outcome="ok"}'],
@@ -1309,3 +1321,30 @@ class WorkersIntegrationTests(TestCase):
         wanted = {server.pid, serving["workerPid"]}
         self.assertEqual(_pidsSeen(server.port, wanted), wanted)
         self.assertEqual(server.stop(), -signal.SIGTERM)
+
+    def test_stoppedWorkerCounted(self) -> None:
+        """
+        The calls of a worker stopped with SIGTERM (and replaced) still count:
+        it sends its counters as it exits and the parent keeps them, though
+        no scrape asked for them before.
+        """
+        server = self._start(
+            None, "--metrics-port", "0", "--metrics-interface", "127.0.0.1"
+        )
+        metricsPort = int(server.waitForOutput(r"MetricsSite starting on (\d+)")[1])
+        worker = _pidsOf(server)[1]
+        calls = byWorker = 0
+        for i in range(300):
+            client = RawClient(server.port)
+            try:
+                byWorker += client.call("system.stats")[3]["worker"] == 1
+            finally:
+                client.close()
+            calls += 1
+            if byWorker >= 3 and i >= 10:
+                break
+        self.assertGreaterEqual(byWorker, 3)
+        os.kill(worker, signal.SIGTERM)
+        server.waitForOutput(rf"worker 1 \(pid {worker}\) exited \(A process has ended")
+        _waitFor("a new worker", lambda: _pidsOf(server)[1] != worker)
+        self.assertEqual(sum(_callsCounted(_scrape(metricsPort)).values()), calls)
