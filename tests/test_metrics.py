@@ -606,16 +606,34 @@ class TotalsPageTests(ServerTestCase):
         self.assertEqual((request.responseCode, request.finished), (500, 1))
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
+    def scrapeAbandoned(
+        self, fire: Callable[[Deferred[MetricsSnapshot]], object]
+    ) -> None:
+        """
+        Render the totals page, hang up, then C{fire} the workers' Deferred:
+        nothing may be written.
+        """
+        d: Deferred[MetricsSnapshot] = Deferred()
+        request, _ = render(
+            metricsResource(self.metrics, processMetrics=False, workers=lambda: d)
+        )
+        request.processingFailed(Failure(ConnectionDone()))
+        fire(d)
+        self.assertEqual((request.written, request.responseCode), ([], None))
+
     def test_scraperGone(self) -> None:
         """
         A scraper that hangs up before the totals are ready gets nothing
         written.
         """
-        d: Deferred[MetricsSnapshot] = Deferred()
-        request, _ = render(metricsResource(self.metrics, workers=lambda: d))
-        request.processingFailed(Failure(ConnectionDone()))
-        d.callback(MetricsSnapshot())
-        self.assertEqual(request.written, [])
+        self.scrapeAbandoned(lambda d: d.callback(MetricsSnapshot()))
+
+    def test_scraperGoneThenFailure(self) -> None:
+        """
+        Nor when they fail: the failure is still logged.
+        """
+        self.scrapeAbandoned(lambda d: d.errback(ValueError("no")))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
 
 class BuiltinTests(ServerTestCase):

@@ -846,6 +846,10 @@ class WorkerMetricsTests(_SupervisorTestCase):
             protocol._snapshotReceived(_snapshot(1))
         total = self.successResultOf(d)
         self.assertEqual((total.calls, total.openConnections), ({("m", "ok"): 8}, 0))
+        self.spawner.end(1, _done())
+        d = self.supervisor.metrics()
+        self.spawner.calls[2][0]._snapshotReceived(_snapshot(1))
+        self.assertEqual(self.successResultOf(d).calls, {("m", "ok"): 8})
 
     def test_endsWhileAsked(self) -> None:
         """
