@@ -28,6 +28,7 @@ C{client-output-buffer-limit}.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -1215,6 +1216,9 @@ class RpcServerFactory(Factory):
     @ivar accepted: how many of them were accepted (not refused as busy).
     @ivar stopping: L{shutdown} was called.
     @ivar started: when the factory was made, in C{reactor.seconds()}.
+    @ivar worker: which process of C{twistd agilerpc --workers} this is: 0
+        for the parent (and a server without workers), 1 and up for the
+        workers; C{system.stats} says it.
     @ivar builtins: the methods the server answers itself,
         C{system.ping} and C{system.stats}, found when the registry has no
         method of the name asked for.
@@ -1245,6 +1249,7 @@ class RpcServerFactory(Factory):
         maxMetadataSize: int = _wire.DEFAULT_MAX_METADATA_SIZE,
         tracing: bool = False,
         tracerProvider: TracerProvider | None = None,
+        worker: int = 0,
     ) -> None:
         if keepalive < 0:
             raise ValueError("keepalive must be >= 0")
@@ -1310,6 +1315,7 @@ class RpcServerFactory(Factory):
         self.timer = timer
         self.started = reactor.seconds()
         self.closedCallsServed = 0
+        self.worker = worker
         self.builtins: dict[str, Method] = {
             "system.ping": Method("system.ping", self._ping, False),
             "system.stats": Method("system.stats", self.stats, False),
@@ -1359,7 +1365,8 @@ class RpcServerFactory(Factory):
         read, see L{RpcServerProtocol.unsent}), C{buffered_input_bytes}
         (held by connections until their frames are complete, see
         L{inputBudget}), C{buffered_input_refusals} (connections refused
-        for holding the most past it) and C{server}.
+        for holding the most past it), C{server}, C{pid} (of the process
+        answering) and C{worker} (see L{worker}).
         """
         connections = self.connections
         return {
@@ -1371,6 +1378,8 @@ class RpcServerFactory(Factory):
             "buffered_input_bytes": self.inputBudget.total,
             "buffered_input_refusals": self.inputBudget.evictions,
             "server": self.settings.hello["server"],
+            "pid": os.getpid(),
+            "worker": self.worker,
         }
 
     def connectionClosed(self, protocol: RpcServerProtocol) -> None:

@@ -22,16 +22,26 @@ quick death (bounded by L{WorkerSupervisor.maxDelay}).  Stopping the parent
 gracefully like a single server does (goaway, dispatched calls finish), and
 waits for them all to exit.  A worker also stops when the parent goes away
 without stopping it: the parent holds the other end of the worker's stdin.
+
+Workers are numbered from 1 (the parent is 0).  A worker writes its log
+events to its stdout as JSON records (L{RECORD_SEPARATOR}, the event as
+L{twisted.logger.eventAsJSON} makes it, a newline); the parent re-emits each
+into its own log with the fields C{worker} and C{workerPid} added, and
+relays anything else a worker writes (a stray print, a traceback before its
+logging started) as text.  With metrics, the parent writes C{metrics} and a
+newline to a worker's stdin, and the worker answers with a record holding a
+L{MetricsSnapshot <agilerpc.metrics.MetricsSnapshot>} of its counters.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService, Service
 from twisted.internet import defer
@@ -43,11 +53,30 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import (
+    ILogObserver,
+    Logger,
+    eventFromJSON,
+    jsonFileLogObserver,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._logging import _AddressesAsText
+
+if TYPE_CHECKING:
+    from .metrics import MetricsSnapshot, ServerMetrics
+
 _log = Logger(namespace="agilerpc.workers")
+
+#: What starts a record on a worker's stdout (a line without one is text).
+RECORD_SEPARATOR = "\x1e"
+
+#: How a record holding a metrics snapshot starts (any other is a log event).
+_METRICS_RECORD = b'{"agilerpc_metrics":'
+
+#: What the parent writes to a worker's stdin to ask for its metrics.
+METRICS_REQUEST = b"metrics"
 
 # The first file descriptor a worker finds the listening sockets at.
 FIRST_FD = 3
@@ -131,39 +160,46 @@ def portSocket(port: Any) -> tuple[int, int]:
 
 
 def workerArguments(
-    sockets: Sequence[tuple[int, int]], argv: Sequence[str]
+    sockets: Sequence[tuple[int, int]], argv: Sequence[str], number: int
 ) -> list[str]:
     """
-    The arguments after C{python -m agilerpc._workerprocess} that make a worker
-    serve C{sockets} (file descriptor and address family each, found at
-    descriptors 3, 4, ... in the worker) with the options in C{argv}.
+    The arguments after C{python -m agilerpc._workerprocess} that make worker
+    C{number} serve C{sockets} (file descriptor and address family each,
+    found at descriptors 3, 4, ... in the worker) with the options in
+    C{argv}.
     """
     fds = ",".join(f"{FIRST_FD + i}:{family}" for i, (_, family) in enumerate(sockets))
-    return ["--fds", fds, "--", *argv]
+    return ["--fds", fds, "--worker", str(number), "--", *argv]
 
 
 def parseWorkerArguments(
     argv: Sequence[str],
-) -> tuple[list[tuple[int, int]], list[str]]:
+) -> tuple[list[tuple[int, int]], int, list[str]]:
     """
     The inverse of L{workerArguments}: the inherited descriptors with their
-    address families, and the C{twistd agilerpc} options.
+    address families, the worker's number, and the C{twistd agilerpc}
+    options.
 
     @raise ValueError: if C{argv} is not what L{workerArguments} makes.
     """
-    if len(argv) < 3 or argv[0] != "--fds" or argv[2] != "--":
-        raise ValueError(f"usage: --fds FD:FAMILY[,...] -- OPTIONS; not {argv!r}")
+    if len(argv) < 5 or argv[0] != "--fds" or argv[2] != "--worker" or argv[4] != "--":
+        raise ValueError(
+            f"usage: --fds FD:FAMILY[,...] --worker N -- OPTIONS; not {argv!r}"
+        )
     sockets = []
     for item in argv[1].split(","):
         fd, family = item.split(":")
         sockets.append((int(fd), int(family)))
-    return sockets, list(argv[3:])
+    return sockets, int(argv[3]), list(argv[5:])
 
 
 class _WorkerProtocol(ProcessProtocol):
     """
-    One worker process: relay its output to the parent's log, tell the
-    supervisor when it ends.
+    One worker process: re-emit its log events into the parent's log, relay
+    its other output as text, ask it for its metrics, tell the supervisor
+    when it ends.
+
+    @ivar snapshot: the last metrics snapshot it sent, or L{None}.
     """
 
     def __init__(self, supervisor: WorkerSupervisor, slot: int) -> None:
@@ -171,7 +207,9 @@ class _WorkerProtocol(ProcessProtocol):
         self.slot = slot
         self.pid: int | None = None
         self.startedAt = 0.0
+        self.snapshot: MetricsSnapshot | None = None
         self._buffers: dict[int, bytes] = {}
+        self._asked: list[Deferred[MetricsSnapshot | None]] = []
 
     def connectionMade(self) -> None:
         self.pid = getattr(self.transport, "pid", None)
@@ -181,23 +219,102 @@ class _WorkerProtocol(ProcessProtocol):
         *lines, rest = buffer.split(b"\n")
         self._buffers[childFD] = rest
         for line in lines:
-            self._relay(line)
+            self._line(childFD, line)
 
-    def _relay(self, line: bytes) -> None:
+    def _line(self, childFD: int, line: bytes) -> None:
+        text, separator, record = line.partition(RECORD_SEPARATOR.encode("ascii"))
+        self._relay(childFD, text)
+        if separator and not self._record(record):
+            self._relay(childFD, record)
+
+    def _relay(self, childFD: int, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
         if text:
-            _log.info(
+            # What a worker writes to stderr outside its log is most often
+            # a traceback.
+            level = _log.warn if childFD == 2 else _log.info
+            level(
                 "worker {slot} (pid {pid}): {line}",
                 slot=self.slot,
                 pid=self.pid,
                 line=text,
             )
 
+    def _record(self, record: bytes) -> bool:
+        """
+        Handle one record the worker wrote: a metrics snapshot or a log
+        event; C{False} if it is neither.
+        """
+        try:
+            if record.startswith(_METRICS_RECORD):
+                from .metrics import MetricsSnapshot
+
+                self._snapshotReceived(
+                    MetricsSnapshot.fromJSON(json.loads(record)["agilerpc_metrics"])
+                )
+                return True
+            event = eventFromJSON(record.decode("utf-8"))
+        except ValueError:
+            return False
+        if not isinstance(event, dict) or "log_format" not in event:
+            return False
+        self._emit(event)
+        return True
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        """
+        Re-emit a worker's log event into the parent's log, with its number
+        (C{worker}) and pid (C{workerPid}), and a C{log_system} that says
+        which worker for the text log.
+        """
+        system = event.get("log_system")
+        if system is None or system == "-":
+            # What Twisted's text log shows for an event without a system.
+            level = getattr(event.get("log_level"), "name", "-")
+            system = f"{event.get('log_namespace', '-')}#{level}"
+        event["log_system"] = f"worker {self.slot} (pid {self.pid}) {system}"
+        event["worker"] = self.slot
+        event["workerPid"] = self.pid
+        _log.observer(event)
+
+    def askSnapshot(self) -> Deferred[MetricsSnapshot | None]:
+        """
+        Ask the worker for its metrics.
+
+        @return: fires with the snapshot that answers; with the last one it
+            sent (L{None} if none) when L{expireAsks} is called first; with
+            L{None} when it ends first (its supervisor then counts its last
+            snapshot in L{WorkerSupervisor.retired}).
+        """
+        d: Deferred[MetricsSnapshot | None] = Deferred()
+        self._asked.append(d)
+        if self.transport is not None:
+            self.transport.write(METRICS_REQUEST + b"\n")
+        return d
+
+    def expireAsks(self) -> None:
+        """
+        Answer every pending L{askSnapshot} with the last snapshot.
+        """
+        self._answerAsks(self.snapshot)
+
+    def _answerAsks(self, snapshot: MetricsSnapshot | None) -> None:
+        asked, self._asked = self._asked, []
+        for d in asked:
+            d.callback(snapshot)
+
+    def _snapshotReceived(self, snapshot: MetricsSnapshot) -> None:
+        self.snapshot = snapshot
+        if self._asked:
+            self._asked.pop(0).callback(snapshot)
+
     def processEnded(self, reason: Failure) -> None:
         for childFD in sorted(self._buffers):
-            self._relay(self._buffers[childFD])
+            self._line(childFD, self._buffers[childFD])
         self._buffers.clear()
+        # Retired first, then counted as nothing: never twice, never lost.
         self.supervisor._workerEnded(self, reason)
+        self._answerAsks(None)
 
 
 class WorkerSupervisor(Service):
@@ -209,18 +326,24 @@ class WorkerSupervisor(Service):
     @ivar endpoints: L{SharedEndpoint}s wrapping the given endpoints: the
         parent must listen with these, so that the supervisor learns its
         sockets.
-    @ivar workers: the running workers' protocols, by slot (0 to C{count}-1).
+    @ivar workers: the running workers' protocols, by number (1 to
+        C{count}; the parent is 0).
     @ivar minDelay: seconds before restarting a worker that died quickly
         for the first time; doubled for each further quick death of that
         slot, up to C{maxDelay}.
     @ivar stableAfter: a worker that ran this long before it died is
         restarted after C{minDelay} again.
     @ivar killAfter: seconds a stopping worker gets to exit before SIGKILL.
+    @ivar metricsTimeout: seconds L{metrics} waits for the workers' answers.
+    @ivar retired: the counters of workers that have exited, as they last
+        sent them, so that the totals never go back when a worker is
+        replaced; L{None} before any did.
     """
 
     minDelay = 0.1
     maxDelay = 5.0
     stableAfter = 10.0
+    metricsTimeout = 5.0
 
     def __init__(
         self,
@@ -247,6 +370,7 @@ class WorkerSupervisor(Service):
         self._stopped: Deferred[None] | None = None
         self._killCall: Any = None
         self.restarts = 0
+        self.retired: MetricsSnapshot | None = None
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -261,7 +385,7 @@ class WorkerSupervisor(Service):
         if self._stopping:
             return
         self._sockets = [portSocket(port) for port in ports]
-        for slot in range(self.count):
+        for slot in range(1, self.count + 1):
             self._spawn(slot)
 
     def _spawn(self, slot: int) -> None:
@@ -274,7 +398,7 @@ class WorkerSupervisor(Service):
             self.executable,
             "-m",
             WORKER_MODULE,
-            *workerArguments(self._sockets, self.argv),
+            *workerArguments(self._sockets, self.argv, slot),
         ]
         protocol.startedAt = self._reactor.seconds()
         self.workers[slot] = protocol
@@ -282,9 +406,59 @@ class WorkerSupervisor(Service):
         spawn(protocol, self.executable, args, env=dict(os.environ), childFDs=childFDs)
         _log.info("worker {slot} started (pid {pid})", slot=slot, pid=protocol.pid)
 
+    def metrics(self) -> Deferred[MetricsSnapshot]:
+        """
+        Ask every running worker for its metrics.
+
+        @return: fires with the sum of their snapshots (with their gauges)
+            and of L{retired} (without), once every worker has answered,
+            exited, or had L{metricsTimeout} seconds to (a worker that did
+            not answer counts as it last did, if ever).
+        """
+        from .metrics import MetricsSnapshot
+
+        asked = [(w, w.askSnapshot()) for w in self.workers.values()]
+        expiry = self._reactor.callLater(self.metricsTimeout, self._expire, asked)
+        d: Deferred[list[MetricsSnapshot | None]] = defer.gatherResults(
+            [d for _, d in asked]
+        )
+
+        def add(snapshots: list[MetricsSnapshot | None]) -> MetricsSnapshot:
+            if expiry.active():
+                expiry.cancel()
+            total = MetricsSnapshot()
+            if self.retired is not None:
+                total.add(self.retired)
+            for (worker, _), snapshot in zip(asked, snapshots, strict=True):
+                # One that has ended since it answered is in retired.
+                if snapshot is not None and self.workers.get(worker.slot) is worker:
+                    total.add(snapshot, gauges=True)
+            return total
+
+        return d.addCallback(add)
+
+    def _expire(self, asked: list[tuple[_WorkerProtocol, Any]]) -> None:
+        for worker, d in asked:
+            if not d.called:
+                _log.warn(
+                    "worker {slot} (pid {pid}) did not send its metrics within "
+                    "{seconds}s; counting the last it sent",
+                    slot=worker.slot,
+                    pid=worker.pid,
+                    seconds=self.metricsTimeout,
+                )
+                worker.expireAsks()
+
     def _workerEnded(self, protocol: _WorkerProtocol, reason: Failure) -> None:
         if self.workers.get(protocol.slot) is protocol:
             del self.workers[protocol.slot]
+        last = protocol.snapshot
+        if last is not None:
+            if self.retired is None:
+                from .metrics import MetricsSnapshot
+
+                self.retired = MetricsSnapshot(last.buckets)
+            self.retired.add(last)
         if self._stopping:
             _log.info(
                 "worker {slot} (pid {pid}) stopped: {why}",
@@ -352,13 +526,21 @@ class WorkerSupervisor(Service):
 
 class _ParentWatch:
     """
-    Read the worker's stdin, whose other end the parent holds: at its end
-    (the parent is gone), call C{onLost}.
+    Read the worker's stdin, whose other end the parent holds: call
+    C{onLine} with each line the parent writes (without its newline), and
+    C{onLost} at its end (the parent is gone).
     """
 
-    def __init__(self, fd: int, onLost: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        fd: int,
+        onLost: Callable[[], None],
+        onLine: Callable[[bytes], None] = lambda line: None,
+    ) -> None:
         self._fd = fd
         self._onLost = onLost
+        self._onLine = onLine
+        self._buffer = b""
         self.lost = False
 
     def fileno(self) -> int:
@@ -375,6 +557,9 @@ class _ParentWatch:
         if not data:
             self._onLost()
             return "EOF"
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        for line in lines:
+            self._onLine(line)
         return None
 
     def connectionLost(self, reason: Failure) -> None:
@@ -382,19 +567,26 @@ class _ParentWatch:
         self._onLost()
 
 
-def _logTo(stream: Any) -> ILogObserver:
+def _recordsTo(stream: Any) -> ILogObserver:
     """
-    A log observer writing each event on one line without a timestamp (the
-    parent's log adds its own).
+    A log observer writing each event to C{stream} as a record for the
+    parent: L{RECORD_SEPARATOR}, the event as JSON (addresses as text), a
+    newline.
     """
-    from twisted.logger import eventAsText
+    return _AddressesAsText(
+        jsonFileLogObserver(stream, recordSeparator=RECORD_SEPARATOR)
+    )
 
-    def observe(event: dict[str, Any]) -> None:
-        text = eventAsText(event, includeTimestamp=False)
-        stream.write(text.replace("\n", "\n\t") + "\n")
-        stream.flush()
 
-    return cast(ILogObserver, observe)
+def _writeSnapshot(stream: Any, metrics: ServerMetrics) -> None:
+    """
+    Write the record holding a snapshot of C{metrics} to C{stream}.
+    """
+    from .metrics import MetricsSnapshot
+
+    data = {"agilerpc_metrics": MetricsSnapshot.of(metrics).toJSON()}
+    stream.write(RECORD_SEPARATOR + json.dumps(data, separators=(",", ":")) + "\n")
+    stream.flush()
 
 
 def workerMain(
@@ -409,12 +601,16 @@ def workerMain(
     """
     Run a worker: serve the inherited sockets described in C{argv} (see
     L{workerArguments}) until SIGTERM or the end of C{parentFD} (its stdin,
-    whose other end the parent holds).  Log to C{stdout} through
-    C{logBeginner} (the global ones by default).
+    whose other end the parent holds).  Log to C{stdout} (as records for
+    the parent) through C{logBeginner} (the global ones by default); with
+    metrics, answer each request for them on C{parentFD} with a snapshot on
+    C{stdout}, and write a last one before exiting.
 
     C{makeOptions()} parses the options (a L{twisted.python.usage.Options}:
     C{twistd agilerpc}'s), and C{makeService(config, reactor,
-    serverEndpoints=...)} makes the service serving the adopted sockets.
+    serverEndpoints=..., worker=..., metrics=...)} makes the service serving
+    the adopted sockets, as worker C{worker}, counting into C{metrics} (a
+    L{ServerMetrics}, or L{None} without C{--metrics-port}).
 
     @return: the exit code: 0 after a clean stop, 1 if it could not serve
         the sockets, 2 for bad options.
@@ -426,12 +622,12 @@ def workerMain(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    sockets, options = parseWorkerArguments(argv)
+    sockets, number, options = parseWorkerArguments(argv)
     if logBeginner is None:
         logBeginner = globalLogBeginner
-    logBeginner.beginLoggingTo(
-        [_logTo(sys.stdout if stdout is None else stdout)], redirectStandardIO=False
-    )
+    if stdout is None:
+        stdout = sys.stdout
+    logBeginner.beginLoggingTo([_recordsTo(stdout)], redirectStandardIO=False)
     config = makeOptions()
     try:
         config.parseOptions(options)
@@ -439,10 +635,17 @@ def workerMain(
         _log.error("bad options: {error}", error=str(e))
         return 2
     config["workers"] = 1
+    metrics: ServerMetrics | None = None
+    if config["metrics"] is not None:
+        from .metrics import ServerMetrics
+
+        metrics = ServerMetrics()
     adopted: list[IStreamServerEndpoint] = [
         AdoptedEndpoint(reactor, fd, family) for fd, family in sockets
     ]
-    service = makeService(config, reactor, serverEndpoints=adopted)
+    service = makeService(
+        config, reactor, serverEndpoints=adopted, worker=number, metrics=metrics
+    )
 
     def parentGone() -> None:
         if watch.lost:
@@ -453,7 +656,11 @@ def workerMain(
         if reactor.running:
             reactor.stop()
 
-    watch = _ParentWatch(parentFD, parentGone)
+    def parentAsked(line: bytes) -> None:
+        if line == METRICS_REQUEST and metrics is not None:
+            _writeSnapshot(stdout, metrics)
+
+    watch = _ParentWatch(parentFD, parentGone, parentAsked)
     os.set_blocking(parentFD, False)
     reactor.addReader(watch)
     exitCode = [0]
@@ -470,4 +677,9 @@ def workerMain(
 
     reactor.callWhenRunning(start)
     reactor.run()
+    if metrics is not None:
+        # The calls answered since the parent last asked: it keeps them when
+        # this worker is gone.
+        with contextlib.suppress(OSError, ValueError):
+            _writeSnapshot(stdout, metrics)
     return exitCode[0]

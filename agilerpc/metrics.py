@@ -22,11 +22,13 @@ C{import agilerpc} does not import it.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
 from ._observers import IServerObserver
@@ -44,6 +46,7 @@ __all__ = [
     "ClientCollector",
     "MethodStats",
     "MetricsSite",
+    "MetricsSnapshot",
     "ServerCollector",
     "ServerMetrics",
     "metricsResource",
@@ -75,6 +78,8 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 UNKNOWN_METHOD = "<unknown>"
 
 OK = "ok"
+
+_log = Logger(namespace="agilerpc.metrics")
 
 
 class MethodStats:
@@ -233,12 +238,154 @@ class ServerMetrics:
         self.bytesSent += count
 
 
-class ServerCollector:
+class MetricsSnapshot:
     """
-    A Prometheus collector reading a L{ServerMetrics} at scrape time.
+    What a L{ServerMetrics} counts, copied at one time as plain data: the
+    counters of one process or the sums of several (C{--workers}), and what
+    L{ServerCollector} reads.
+
+    Its counters and L{MethodStats} are those of L{ServerMetrics}; its gauges
+    are numbers: C{openConnections}, C{inFlight}, C{unsentBytes},
+    C{bufferedInput} and C{openStreams}.
     """
 
-    def __init__(self, metrics: ServerMetrics, prefix: str = "agilerpc_server") -> None:
+    _COUNTERS = ("keepaliveCloses", "bytesReceived", "bytesSent")
+    _BY_LABEL = ("goaways", "refused", "aborted", "streamItems")
+    _GAUGES = (
+        "openConnections",
+        "inFlight",
+        "unsentBytes",
+        "bufferedInput",
+        "openStreams",
+    )
+
+    def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+        self.buckets = tuple(buckets)
+        self.methods: dict[str, MethodStats] = {}
+        self.keepaliveCloses = 0
+        self.goaways: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
+        self.aborted: dict[str, int] = {}
+        self.streamItems: dict[str, int] = {}
+        self.bytesReceived = 0
+        self.bytesSent = 0
+        self.openConnections = 0
+        self.inFlight = 0
+        self.unsentBytes = 0
+        self.bufferedInput = 0
+        self.openStreams = 0
+
+    @classmethod
+    def of(cls, metrics: ServerMetrics) -> MetricsSnapshot:
+        """
+        A copy of what C{metrics} counts now.
+        """
+        snapshot = cls(metrics.buckets)
+        snapshot.add(metrics)
+        snapshot.openConnections = metrics.openConnections()
+        snapshot.inFlight = metrics.inFlight()
+        snapshot.unsentBytes = metrics.unsentBytes()
+        snapshot.bufferedInput = metrics.bufferedInput()
+        snapshot.openStreams = metrics.openStreams()
+        return snapshot
+
+    def add(self, other: ServerMetrics | MetricsSnapshot, gauges: bool = False) -> None:
+        """
+        Add the counters of C{other} (with C{gauges}, a L{MetricsSnapshot}'s
+        gauges too) to this one's.
+
+        @raise ValueError: if their latency buckets differ.
+        """
+        if other.buckets != self.buckets:
+            raise ValueError(
+                f"cannot add latencies in buckets {other.buckets} to {self.buckets}"
+            )
+        for method, stats in other.methods.items():
+            mine = self.methods.get(method)
+            if mine is None:
+                mine = self.methods[method] = MethodStats(len(self.buckets))
+            for outcome, count in stats.outcomes.items():
+                mine.outcomes[outcome] = mine.outcomes.get(outcome, 0) + count
+            mine.counts = [
+                a + b for a, b in zip(mine.counts, stats.counts, strict=True)
+            ]
+            mine.total += stats.total
+        for name in self._COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in self._BY_LABEL:
+            mine = getattr(self, name)
+            for label, count in getattr(other, name).items():
+                mine[label] = mine.get(label, 0) + count
+        if gauges and isinstance(other, MetricsSnapshot):
+            for name in self._GAUGES:
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def calls(self) -> dict[tuple[str, str], int]:
+        """
+        Finished calls by C{(method, outcome)}.
+        """
+        return {
+            (method, outcome): count
+            for method, stats in self.methods.items()
+            for outcome, count in stats.outcomes.items()
+        }
+
+    def toJSON(self) -> dict[str, Any]:
+        """
+        This snapshot as a map of JSON values (what a worker sends its
+        parent); L{fromJSON} reads it back.
+        """
+        data: dict[str, Any] = {
+            "buckets": list(self.buckets),
+            "methods": {
+                method: [stats.outcomes, stats.counts, stats.total]
+                for method, stats in self.methods.items()
+            },
+        }
+        for name in (*self._COUNTERS, *self._BY_LABEL, *self._GAUGES):
+            data[name] = getattr(self, name)
+        return data
+
+    @classmethod
+    def fromJSON(cls, data: dict[str, Any]) -> MetricsSnapshot:
+        """
+        The snapshot L{toJSON} made C{data} of.
+
+        @raise ValueError: if C{data} is not one (a key missing, a value of
+            the wrong kind).
+        """
+        try:
+            snapshot = cls(tuple(float(b) for b in data["buckets"]))
+            for method, (outcomes, counts, total) in data["methods"].items():
+                stats = snapshot.methods[str(method)] = MethodStats(
+                    len(snapshot.buckets)
+                )
+                stats.outcomes = {str(k): int(v) for k, v in outcomes.items()}
+                if len(counts) != len(stats.counts):
+                    raise ValueError("latency counts do not match the buckets")
+                stats.counts = [int(c) for c in counts]
+                stats.total = float(total)
+            for name in (*cls._COUNTERS, *cls._GAUGES):
+                setattr(snapshot, name, int(data[name]))
+            for name in cls._BY_LABEL:
+                setattr(snapshot, name, {str(k): int(v) for k, v in data[name].items()})
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"not a metrics snapshot: {e!r}") from None
+        return snapshot
+
+
+class ServerCollector:
+    """
+    A Prometheus collector reading a L{ServerMetrics} (or a
+    L{MetricsSnapshot}) at scrape time.
+    """
+
+    def __init__(
+        self,
+        metrics: ServerMetrics | MetricsSnapshot,
+        prefix: str = "agilerpc_server",
+    ) -> None:
         self.metrics = metrics
         self.prefix = prefix
 
@@ -254,6 +401,8 @@ class ServerCollector:
         )
 
         m = self.metrics
+        if isinstance(m, ServerMetrics):
+            m = MetricsSnapshot.of(m)
         p = self.prefix
         calls = CounterMetricFamily(
             f"{p}_calls",
@@ -282,15 +431,15 @@ class ServerCollector:
         yield GaugeMetricFamily(
             f"{p}_calls_in_flight",
             "Calls dispatched and not answered yet.",
-            value=m.inFlight(),
+            value=m.inFlight,
         )
         yield GaugeMetricFamily(
-            f"{p}_connections", "Open connections.", value=m.openConnections()
+            f"{p}_connections", "Open connections.", value=m.openConnections
         )
         yield GaugeMetricFamily(
             f"{p}_buffered_input_bytes",
             "Bytes of unfinished frames the open connections hold now.",
-            value=m.bufferedInput(),
+            value=m.bufferedInput,
         )
         yield CounterMetricFamily(
             f"{p}_keepalive_closes",
@@ -318,7 +467,7 @@ class ServerCollector:
             refused.add_metric([reason], count)
         yield refused
         yield GaugeMetricFamily(
-            f"{p}_streams_open", "Streams being answered.", value=m.openStreams()
+            f"{p}_streams_open", "Streams being answered.", value=m.openStreams
         )
         items = CounterMetricFamily(
             f"{p}_stream_items",
@@ -331,7 +480,7 @@ class ServerCollector:
         yield GaugeMetricFamily(
             f"{p}_unsent_bytes",
             "Bytes of responses written and not sent, their clients not reading.",
-            value=m.unsentBytes(),
+            value=m.unsentBytes,
         )
         aborted = CounterMetricFamily(
             f"{p}_aborted_connections",
@@ -363,22 +512,96 @@ class _MetricsPage(Resource):
         return body
 
 
-def metricsResource(metrics: ServerMetrics, processMetrics: bool = True) -> Resource:
+class _TotalsPage(Resource):
+    """
+    The exposition of the totals of every process of C{--workers}: this
+    process's L{ServerMetrics} plus the snapshot C{workers()} fires with,
+    rendered once it has.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        workers: Callable[[], Deferred[MetricsSnapshot]],
+        processMetrics: bool,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.metrics = metrics
+        self.workers = workers
+        self.processMetrics = processMetrics
+
+    def render_GET(self, request: Request) -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        finished = [False]
+        request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
+        d = self.workers()
+        d.addCallback(self._render)
+
+        def write(body: bytes) -> None:
+            if not finished[0]:
+                request.write(body)
+                request.finish()
+
+        def failed(reason: Any) -> None:
+            _log.failure("cannot collect the workers' metrics", failure=reason)
+            if not finished[0]:
+                request.setResponseCode(500)
+                request.write(b"cannot collect the workers' metrics\n")
+                request.finish()
+
+        d.addCallbacks(write, failed)
+        return NOT_DONE_YET
+
+    def _render(self, workers: MetricsSnapshot) -> bytes:
+        from prometheus_client import (
+            CollectorRegistry,
+            ProcessCollector,
+            generate_latest,
+        )
+
+        totals = MetricsSnapshot.of(self.metrics)
+        totals.add(workers, gauges=True)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(ServerCollector(totals))
+        if self.processMetrics:
+            ProcessCollector(registry=registry)
+        body: bytes = generate_latest(registry)
+        return body
+
+
+def metricsResource(
+    metrics: ServerMetrics,
+    processMetrics: bool = True,
+    workers: Callable[[], Deferred[MetricsSnapshot]] | None = None,
+) -> Resource:
     """
     A web resource serving C{metrics} at C{/metrics} in Prometheus's text
     format; with C{processMetrics}, the process's CPU, memory and file
     descriptors too.
+
+    With C{workers} (C{--workers}: L{WorkerSupervisor.metrics
+    <agilerpc._workers.WorkerSupervisor.metrics>}), each scrape first asks
+    it for the sum of the other processes' counters and serves the totals:
+    C{metrics} plus that sum.  The C{process_*} metrics are still this
+    process's own.
 
     @raise ImportError: if prometheus_client (the C{metrics} extra) is not
         installed.
     """
     from prometheus_client import CollectorRegistry, ProcessCollector
 
+    root = Resource()
+    if workers is not None:
+        root.putChild(b"metrics", _TotalsPage(metrics, workers, processMetrics))
+        return root
     registry = CollectorRegistry()
     registry.register(ServerCollector(metrics))
     if processMetrics:
         ProcessCollector(registry=registry)
-    root = Resource()
     root.putChild(b"metrics", _MetricsPage(registry))
     return root
 

@@ -41,6 +41,7 @@ from ._wire import (
 )
 
 if TYPE_CHECKING:
+    from ._workers import WorkerSupervisor
     from .metrics import ServerMetrics
 
 __all__ = ["DEFAULT_MODULE", "Options", "makeService"]
@@ -183,7 +184,8 @@ class Options(usage.Options):
             None,
             None,
             "Serve Prometheus metrics over HTTP at /metrics on this TCP port "
-            "(needs pip install 'agilerpc[metrics]').",
+            "(needs pip install 'agilerpc[metrics]'); with --workers, the "
+            "totals of every process.",
         ],
         [
             "metrics-interface",
@@ -376,10 +378,6 @@ class Options(usage.Options):
         if port > 65535:
             raise usage.UsageError(f"--metrics-port must be <= 65535, not {port}")
         self["metrics-port"] = port
-        if self["workers"] > 1:
-            raise usage.UsageError(
-                "--metrics-port counts one process: it cannot be used with --workers"
-            )
         try:
             import prometheus_client  # noqa: F401
         except ImportError:
@@ -449,22 +447,28 @@ def makeService(
     config: Options,
     reactor: Any = None,
     serverEndpoints: list[IStreamServerEndpoint] | None = None,
+    worker: int = 0,
+    metrics: ServerMetrics | None = None,
 ) -> IService:
     """
     The service C{config} describes; C{reactor} defaults to the global one.
-    A worker process passes the C{serverEndpoints} it adopted; with
-    C{--workers} above 1 the service also runs the workers.
+    With C{--workers} above 1 the service also runs the workers, and its
+    C{--metrics-port} serves the totals of every process.
+
+    A worker process passes the C{serverEndpoints} it adopted, its number
+    (C{worker}, from 1) and, with C{--metrics-port}, the L{ServerMetrics} to
+    count into (which it sends to the parent: it serves no HTTP itself).
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
     observers: list[IServerObserver] = []
-    metrics = None
-    if config["metrics"] is not None:
+    if metrics is None and config["metrics"] is not None and not worker:
         from .metrics import ServerMetrics
 
         metrics = ServerMetrics()
+    if metrics is not None:
         observers.append(metrics)
     if config["log-calls"]:
         observers.append(CallLog())
@@ -486,10 +490,11 @@ def makeService(
         maxMetadataSize=config["max-metadata-size"],
         observers=observers,
         tracing=bool(config["otel"]),
+        worker=worker,
     )
     if serverEndpoints is None:
         serverEndpoints = [_endpoint(reactor, d) for d in config["listen"]]
-    supervisor = None
+    supervisor: WorkerSupervisor | None = None
     if config["workers"] > 1:
         from ._workers import WorkerSupervisor
 
@@ -515,36 +520,41 @@ def makeService(
         auth="" if config["auth-token"] is None else ", token auth",
     )
     service = RpcService(factory, serverEndpoints, config["shutdown-grace"], tls=tls)
-    if metrics is not None:
-        # Never with --workers (a usage error): one process, one listener.
-        return _withMetrics(service, reactor, config["metrics"], metrics)
-    if supervisor is None:
+    if worker or (metrics is None and supervisor is None):
+        # A worker's metrics go to the parent, which serves them.
         return service
     # Started in this order (the parent listens, then the workers share its
     # sockets); stopped together.
     parent = MultiService()
     service.setServiceParent(parent)  # type: ignore[no-untyped-call]
-    supervisor.setServiceParent(parent)  # type: ignore[no-untyped-call]
+    if supervisor is not None:
+        supervisor.setServiceParent(parent)  # type: ignore[no-untyped-call]
+    if metrics is not None:
+        _serveMetrics(parent, reactor, config["metrics"], metrics, supervisor)
     return parent
 
 
-def _withMetrics(
-    service: IService, reactor: Any, description: str, metrics: ServerMetrics
-) -> IService:
+def _serveMetrics(
+    parent: MultiService,
+    reactor: Any,
+    description: str,
+    metrics: ServerMetrics,
+    supervisor: WorkerSupervisor | None,
+) -> None:
     """
-    C{service} and, beside it, an HTTP listener on C{description} serving
-    C{metrics} at C{/metrics}.
+    Add to C{parent} an HTTP listener on C{description} serving C{metrics}
+    at C{/metrics}, plus the workers' with a C{supervisor}.
     """
     from twisted.application.internet import StreamServerEndpointService
 
     from .metrics import MetricsSite, metricsResource
 
-    parent = MultiService()
-    service.setServiceParent(parent)
+    resource = metricsResource(
+        metrics, workers=None if supervisor is None else supervisor.metrics
+    )
     web = StreamServerEndpointService(
         endpoints.serverFromString(reactor, description),
-        MetricsSite(metricsResource(metrics)),  # type: ignore[no-untyped-call]
+        MetricsSite(resource),  # type: ignore[no-untyped-call]
     )
     web.setServiceParent(parent)
     _log.info("agilerpc metrics on {listen}, at /metrics", listen=description)
-    return parent

@@ -307,7 +307,8 @@ def startServer(
     server.port = int(match.group(1))
     if workers > 1:
         ready = re.compile(
-            r"(?:worker \d+ \(pid \d+\): [^\n]*RpcServerFactory starting on[^\n]*\n"
+            r"(?:\[worker \d+ \(pid \d+\) [^]\n]*\] RpcServerFactory starting on"
+            r"[^\n]*\n"
             rf"(?:.*\n)*?){{{workers - 1}}}"
         )
         if drain.waitFor(ready, timeout) is None:

@@ -178,12 +178,15 @@ class ServerProcess:
         ledger: str | None = None,
         timeout: float = 20,
         port: int = 0,
+        twistdOptions: tuple[str, ...] = (),
     ) -> ServerProcess:
         """
         Start a server and wait until it listens; C{testCase} kills it in its
         cleanup if the test did not stop it.
 
         @param extraArgs: more C{twistd agilerpc} options.
+        @param twistdOptions: options of C{twistd} itself (before
+            C{agilerpc}), such as C{--logger}.
         @param port: listen on this port (0: any free one).  When it is in use
             (a server just stopped, say) starting is retried for a few seconds.
         @raise AssertionError: with the server's output, if it exits or does
@@ -194,7 +197,14 @@ class ServerProcess:
         while True:
             attempts += 1
             server, failure = cls._tryStart(
-                testCase, extraArgs, module, keepalive, ledger, timeout, port
+                testCase,
+                extraArgs,
+                module,
+                keepalive,
+                ledger,
+                timeout,
+                port,
+                twistdOptions,
             )
             if server is not None:
                 server.attempts = attempts
@@ -214,12 +224,14 @@ class ServerProcess:
         ledger: str | None,
         timeout: float,
         port: int,
+        twistdOptions: tuple[str, ...] = (),
     ) -> tuple[ServerProcess | None, str]:
         directory = os.path.abspath(testCase.mktemp())
         os.makedirs(directory)
         args = [
             twistdPath(),
             "-n",
+            *twistdOptions,
             "agilerpc",
             "--listen",
             f"tcp:{port}:interface=127.0.0.1",

@@ -81,6 +81,7 @@ MODULES = {
         "ClientCollector",
         "MethodStats",
         "MetricsSite",
+        "MetricsSnapshot",
         "ServerCollector",
         "ServerMetrics",
         "metricsResource",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import sys
 import time
@@ -23,15 +24,19 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet import reactor as globalReactor
 from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
 from agilerpc import Registry, RpcClient, RpcError, RpcServerFactory
@@ -41,6 +46,7 @@ from agilerpc.metrics import (
     DEFAULT_BUCKETS,
     UNKNOWN_METHOD,
     ClientCollector,
+    MetricsSnapshot,
     ServerCollector,
     ServerMetrics,
     metricsResource,
@@ -57,6 +63,24 @@ from .serverhelpers import (
     rawFrame,
 )
 from .serverprocess import ServerProcess
+
+
+def render(resource: Any) -> tuple[DummyRequest, Any]:
+    """
+    GET C{/metrics} from C{resource}: the request and what C{render}
+    returned.
+    """
+    request = DummyRequest([b"metrics"])
+    return request, resource.getChildWithDefault(b"metrics", request).render(request)
+
+
+def lines(body: bytes) -> list[str]:
+    """
+    The lines of a Prometheus text exposition, comments left out.
+    """
+    return [
+        line for line in body.decode("utf-8").splitlines() if not line.startswith("#")
+    ]
 
 
 class FakeTimer:
@@ -464,6 +488,154 @@ class ExpositionTests(ServerTestCase):
         )
 
 
+class SnapshotTests(ServerTestCase):
+    """
+    L{MetricsSnapshot}: what a worker sends its parent, and what the parent
+    adds up.
+    """
+
+    def test_sameExposition(self) -> None:
+        """
+        A snapshot, sent as JSON and read back, scrapes exactly as the
+        metrics it was taken of.
+        """
+        connection = Connection(self.factory)
+        connection.call(1, "add", 1, 2)
+        connection.call(2, "fail")
+        connection.call(3, "nope")
+        connection.request(4, "later")
+        sent = json.loads(json.dumps(MetricsSnapshot.of(self.metrics).toJSON()))
+        snapshot = MetricsSnapshot.fromJSON(sent)
+        self.assertEqual(exposition(snapshot), exposition(self.metrics))  # type: ignore[arg-type]
+        self.assertEqual((snapshot.inFlight, snapshot.openConnections), (1, 1))
+
+    def test_add(self) -> None:
+        """
+        Adding sums every counter and latency bucket; gauges only when
+        asked, and only a snapshot's.
+        """
+        connection = Connection(self.factory)
+        connection.call(1, "add", 1, 2)
+        connection.request(2, "later")
+        one = MetricsSnapshot.of(self.metrics)
+        total = MetricsSnapshot()
+        total.add(one, gauges=True)
+        total.add(one)
+        total.add(self.metrics, gauges=True)
+        self.assertEqual(total.calls, {("add", "ok"): 3})
+        self.assertEqual(
+            total.methods["add"].counts, [3 * c for c in one.methods["add"].counts]
+        )
+        self.assertEqual(total.bytesReceived, 3 * self.metrics.bytesReceived)
+        self.assertEqual(total.refused["ServerBusy"], 0)
+        self.assertEqual((total.inFlight, total.openConnections), (1, 1))
+
+    def test_otherBuckets(self) -> None:
+        """
+        Latencies counted in other buckets cannot be added.
+        """
+        self.assertRaises(
+            ValueError, MetricsSnapshot().add, MetricsSnapshot((0.5, 1.0))
+        )
+
+    def test_notASnapshot(self) -> None:
+        """
+        L{MetricsSnapshot.fromJSON} refuses what is not one with
+        L{ValueError}.
+        """
+        good = MetricsSnapshot.of(self.metrics).toJSON()
+        for bad in [
+            {},
+            {**good, "methods": {"m": [{}, [1], 0.0]}},
+            {**good, "goaways": [1]},
+            {**good, "bytesSent": "many"},
+        ]:
+            self.assertRaises(ValueError, MetricsSnapshot.fromJSON, bad)
+
+
+class TotalsPageTests(ServerTestCase):
+    """
+    With C{workers}, L{metricsResource} serves this process's counters plus
+    the workers' sum, once it has it.
+    """
+
+    def test_totals(self) -> None:
+        """
+        The page answers once the workers' snapshot arrives, with the sum of
+        counters and gauges.
+        """
+        connection = Connection(self.factory)
+        connection.call(1, "add", 1, 2)
+        asked: list[Deferred[MetricsSnapshot]] = []
+
+        def workers() -> Deferred[MetricsSnapshot]:
+            d: Deferred[MetricsSnapshot] = Deferred()
+            asked.append(d)
+            return d
+
+        request, result = render(metricsResource(self.metrics, workers=workers))
+        self.assertEqual((result, request.written), (NOT_DONE_YET, []))
+        other = MetricsSnapshot.of(self.metrics)
+        other.openConnections = 4
+        asked[0].callback(other)
+        self.assertEqual(request.finished, 1)
+        body = lines(b"".join(request.written))
+        self.assertIn(
+            'agilerpc_server_calls_total{method="add",outcome="ok"} 2.0', body
+        )
+        self.assertIn("agilerpc_server_connections 5.0", body)
+        self.assertTrue(any(line.startswith("process_cpu") for line in body))
+        self.assertTrue(
+            request.responseHeaders.getRawHeaders(b"content-type", [b""])[0].startswith(
+                b"text/plain"
+            )
+        )
+
+    def test_failure(self) -> None:
+        """
+        When the workers' counters cannot be had, the scrape fails with 500
+        and the failure is logged.
+        """
+        request, _ = render(
+            metricsResource(
+                self.metrics,
+                processMetrics=False,
+                workers=lambda: defer.fail(ValueError("no")),
+            )
+        )
+        self.assertEqual((request.responseCode, request.finished), (500, 1))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def scrapeAbandoned(
+        self, fire: Callable[[Deferred[MetricsSnapshot]], object]
+    ) -> None:
+        """
+        Render the totals page, hang up, then C{fire} the workers' Deferred:
+        nothing may be written.
+        """
+        d: Deferred[MetricsSnapshot] = Deferred()
+        request, _ = render(
+            metricsResource(self.metrics, processMetrics=False, workers=lambda: d)
+        )
+        request.processingFailed(Failure(ConnectionDone()))
+        fire(d)
+        self.assertEqual((request.written, request.responseCode), ([], None))
+
+    def test_scraperGone(self) -> None:
+        """
+        A scraper that hangs up before the totals are ready gets nothing
+        written.
+        """
+        self.scrapeAbandoned(lambda d: d.callback(MetricsSnapshot()))
+
+    def test_scraperGoneThenFailure(self) -> None:
+        """
+        Nor when they fail: the failure is still logged.
+        """
+        self.scrapeAbandoned(lambda d: d.errback(ValueError("no")))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
 class BuiltinTests(ServerTestCase):
     """
     Every server answers C{system.ping} and C{system.stats} itself, with or
@@ -480,8 +652,8 @@ class BuiltinTests(ServerTestCase):
     def test_stats(self) -> None:
         """
         C{system.stats} answers the uptime, the open connections, the
-        requests dispatched (including by closed connections) and the calls
-        in flight.
+        requests dispatched (including by closed connections), the calls
+        in flight, and which process answered (worker 0: the only one).
         """
         factory = self.makeFactory(observers=())
         self.clock.advance(5.0)
@@ -503,8 +675,19 @@ class BuiltinTests(ServerTestCase):
                 "buffered_input_bytes": 0,
                 "buffered_input_refusals": 0,
                 "server": factory.hello["server"],
+                "pid": os.getpid(),
+                "worker": 0,
             },
         )
+
+    def test_statsOfWorker(self) -> None:
+        """
+        C{system.stats} says which process of C{--workers} answered: its
+        pid, and the number its factory was given.
+        """
+        connection = Connection(self.makeFactory(observers=(), worker=3))
+        [[_, _, _, stats]] = connection.call(1, "system.stats")
+        self.assertEqual((stats["pid"], stats["worker"]), (os.getpid(), 3))
 
     def test_notListed(self) -> None:
         """
@@ -696,15 +879,28 @@ class MetricsOptionsTests(SynchronousTestCase):
             "--metrics-interface needs --metrics-port",
         )
 
-    def test_notWithWorkers(self) -> None:
+    def test_withWorkers(self) -> None:
         """
-        C{--metrics-port} with C{--workers} above 1 is a usage error: each
-        process would count only its own calls.
+        C{--metrics-port} with C{--workers} above 1 serves, from the parent
+        only, the totals of every process: its page asks the supervisor for
+        the workers' counters.
         """
-        self.assertUsageError(
-            ["--workers", "2", "--metrics-port", "9100"],
-            "cannot be used with --workers",
+        from twisted.application.internet import StreamServerEndpointService
+
+        from agilerpc._service import RpcService
+        from agilerpc._workers import WorkerSupervisor
+
+        options = parse("--port", "0", "--workers", "2", "--metrics-port", "9100")
+        server, supervisor, web = list(makeService(options, Clock()))  # type: ignore[call-overload]
+        self.assertIsInstance(server, RpcService)
+        self.assertIsInstance(supervisor, WorkerSupervisor)
+        self.assertIsInstance(web, StreamServerEndpointService)
+        page = web.factory.resource.getChildWithDefault(
+            b"metrics", DummyRequest([b"metrics"])
         )
+        self.assertEqual(page.workers, supervisor.metrics)
+        self.assertIsInstance(page.metrics, ServerMetrics)
+        self.assertIs(page.metrics, server.factory.observer)
 
     def test_withoutExtra(self) -> None:
         """

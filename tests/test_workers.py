@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import signal
 import socket
 import time
+import urllib.request
 from collections import Counter
 from typing import Any, cast
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import (
     ProcessDone,
@@ -33,13 +36,14 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
-from twisted.logger import ILogObserver, Logger, formatEvent
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from agilerpc import RpcClient, _workers, tap
+from agilerpc import RpcClient, RpcServerFactory, _workers, tap
+from agilerpc._logging import jsonLogObserver
 from agilerpc._service import RpcService
 from agilerpc._workers import (
     AdoptedEndpoint,
@@ -51,6 +55,7 @@ from agilerpc._workers import (
     workerArguments,
     workerMain,
 )
+from agilerpc.metrics import MetricsSnapshot, ServerMetrics
 
 from .incrstream import IncrStream
 from .serverprocess import RawClient, ServerProcess
@@ -95,9 +100,13 @@ class _FakeTransport:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.signals: list[str] = []
+        self.written = b""
 
     def signalProcess(self, name: str) -> None:
         self.signals.append(name)
+
+    def write(self, data: bytes) -> None:
+        self.written += data
 
 
 class _Spawner:
@@ -365,10 +374,12 @@ class WorkerArgumentsTests(SynchronousTestCase):
         The sockets are numbered from descriptor 3, with their families, and
         the options follow C{--}.
         """
-        args = workerArguments([(7, 2), (9, 1)], ["--port", "0"])
-        self.assertEqual(args, ["--fds", "3:2,4:1", "--", "--port", "0"])
+        args = workerArguments([(7, 2), (9, 1)], ["--port", "0"], 3)
         self.assertEqual(
-            parseWorkerArguments(args), ([(3, 2), (4, 1)], ["--port", "0"])
+            args, ["--fds", "3:2,4:1", "--worker", "3", "--", "--port", "0"]
+        )
+        self.assertEqual(
+            parseWorkerArguments(args), ([(3, 2), (4, 1)], 3, ["--port", "0"])
         )
 
     def test_badArguments(self) -> None:
@@ -377,12 +388,15 @@ class WorkerArgumentsTests(SynchronousTestCase):
         """
         self.assertRaises(ValueError, parseWorkerArguments, ["--port", "0"])
         self.assertRaises(ValueError, parseWorkerArguments, ["--fds", "3:2"])
+        self.assertRaises(
+            ValueError, parseWorkerArguments, ["--fds", "3:2", "--", "--port", "0"]
+        )
 
 
-class SupervisorTests(SynchronousTestCase):
+class _SupervisorTestCase(SynchronousTestCase):
     """
-    L{WorkerSupervisor}: starting, restarting and stopping workers, with a
-    fake C{spawnProcess} and a fake clock.
+    A L{WorkerSupervisor} of 2 workers, with a fake C{spawnProcess} and a
+    fake clock.
     """
 
     def setUp(self) -> None:
@@ -411,6 +425,12 @@ class SupervisorTests(SynchronousTestCase):
     def _messages(self) -> list[str]:
         return [formatEvent(e) for e in self.events]
 
+
+class SupervisorTests(_SupervisorTestCase):
+    """
+    L{WorkerSupervisor}: starting, restarting and stopping workers.
+    """
+
     def test_waitsForListening(self) -> None:
         """
         No worker starts before the parent listens on every endpoint.
@@ -425,12 +445,15 @@ class SupervisorTests(SynchronousTestCase):
     def test_spawnsWorkers(self) -> None:
         """
         Each worker runs C{python -m agilerpc._workerprocess} with the parent's
-        sockets at descriptors 3 and 4, a pipe on stdin, its output read by
-        the parent, and the parent's command line.
+        sockets at descriptors 3 and 4, its number (from 1: the parent is
+        0), a pipe on stdin, its output read by the parent, and the parent's
+        command line.
         """
         self._start()
         self.assertEqual(len(self.spawner.calls), 2)
-        for _protocol, executable, args, kwargs in self.spawner.calls:
+        for number, (_protocol, executable, args, kwargs) in enumerate(
+            self.spawner.calls, 1
+        ):
             self.assertEqual(executable, "/py")
             self.assertEqual(
                 args,
@@ -440,6 +463,8 @@ class SupervisorTests(SynchronousTestCase):
                     "agilerpc._workerprocess",
                     "--fds",
                     f"3:{socket.AF_INET},4:{socket.AF_UNIX}",
+                    "--worker",
+                    str(number),
                     "--",
                     "--port",
                     "0",
@@ -449,10 +474,10 @@ class SupervisorTests(SynchronousTestCase):
             )
             self.assertEqual(kwargs["childFDs"], {0: "w", 1: "r", 2: "r", 3: 11, 4: 12})
             self.assertEqual(kwargs["env"], dict(os.environ))
-        self.assertEqual(sorted(self.supervisor.workers), [0, 1])
+        self.assertEqual(sorted(self.supervisor.workers), [1, 2])
         self.assertEqual(
             self._messages(),
-            ["worker 0 started (pid 1001)", "worker 1 started (pid 1002)"],
+            ["worker 1 started (pid 1001)", "worker 2 started (pid 1002)"],
         )
 
     def test_listenFailureStartsNothing(self) -> None:
@@ -474,16 +499,16 @@ class SupervisorTests(SynchronousTestCase):
         """
         self._start()
         self.spawner.end(0, _killed())
-        self.assertEqual(sorted(self.supervisor.workers), [1])
+        self.assertEqual(sorted(self.supervisor.workers), [2])
         self.reactor.advance(0.09)
         self.assertEqual(len(self.spawner.calls), 2)
         self.reactor.advance(0.02)
         self.assertEqual(len(self.spawner.calls), 3)
-        self.assertEqual(sorted(self.supervisor.workers), [0, 1])
-        self.assertIs(self.supervisor.workers[0], self.spawner.calls[2][0])
+        self.assertEqual(sorted(self.supervisor.workers), [1, 2])
+        self.assertIs(self.supervisor.workers[1], self.spawner.calls[2][0])
         self.assertEqual(self.supervisor.restarts, 1)
         self.assertIn(
-            "worker 0 (pid 1001) exited (A process has ended with a probable error "
+            "worker 1 (pid 1001) exited (A process has ended with a probable error "
             "condition: process ended by signal 9.); restarting it in 0.1s",
             self._messages(),
         )
@@ -502,7 +527,7 @@ class SupervisorTests(SynchronousTestCase):
                     next(
                         c
                         for c in self.spawner.calls
-                        if c[0] is self.supervisor.workers[0]
+                        if c[0] is self.supervisor.workers[1]
                     )
                 ),
                 _killed(),
@@ -590,8 +615,9 @@ class SupervisorTests(SynchronousTestCase):
 
     def test_outputRelayed(self) -> None:
         """
-        Each line a worker writes is logged by the parent with the worker's
-        slot and pid; a last line without newline is logged when it ends.
+        Each line a worker writes outside its log is logged by the parent
+        with the worker's number and pid (at warn level from stderr); a last
+        line without newline is logged when it ends.
         """
         self._start()
         protocol = self.spawner.calls[1][0]
@@ -601,14 +627,252 @@ class SupervisorTests(SynchronousTestCase):
         protocol.childDataReceived(1, b"ee")
         self.spawner.end(1, _done())
         self.assertEqual(
-            self._messages()[2:6],
+            [(formatEvent(e), e["log_level"]) for e in self.events[2:6]],
             [
-                "worker 1 (pid 1002): one",
-                "worker 1 (pid 1002): err",
-                "worker 1 (pid 1002): two",
-                "worker 1 (pid 1002): three",
+                ("worker 2 (pid 1002): one", LogLevel.info),
+                ("worker 2 (pid 1002): err", LogLevel.warn),
+                ("worker 2 (pid 1002): two", LogLevel.info),
+                ("worker 2 (pid 1002): three", LogLevel.info),
             ],
         )
+
+
+def _record(data: dict[str, Any]) -> bytes:
+    """
+    A record as a worker writes it on its stdout.
+    """
+    return b"\x1e" + json.dumps(data).encode("utf-8") + b"\n"
+
+
+def _snapshot(calls: int, connections: int = 0) -> MetricsSnapshot:
+    """
+    A snapshot of C{calls} ok calls of C{m} over C{connections} open ones.
+    """
+    metrics = ServerMetrics()
+    for _ in range(calls):
+        metrics.recordCall("m", "ok", 0.001)
+    snapshot = MetricsSnapshot.of(metrics)
+    snapshot.openConnections = connections
+    return snapshot
+
+
+def _snapshotRecord(snapshot: MetricsSnapshot) -> bytes:
+    """
+    The record holding C{snapshot}, as a worker writes it.
+    """
+    out = io.StringIO()
+    metrics = ServerMetrics()
+    for (method, outcome), count in snapshot.calls.items():
+        for _ in range(count):
+            metrics.recordCall(method, outcome, 0.001)
+    _workers._writeSnapshot(out, metrics)
+    return out.getvalue().encode("utf-8")
+
+
+class WorkerLogTests(_SupervisorTestCase):
+    """
+    A worker's log events reach the parent's log as events.
+    """
+
+    def test_eventReemitted(self) -> None:
+        """
+        A worker's event is re-emitted with its own fields, level and
+        namespace, plus C{worker}, C{workerPid}, and a C{log_system} naming
+        the worker.
+        """
+        self._start()
+        out = io.StringIO()
+        Logger(namespace="agilerpc.server", observer=_workers._recordsTo(out)).warn(
+            "{peer}: {method} slow", peer=IPv4Address("TCP", "10.0.0.1", 5), method="m"
+        )
+        protocol = self.spawner.calls[1][0]
+        protocol.childDataReceived(1, out.getvalue().encode("utf-8"))
+        [event] = self.events[2:]
+        self.assertEqual(
+            (
+                formatEvent(event),
+                event["log_level"],
+                event["log_namespace"],
+                event["method"],
+                event["worker"],
+                event["workerPid"],
+                event["log_system"],
+            ),
+            (
+                "10.0.0.1:5: m slow",
+                LogLevel.warn,
+                "agilerpc.server",
+                "m",
+                2,
+                1002,
+                "worker 2 (pid 1002) agilerpc.server#warn",
+            ),
+        )
+
+    def test_eventAsJSON(self) -> None:
+        """
+        Through C{agilerpc.jsonLogObserver}, a re-emitted event is a JSON
+        line like the parent's own, with C{worker} and C{workerPid}.
+        """
+        out = io.StringIO()
+        self.patch(_workers, "_log", Logger(observer=jsonLogObserver(out)))
+        self._start()
+        protocol = self.spawner.calls[0][0]
+        protocol.childDataReceived(
+            1, _record({"log_format": "hi {x}", "x": 1, "log_namespace": "n"})
+        )
+        parent, *_, worker = (json.loads(line) for line in out.getvalue().splitlines())
+        self.assertEqual(
+            (worker["x"], worker["worker"], worker["workerPid"]), (1, 1, 1001)
+        )
+        self.assertEqual(worker["log_namespace"], "n")
+        self.assertEqual(parent["log_namespace"], _workers._log.namespace)
+
+    def test_legacySystemAndFailure(self) -> None:
+        """
+        An event with a C{log_system} keeps it after the worker's name; a
+        failure arrives with its traceback.
+        """
+        self._start()
+        out = io.StringIO()
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            Logger(namespace="n", observer=_workers._recordsTo(out)).failure(
+                "oops", log_system="RpcServerProtocol,3"
+            )
+        self.spawner.calls[0][0].childDataReceived(1, out.getvalue().encode("utf-8"))
+        [event] = self.events[2:]
+        self.assertEqual(event["log_system"], "worker 1 (pid 1001) RpcServerProtocol,3")
+        self.assertIn("ZeroDivisionError", event["log_failure"].getTraceback())
+
+    def test_textAroundRecords(self) -> None:
+        """
+        Text before a record on the same line (a print without newline), and
+        a record that is not one, are relayed as text.
+        """
+        self._start()
+        protocol = self.spawner.calls[0][0]
+        protocol.childDataReceived(
+            1, b"partial" + _record({"log_format": "ok", "log_namespace": "n"})
+        )
+        protocol.childDataReceived(1, b"\x1e{not json\n\x1e[1]\n")
+        self.assertEqual(
+            self._messages()[2:],
+            [
+                "worker 1 (pid 1001): partial",
+                "ok",
+                "worker 1 (pid 1001): {not json",
+                "worker 1 (pid 1001): [1]",
+            ],
+        )
+
+
+class WorkerMetricsTests(_SupervisorTestCase):
+    """
+    L{WorkerSupervisor.metrics}: the workers' counters, asked over their
+    stdin and answered on their stdout.
+    """
+
+    def test_askAndAdd(self) -> None:
+        """
+        Each worker is asked with a line on its stdin; the result is the sum
+        of their answers, counters and gauges.
+        """
+        self._start()
+        d = self.supervisor.metrics()
+        self.assertEqual(
+            [t.written for t in self.spawner.transports], [b"metrics\n"] * 2
+        )
+        one, two = (c[0] for c in self.spawner.calls)
+        one.childDataReceived(1, _snapshotRecord(_snapshot(3)))
+        self.assertNoResult(d)
+        two.childDataReceived(1, _snapshotRecord(_snapshot(4)))
+        total = self.successResultOf(d)
+        self.assertEqual(total.calls, {("m", "ok"): 7})
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_gaugesAdded(self) -> None:
+        """
+        The workers' gauges are added too.
+        """
+        self._start()
+        d = self.supervisor.metrics()
+        for i, (protocol, *_) in enumerate(self.spawner.calls):
+            protocol._snapshotReceived(_snapshot(1, connections=i + 2))
+        self.assertEqual(self.successResultOf(d).openConnections, 5)
+
+    def test_silentWorker(self) -> None:
+        """
+        A worker that does not answer within L{metricsTimeout} counts as it
+        last answered, and the delay is logged.
+        """
+        self._start()
+        one, two = (c[0] for c in self.spawner.calls)
+        first = self.supervisor.metrics()
+        one.childDataReceived(1, _snapshotRecord(_snapshot(3)))
+        two.childDataReceived(1, _snapshotRecord(_snapshot(4)))
+        self.successResultOf(first)
+        d = self.supervisor.metrics()
+        one.childDataReceived(1, _snapshotRecord(_snapshot(5)))
+        self.reactor.advance(self.supervisor.metricsTimeout)
+        self.assertEqual(self.successResultOf(d).calls, {("m", "ok"): 9})
+        self.assertIn(
+            "worker 2 (pid 1002) did not send its metrics within 5.0s; counting "
+            "the last it sent",
+            self._messages(),
+        )
+
+    def test_deadWorkerKept(self) -> None:
+        """
+        The counters of a worker that exits (its last snapshot: one it sends
+        as it stops) are kept, once, even when it exits while asked: the
+        totals do not go back when it is replaced.  Its gauges are not
+        kept.
+        """
+        self._start()
+        one, two = (c[0] for c in self.spawner.calls)
+        one.childDataReceived(1, _snapshotRecord(_snapshot(3)))
+        asked = self.supervisor.metrics()
+        one._snapshotReceived(_snapshot(6, connections=2))
+        self.spawner.end(0, _killed())
+        self.assertNoResult(asked)
+        two._snapshotReceived(_snapshot(1))
+        total = self.successResultOf(asked)
+        self.assertEqual((total.calls, total.openConnections), ({("m", "ok"): 7}, 0))
+        self.reactor.advance(self.supervisor.minDelay)
+        d = self.supervisor.metrics()
+        for protocol in [c[0] for c in self.spawner.calls[1:]]:
+            protocol._snapshotReceived(_snapshot(1))
+        total = self.successResultOf(d)
+        self.assertEqual((total.calls, total.openConnections), ({("m", "ok"): 8}, 0))
+        self.spawner.end(1, _done())
+        d = self.supervisor.metrics()
+        self.spawner.calls[2][0]._snapshotReceived(_snapshot(1))
+        self.assertEqual(self.successResultOf(d).calls, {("m", "ok"): 8})
+
+    def test_endsWhileAsked(self) -> None:
+        """
+        A worker that ends while asked, after answering, counts once: in
+        L{WorkerSupervisor.retired}.
+        """
+        self._start()
+        one, two = (c[0] for c in self.spawner.calls)
+        two._snapshotReceived(_snapshot(1))
+        d = self.supervisor.metrics()
+        one._snapshotReceived(_snapshot(6, connections=2))
+        two._snapshotReceived(_snapshot(2))
+        self.assertEqual(self.successResultOf(d).calls, {("m", "ok"): 8})
+        d = self.supervisor.metrics()
+        two._snapshotReceived(_snapshot(2))
+        self.spawner.end(0, _killed())
+        self.assertEqual(self.successResultOf(d).calls, {("m", "ok"): 8})
+
+    def test_noWorkers(self) -> None:
+        """
+        Without running workers the sum is empty at once.
+        """
+        self.assertEqual(self.successResultOf(self.supervisor.metrics()).calls, {})
 
 
 class _WorkerReactor(MemoryReactorClock):
@@ -647,12 +911,23 @@ class WorkerMainTests(SynchronousTestCase):
     def test_servesAdoptedSockets(self) -> None:
         """
         The worker adopts the inherited descriptors (here 5 as IPv4) with the
-        server of its options, watches its stdin, and logs to its stdout.
+        server of its options, as worker 1, watches its stdin, and logs to
+        its stdout as records for the parent.
         """
         reactor = _WorkerReactor()
         fd = os.open(os.devnull, os.O_RDONLY)
         code = workerMain(
-            ["--fds", f"{fd}:{socket.AF_INET}", "--", "--port", "0", "--workers", "2"],
+            [
+                "--fds",
+                f"{fd}:{socket.AF_INET}",
+                "--worker",
+                "1",
+                "--",
+                "--port",
+                "0",
+                "--workers",
+                "2",
+            ],
             tap.Options,
             tap.makeService,
             reactor,
@@ -668,7 +943,15 @@ class WorkerMainTests(SynchronousTestCase):
         [(stop, args, kwargs)] = reactor.triggers["before"]["shutdown"]
         self.successResultOf(stop(*args, **kwargs))
         self.observers[0]({"log_format": "hi {x}", "x": 1, "log_namespace": "n"})
-        self.assertIn("hi 1\n", self.output.getvalue())
+        record = self.output.getvalue()
+        self.assertTrue(record.startswith("\x1e") and record.endswith("}\n"), record)
+        self.assertEqual(
+            {k: v for k, v in json.loads(record[1:]).items() if k != "log_flattened"},
+            {"log_format": "hi {x}", "x": 1, "log_namespace": "n"},
+        )
+        factory = reactor.adoptedPorts[0][2]
+        assert isinstance(factory, RpcServerFactory)
+        self.assertEqual(factory.stats()["worker"], 1)
         os.close(self.parentWrite)
         self.assertEqual(watch.doRead(), "EOF")
         watch.connectionLost(Failure(EOFError()))
@@ -678,12 +961,60 @@ class WorkerMainTests(SynchronousTestCase):
             ["the parent process is gone; stopping"],
         )
 
+    def test_metricsAnswered(self) -> None:
+        """
+        With C{--metrics-port} a worker serves no HTTP: it counts into
+        metrics, answers each C{metrics} line on its stdin with a snapshot
+        record, and writes a last one as it exits.
+        """
+        reactor = _WorkerReactor()
+        fd = os.open(os.devnull, os.O_RDONLY)
+        code = workerMain(
+            [
+                "--fds",
+                f"{fd}:{socket.AF_INET}",
+                "--worker",
+                "2",
+                "--",
+                "--port",
+                "0",
+                "--metrics-port",
+                "9100",
+            ],
+            tap.Options,
+            tap.makeService,
+            reactor,
+            self.beginner,
+            self.parentRead,
+            self.output,
+        )
+        self.assertEqual((code, reactor.tcpServers), (0, []))
+        factory = reactor.adoptedPorts[0][2]
+        assert isinstance(factory, RpcServerFactory)
+        metrics = factory.observer
+        assert isinstance(metrics, ServerMetrics)
+        metrics.recordCall("m", "ok", 0.001)
+        [watch] = reactor.readers
+        os.write(self.parentWrite, b"metr")
+        watch.doRead()
+        os.write(self.parentWrite, b"ics\nmetrics\nother\n")
+        watch.doRead()
+        records = [
+            json.loads(line)
+            for line in self.output.getvalue().split("\x1e")
+            if line.startswith('{"agilerpc_metrics":')
+        ]
+        self.assertEqual(
+            [MetricsSnapshot.fromJSON(r["agilerpc_metrics"]).calls for r in records],
+            [{}, {("m", "ok"): 1}, {("m", "ok"): 1}],
+        )
+
     def test_badOptions(self) -> None:
         """
         Options the worker cannot parse make it exit with code 2.
         """
         code = workerMain(
-            ["--fds", "3:2", "--", "--workers", "0"],
+            ["--fds", "3:2", "--worker", "1", "--", "--workers", "0"],
             tap.Options,
             tap.makeService,
             _WorkerReactor(),
@@ -701,7 +1032,15 @@ class WorkerMainTests(SynchronousTestCase):
         fd = os.open(os.devnull, os.O_RDONLY)
         self.addCleanup(os.close, fd)
         code = workerMain(
-            ["--fds", f"{fd}:{socket.AF_APPLETALK}", "--", "--port", "0"],
+            [
+                "--fds",
+                f"{fd}:{socket.AF_APPLETALK}",
+                "--worker",
+                "1",
+                "--",
+                "--port",
+                "0",
+            ],
             tap.Options,
             tap.makeService,
             reactor,
@@ -806,6 +1145,25 @@ def _pidsSeen(port: int, wanted: set[int], limit: int = 300) -> set[int]:
     return seen
 
 
+def _scrape(port: int) -> list[str]:
+    """
+    The lines of C{/metrics} on C{port}.
+    """
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return cast(bytes, r.read()).decode("utf-8").splitlines()
+
+
+def _callsCounted(lines: list[str]) -> dict[str, float]:
+    """
+    The C{agilerpc_server_calls_total} samples of a scrape, by labels.
+    """
+    return {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in lines
+        if line.startswith("agilerpc_server_calls_total{")
+    }
+
+
 class WorkersIntegrationTests(TestCase):
     """
     Real C{twistd -n agilerpc --workers 2} processes on 127.0.0.1.
@@ -813,11 +1171,11 @@ class WorkersIntegrationTests(TestCase):
 
     timeout = 60
 
-    def _start(self, ledger: str | None = None) -> ServerProcess:
-        server = ServerProcess.start(self, "--workers", "2", ledger=ledger)
+    def _start(self, ledger: str | None = None, *extraArgs: str) -> ServerProcess:
+        server = ServerProcess.start(self, "--workers", "2", *extraArgs, ledger=ledger)
         _killAllLater(self, server)
-        _waitFor("the worker", lambda: 0 in _pidsOf(server))
-        server.waitForOutput(r"worker 0 \(pid \d+\): .*starting on")
+        _waitFor("the worker", lambda: 1 in _pidsOf(server))
+        server.waitForOutput(r"\[worker 1 \(pid \d+\) [^]]*\] .*starting on")
         return server
 
     def test_callsLandOnEveryProcess(self) -> None:
@@ -826,7 +1184,7 @@ class WorkersIntegrationTests(TestCase):
         worker, a child of the parent started with its sockets.
         """
         server = self._start()
-        worker = _pidsOf(server)[0]
+        worker = _pidsOf(server)[1]
         with open(f"/proc/{worker}/stat") as f:
             self.assertEqual(int(f.read().rsplit(")", 1)[1].split()[1]), server.pid)
         self.assertEqual(
@@ -839,14 +1197,14 @@ class WorkersIntegrationTests(TestCase):
         replaced by a new one that serves calls.
         """
         server = self._start()
-        old = _pidsOf(server)[0]
+        old = _pidsOf(server)[1]
         os.kill(old, signal.SIGKILL)
-        _waitFor("a new worker", lambda: _pidsOf(server)[0] != old)
-        new = _pidsOf(server)[0]
+        _waitFor("a new worker", lambda: _pidsOf(server)[1] != old)
+        new = _pidsOf(server)[1]
         server.waitForOutput(
-            rf"worker 0 \(pid {old}\) exited \(.*by signal 9\.\); restarting it"
+            rf"worker 1 \(pid {old}\) exited \(.*by signal 9\.\); restarting it"
         )
-        server.waitForOutput(rf"worker 0 \(pid {new}\): .*starting on")
+        server.waitForOutput(rf"\[worker 1 \(pid {new}\) [^]]*\] .*starting on")
         self.assertEqual(_pidsSeen(server.port, {server.pid, new}), {server.pid, new})
 
     def test_workerStopsWhenParentDies(self) -> None:
@@ -855,7 +1213,7 @@ class WorkersIntegrationTests(TestCase):
         itself: its stdin, which the parent held open, reaches its end.
         """
         server = self._start()
-        worker = _pidsOf(server)[0]
+        worker = _pidsOf(server)[1]
         self.assertEqual(server.stop(signal.SIGKILL), -signal.SIGKILL)
         _waitFor("the worker to exit", lambda: _gone(worker))
 
@@ -868,7 +1226,7 @@ class WorkersIntegrationTests(TestCase):
         """
         ledger = os.path.abspath(self.mktemp())
         server = yield deferToThread(self._start, ledger)
-        worker = _pidsOf(server)[0]
+        worker = _pidsOf(server)[1]
         from twisted.internet import reactor
 
         clients = [RpcClient(reactor, "127.0.0.1", server.port) for _ in range(6)]
@@ -895,4 +1253,102 @@ class WorkersIntegrationTests(TestCase):
         self.assertEqual(set(runs), answered)
         self.assertEqual([t for t, n in runs.items() if n != 1], [])
         self.assertGreater(len(answered), 100)
-        self.assertIn(f"worker 0 (pid {worker}) stopped", server.output())
+        self.assertIn(f"worker 1 (pid {worker}) stopped", server.output())
+
+    def test_metricsTotals(self) -> None:
+        """
+        With C{--metrics-port}, one scrape of the parent counts the calls of
+        both processes: after calls on fresh connections that both served
+        (as C{system.stats} says), C{agilerpc_server_calls_total} adds up to
+        every call made, and the gauges to both processes' connections.
+        """
+        server = self._start(
+            None, "--metrics-port", "0", "--metrics-interface", "127.0.0.1"
+        )
+        metricsPort = int(server.waitForOutput(r"MetricsSite starting on (\d+)")[1])
+        worker = _pidsOf(server)[1]
+        served: Counter[tuple[int, int]] = Counter()
+        calls = 0
+        kept = []
+        for i in range(300):
+            client = RawClient(server.port)
+            self.assertEqual(client.call("sayHello", "x")[3], "hello x")
+            stats = client.call("system.stats")[3]
+            calls += 2
+            served[stats["pid"], stats["worker"]] += 1
+            if i < 4:
+                kept.append(client)
+            else:
+                client.close()
+            if len(served) == 2 and i >= 20:
+                break
+        self.assertEqual(set(served), {(server.pid, 0), (worker, 1)})
+        lines = _scrape(metricsPort)
+        counted = _callsCounted(lines)
+        self.assertEqual(sum(counted.values()), calls, counted)
+        self.assertEqual(
+            counted['agilerpc_server_calls_total{method="sayHello",outcome="ok"}'],
+            calls / 2,
+        )
+        self.assertIn(f"agilerpc_server_connections {float(len(kept))}", lines)
+        for client in kept:
+            client.close()
+
+    def test_workerLogsAsJSON(self) -> None:
+        """
+        With C{--logger agilerpc.jsonLogObserver}, the worker's own events
+        are JSON lines of the parent's log, at their level and namespace,
+        with C{worker} and C{workerPid}.
+        """
+        server = ServerProcess.start(
+            self,
+            "--workers",
+            "2",
+            twistdOptions=("--logger", "agilerpc.jsonLogObserver"),
+        )
+        _killAllLater(self, server)
+
+        def workerEvents() -> list[dict[str, Any]]:
+            events = []
+            for line in server.output().splitlines():
+                if '"workerPid"' in line:
+                    events.append(json.loads(line))
+            return events
+
+        _waitFor(
+            "the worker's listening event",
+            lambda: any("starting on" in e.get("log_text", "") for e in workerEvents()),
+        )
+        [serving] = [e for e in workerEvents() if e["log_namespace"] == "agilerpc.tap"]
+        self.assertEqual((serving["worker"], serving["log_level"]["name"]), (1, "info"))
+        self.assertIn("agilerpc serving", serving["log_format"])
+        wanted = {server.pid, serving["workerPid"]}
+        self.assertEqual(_pidsSeen(server.port, wanted), wanted)
+        self.assertEqual(server.stop(), -signal.SIGTERM)
+
+    def test_stoppedWorkerCounted(self) -> None:
+        """
+        The calls of a worker stopped with SIGTERM (and replaced) still count:
+        it sends its counters as it exits and the parent keeps them, though
+        no scrape asked for them before.
+        """
+        server = self._start(
+            None, "--metrics-port", "0", "--metrics-interface", "127.0.0.1"
+        )
+        metricsPort = int(server.waitForOutput(r"MetricsSite starting on (\d+)")[1])
+        worker = _pidsOf(server)[1]
+        calls = byWorker = 0
+        for i in range(300):
+            client = RawClient(server.port)
+            try:
+                byWorker += client.call("system.stats")[3]["worker"] == 1
+            finally:
+                client.close()
+            calls += 1
+            if byWorker >= 3 and i >= 10:
+                break
+        self.assertGreaterEqual(byWorker, 3)
+        os.kill(worker, signal.SIGTERM)
+        server.waitForOutput(rf"worker 1 \(pid {worker}\) exited \(A process has ended")
+        _waitFor("a new worker", lambda: _pidsOf(server)[1] != worker)
+        self.assertEqual(sum(_callsCounted(_scrape(metricsPort)).values()), calls)
