@@ -1101,10 +1101,15 @@ class RpcClient:
             )
         if self._closed:
             return fail(ClientClosed(f"{method}(): the client is closed"))
-        refused = self._refusal(method, options)
-        if refused is not None:
-            return fail(refused)
-        pending = self.pending
+        if options.idempotent or self.idempotent:
+            refused = self._refusal(method, options)
+            if refused is not None:
+                return fail(refused)
+        # self.pending, inline.
+        queue = self._queue
+        pending = len(queue) + len(self._retrying)
+        for protocol in self._connections:
+            pending += len(protocol.core.calls)
         if pending >= self.maxPending:
             return fail(
                 QueueFull(
@@ -1122,7 +1127,16 @@ class RpcClient:
             call.sending.trace = span.metadata
         if timeout is not None:
             d.addTimeout(timeout, self._reactor, call.timedOut)
-        self._submit(call)
+        # self._submit(call), with its usual case inline, as in callRemote.
+        ready = self._readyList
+        if ready and not queue and len(ready) == self._slots:
+            index = self._next
+            if index >= len(ready):
+                index = 0
+            self._next = index + 1
+            ready[index]._sendOther(call)
+        else:
+            self._submit(call)
         return d
 
     def _sending(

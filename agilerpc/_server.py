@@ -112,6 +112,7 @@ ABORT_REASONS = ("UnsentLimit", "UnsentTotalLimit")
 DEFAULT_MAX_INPUT_TOTAL = 1024**3
 
 _Request = _wire.Request
+_OptionsRequest = _wire.OptionsRequest
 _unpackFrom = _wire.HEADER.unpack_from
 _Notification = _wire.Notification
 _setCurrent = current.set
@@ -580,15 +581,20 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         self.goaway("FrameTimeout")
 
     def stringReceived(self, payload: bytes) -> None:
-        message = self.connection.receive(payload)
+        # Any: the checks below narrow it by type(), which mypy cannot follow.
+        message: Any = self.connection.receive(payload)
         self._framesReceived = True
-        if type(message) is not _Request or self._offHotPath:
+        kind = type(message)
+        if (
+            kind is not _Request
+            and (kind is not _OptionsRequest or message.deadline is not None)
+        ) or self._offHotPath:
             if message is not None:
                 self._otherMessage(message)
             return
-        # A request without options, the hot path: run its handler (as the
-        # current call), answer it now if it returned a plain value, else
-        # when its Deferred fires.
+        # A request without a deadline (with metadata, perhaps), the hot
+        # path: run its handler (as the current call), answer it now if it
+        # returned a plain value, else when its Deferred fires.
         msgid = message.msgid
         method = message.method
         observer = self._observer

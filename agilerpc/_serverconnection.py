@@ -55,7 +55,9 @@ _perThread = _wire._perThread
 _threadPacker = _wire.threadPacker
 _RESPONSE = _wire.RESPONSE
 _Request = _wire.Request
+_OptionsRequest = _wire.OptionsRequest
 _Notification = _wire.Notification
+_METADATA = _wire.METADATA
 
 #: Why a frame (or, for C{ServerBusy}, a connection) is refused.
 REFUSAL_REASONS = (
@@ -66,6 +68,20 @@ REFUSAL_REASONS = (
     "FrameTimeout",
     "InputBudget",
 )
+
+
+def _wellTyped(metadata: dict[Any, Any]) -> bool:
+    """
+    Are C{metadata}'s keys all str and its values str or bytes?  (The rest
+    of L{_wire.checkClientMessage}'s checks of decoded metadata, and its
+    error messages, are for those that are not.)
+    """
+    for key, value in metadata.items():
+        if type(key) is not str or (
+            type(value) is not str and type(value) is not bytes
+        ):
+            return False
+    return True
 
 
 def _text(value: object) -> str:
@@ -270,6 +286,33 @@ class ServerConnection:
                 self.lastMsgid = msgid
                 self.callsServed += 1
                 return _Request(msgid, method, args, _EMPTY)
+        elif (
+            type(message) is list
+            and len(message) == 6
+            and self.serving
+            and len(payload) <= self.settings.maxMetadataSize
+        ):
+            # The next most common: a call with metadata alone, small enough
+            # that its metadata need not be measured (see below).
+            code, msgid, method, args, kwargs, options = message
+            if (
+                code == _REQUEST
+                and type(code) is int
+                and type(msgid) is int
+                and 0 <= msgid <= _MAX_MSGID
+                and type(method) is str
+                and type(args) is list
+                and type(kwargs) is dict
+                and not kwargs
+                and type(options) is dict
+                and len(options) == 1
+                and msgid not in self.outstanding
+            ):
+                metadata = options.get(_METADATA)
+                if type(metadata) is dict and _wellTyped(metadata):
+                    self.lastMsgid = msgid
+                    self.callsServed += 1
+                    return _OptionsRequest(msgid, method, args, _EMPTY, None, metadata)
         try:
             if type(message) is list:
                 # Metadata cannot hold more bytes than its payload: only a
