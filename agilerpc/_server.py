@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
@@ -666,16 +666,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         """
         msgid = request.msgid
         method = request.method
-        deadline = self.connection.deadline(request)
-        expires = (
-            None if deadline is None else self.factory.reactor.seconds() + deadline
-        )
-        if self._observer is not None:
-            self._starts[msgid] = self.factory.timer()
-        token = _setCurrent((request, self, expires))
-        tracing = self._tracing
-        traced = None if tracing is None else tracing.callStarted(self, request)
-        try:
+        expires = self._started(request)
+        with self._running(request, expires):
             try:
                 result = self._dispatcher.call(method, request.args, request.kwargs)
             except RpcError as e:
@@ -685,11 +677,35 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 self._callFailed(Failure(), msgid, method)
                 return
             later = deferred(result)
+        self._answerLater(msgid, method, result, later, expires)
+
+    def _started(self, request: _wire.Request) -> float | None:
+        """
+        A request off the hot path starts: when its deadline passes (in the
+        reactor's time), or L{None}; its start is timed for the observers.
+        """
+        deadline = self.connection.deadline(request)
+        if self._observer is not None:
+            self._starts[request.msgid] = self.factory.timer()
+        if deadline is None:
+            return None
+        return self.factory.reactor.seconds() + deadline
+
+    @contextmanager
+    def _running(self, request: _wire.Request, expires: float | None) -> Iterator[None]:
+        """
+        Run what is in the block as the request's handler: its call current
+        (L{agilerpc.currentCall}), and its trace span, with tracing.
+        """
+        token = _setCurrent((request, self, expires))
+        tracing = self._tracing
+        traced = None if tracing is None else tracing.callStarted(self, request)
+        try:
+            yield
         finally:
             if tracing is not None:
                 tracing.detach(traced)
             _resetCurrent(token)
-        self._answerLater(msgid, method, result, later, expires)
 
     def _otherMessage(
         self,
@@ -742,29 +758,18 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         """
         msgid = request.msgid
         method = request.method
-        deadline = self.connection.deadline(request)
-        expires = (
-            None if deadline is None else self.factory.reactor.seconds() + deadline
-        )
-        if self._observer is not None:
-            self._starts[msgid] = self.factory.timer()
-        token = _setCurrent((request, self, expires))
-        tracing = self._tracing
-        traced = None if tracing is None else tracing.callStarted(self, request)
-        try:
-            result = self._dispatcher.call(method, request.args, request.kwargs)
+        expires = self._started(request)
+        with self._running(request, expires):
+            try:
+                result = self._dispatcher.call(method, request.args, request.kwargs)
+            except RpcError as e:
+                self._sendError(msgid, e.toWire(), method)
+                return
+            except Exception:
+                self._callFailed(Failure(), msgid, method)
+                return
             # The generator's body runs later, item by item, in this context.
             context = copy_context()
-        except RpcError as e:
-            self._sendError(msgid, e.toWire(), method)
-            return
-        except Exception:
-            self._callFailed(Failure(), msgid, method)
-            return
-        finally:
-            if tracing is not None:
-                tracing.detach(traced)
-            _resetCurrent(token)
         kind = kindOf(result)
         if kind is not STREAM:
             # Whatever it started, nobody will take its answer.
