@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from zope.interface import implementer
 
-from ._address import checkPort, parseAddress
+from ._address import parseAddress
 from ._calloptions import CallOptions
 from ._clientconnection import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -48,6 +48,7 @@ from ._clientconnection import (
     IClientEvents,
     State,
 )
+from ._discovery import checkNameArguments
 from ._errors import (
     CallLost,
     CallTimeout,
@@ -405,20 +406,19 @@ class TcpRpcClient:
     ) -> None:
         self._resolved: ResolvedServers | None = None
         if service is not None or hostname is not None:
-            if service is not None and hostname is not None:
-                raise TypeError("TcpRpcClient takes a service or a hostname, not both")
-            if host is not None or servers is not None:
-                raise TypeError(
-                    "TcpRpcClient takes a host and a port, servers, a service or a "
-                    "hostname: one of them"
-                )
+            checkNameArguments(
+                "TcpRpcClient",
+                service,
+                hostname,
+                port,
+                "servers"
+                if servers is not None
+                else "a host"
+                if host is not None
+                else None,
+            )
             if hostname is not None:
-                if port is None:
-                    raise TypeError("TcpRpcClient needs a port with a hostname")
-                checkPort(port)
                 server_hostname = server_hostname or hostname
-            elif port is not None:
-                raise TypeError("a service's SRV records give the ports: no port")
             from ._dnsquery import ResolvedServers
 
             self._resolved = ResolvedServers(

@@ -72,7 +72,7 @@ from ._clientconnection import (
     State,
 )
 from ._clientstream import RpcStream
-from ._discovery import slots
+from ._discovery import checkNameArguments, slots
 from ._errors import (
     CallLost,
     CallTimeout,
@@ -879,19 +879,17 @@ class RpcClient:
         self._tls = tls
         name = service if service is not None else hostname
         if name is not None:
-            if service is not None and hostname is not None:
-                raise TypeError("RpcClient takes a service or a hostname, not both")
-            if host is not None or endpoints is not None:
-                raise TypeError(
-                    "RpcClient takes a host and a port, endpoints, a service or a "
-                    "hostname: one of them"
-                )
-            if hostname is not None:
-                if port is None:
-                    raise TypeError("RpcClient needs a port with a hostname")
-                checkPort(port)
-            if service is not None and port is not None:
-                raise TypeError("a service's SRV records give the ports: no port")
+            checkNameArguments(
+                "RpcClient",
+                service,
+                hostname,
+                port,
+                "endpoints"
+                if endpoints is not None
+                else "a host"
+                if host is not None
+                else None,
+            )
             # Resolution (on the first call or connect()) gives the endpoints.
             addresses: list[tuple[str, int, Any]] = []
         elif endpoints is None:

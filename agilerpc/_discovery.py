@@ -64,6 +64,38 @@ class SrvTarget(NamedTuple):
     target: str
 
 
+def checkNameArguments(
+    client: str,
+    service: str | None,
+    hostname: str | None,
+    port: int | None,
+    others: str | None,
+) -> None:
+    """
+    Check how a client (C{client}: its class name) was told its servers by
+    name: a C{service} (SRV records give the ports) or a C{hostname} with a
+    C{port}, not both, and not with the other ways (C{others}: the name of
+    the one given, if any, such as C{"endpoints"}).
+
+    @raise TypeError: if they do not go together.
+    @raise ValueError: if C{port} is out of range.
+    """
+    from ._address import checkPort
+
+    if service is not None and hostname is not None:
+        raise TypeError(f"{client} takes a service or a hostname, not both")
+    if others is not None:
+        raise TypeError(
+            f"{client} takes a service or a hostname, or {others}: not both"
+        )
+    if hostname is not None:
+        if port is None:
+            raise TypeError(f"{client} needs a port with a hostname")
+        checkPort(port)
+    elif port is not None:
+        raise TypeError("a service's SRV records give the ports: no port")
+
+
 def recordName(name: dns.Name) -> str:
     """
     A DNS name as text, lower case, without its trailing dot: how target
