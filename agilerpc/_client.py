@@ -1006,12 +1006,7 @@ class RpcClient:
         for protocol in self._connections:
             pending += len(protocol.core.calls)
         if pending >= self.maxPending:
-            return fail(
-                QueueFull(
-                    f"{method}(): {pending} calls are already pending "
-                    f"(maxPending={self.maxPending})"
-                )
-            )
+            return fail(self._queueFull(method, pending))
         call = _Call(method, list(args), kwargs, None)
         d: Deferred[Any] = Deferred(call.cancel)
         call.deferred = d
@@ -1109,12 +1104,7 @@ class RpcClient:
         for protocol in self._connections:
             pending += len(protocol.core.calls)
         if pending >= self.maxPending:
-            return fail(
-                QueueFull(
-                    f"{method}(): {pending} calls are already pending "
-                    f"(maxPending={self.maxPending})"
-                )
-            )
+            return fail(self._queueFull(method, pending))
         call = _Call(method, list(args), kwargs, None)
         d: Deferred[Any] = Deferred(call.cancel)
         call.deferred = d
@@ -1136,6 +1126,16 @@ class RpcClient:
         else:
             self._submit(call)
         return d
+
+    def _queueFull(self, method: str, pending: int) -> QueueFull:
+        """
+        The error of a call of C{method} made when C{pending} calls, at least
+        C{maxPending}, are already unanswered.
+        """
+        return QueueFull(
+            f"{method}(): {pending} calls are already pending "
+            f"(maxPending={self.maxPending})"
+        )
 
     def _sending(
         self, options: CallOptions, method: str, timeout: float | None
@@ -1239,13 +1239,9 @@ class RpcClient:
         if refused is not None:
             call.fail(refused)
             return call.stream
-        if self.pending >= self.maxPending:
-            call.fail(
-                QueueFull(
-                    f"{method}(): {self.pending} calls are already pending "
-                    f"(maxPending={self.maxPending})"
-                )
-            )
+        pending = self.pending
+        if pending >= self.maxPending:
+            call.fail(self._queueFull(method, pending))
             return call.stream
         call.client = self
         self._submit(call)
