@@ -668,16 +668,26 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         method = request.method
         expires = self._started(request)
         with self._running(request, expires):
-            try:
-                result = self._dispatcher.call(method, request.args, request.kwargs)
-            except RpcError as e:
-                self._sendError(msgid, e.toWire(), method)
-                return
-            except Exception:
-                self._callFailed(Failure(), msgid, method)
+            ran, result = self._runHandler(request)
+            if not ran:
                 return
             later = deferred(result)
         self._answerLater(msgid, method, result, later, expires)
+
+    def _runHandler(self, request: _wire.Request) -> tuple[bool, Any]:
+        """
+        Run the handler of a request off the hot path: C{(True, what it
+        returned)}, or C{(False, None)} when it failed at once, its error
+        then sent.
+        """
+        method = request.method
+        try:
+            return True, self._dispatcher.call(method, request.args, request.kwargs)
+        except RpcError as e:
+            self._sendError(request.msgid, e.toWire(), method)
+        except Exception:
+            self._callFailed(Failure(), request.msgid, method)
+        return False, None
 
     def _started(self, request: _wire.Request) -> float | None:
         """
@@ -760,13 +770,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         method = request.method
         expires = self._started(request)
         with self._running(request, expires):
-            try:
-                result = self._dispatcher.call(method, request.args, request.kwargs)
-            except RpcError as e:
-                self._sendError(msgid, e.toWire(), method)
-                return
-            except Exception:
-                self._callFailed(Failure(), msgid, method)
+            ran, result = self._runHandler(request)
+            if not ran:
                 return
             # The generator's body runs later, item by item, in this context.
             context = copy_context()
