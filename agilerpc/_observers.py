@@ -85,10 +85,11 @@ class IServerObserver(Interface):
 
 
 @implementer(IServerObserver)
-class CallLog:
+class IgnoringObserver:
     """
-    Logs every call (peer, method, msgid, outcome, duration) at debug level:
-    C{twistd agilerpc --log-calls}.
+    An observer that ignores every event: a base for observers that hear
+    only some of them (L{CallLog} and the tracing observer hear finished
+    calls), which override those.
     """
 
     def connectionOpened(self, connection: Any) -> None:
@@ -100,14 +101,7 @@ class CallLog:
     def callFinished(
         self, connection: Any, msgid: int, method: str, outcome: str, duration: float
     ) -> None:
-        _log.debug(
-            "{peer}: {method} #{msgid}: {outcome} in {duration:.6f}s",
-            peer=connection.peer,
-            method=method,
-            msgid=msgid,
-            outcome=outcome,
-            duration=duration,
-        )
+        pass
 
     def frameRefused(self, connection: Any, reason: str) -> None:
         pass
@@ -126,6 +120,25 @@ class CallLog:
 
     def sentBytes(self, connection: Any, count: int) -> None:
         pass
+
+
+class CallLog(IgnoringObserver):
+    """
+    Logs every call (peer, method, msgid, outcome, duration) at debug level:
+    C{twistd agilerpc --log-calls}.
+    """
+
+    def callFinished(
+        self, connection: Any, msgid: int, method: str, outcome: str, duration: float
+    ) -> None:
+        _log.debug(
+            "{peer}: {method} #{msgid}: {outcome} in {duration:.6f}s",
+            peer=connection.peer,
+            method=method,
+            msgid=msgid,
+            outcome=outcome,
+            duration=duration,
+        )
 
 
 @implementer(IServerObserver)

@@ -50,10 +50,9 @@ from typing import Any, cast
 
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from ._errors import RemoteError, RpcError
-from ._observers import IServerObserver
+from ._observers import IgnoringObserver
 from ._version import __version__
 
 try:
@@ -159,8 +158,7 @@ _GETTER = _MetadataGetter()
 _EMPTY: Mapping[str, Any] = {}
 
 
-@implementer(IServerObserver)
-class ServerTracing:
+class ServerTracing(IgnoringObserver):
     """
     A server's tracing: starts each call's SERVER span as the protocol
     dispatches it (L{callStarted}, L{notificationStarted}) and, as one of
@@ -249,30 +247,6 @@ class ServerTracing:
             if outcome != "ok":
                 _failed(span, outcome, True)
             span.end()
-
-    def connectionOpened(self, connection: Any) -> None:
-        pass
-
-    def connectionClosed(self, connection: Any) -> None:
-        pass
-
-    def frameRefused(self, connection: Any, reason: str) -> None:
-        pass
-
-    def goawaySent(self, connection: Any, reason: str) -> None:
-        pass
-
-    def connectionAborted(self, connection: Any, reason: str) -> None:
-        pass
-
-    def itemSent(self, connection: Any, msgid: int, method: str) -> None:
-        pass
-
-    def receivedBytes(self, connection: Any, count: int) -> None:
-        pass
-
-    def sentBytes(self, connection: Any, count: int) -> None:
-        pass
 
 
 class NotificationSpan:
