@@ -22,7 +22,7 @@ C{import agilerpc} does not import it.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -446,50 +446,60 @@ class ServerCollector:
             "Connections closed for being idle for the keepalive period.",
             value=m.keepaliveCloses,
         )
-        goaways = CounterMetricFamily(
-            f"{p}_goaways", "Goaways sent, by reason.", labels=["reason"]
+        yield _filled(
+            CounterMetricFamily(
+                f"{p}_goaways", "Goaways sent, by reason.", labels=["reason"]
+            ),
+            m.goaways,
         )
-        for reason, count in sorted(m.goaways.items()):
-            goaways.add_metric([reason], count)
-        yield goaways
         yield CounterMetricFamily(
             f"{p}_received_bytes", "Bytes read from clients.", value=m.bytesReceived
         )
         yield CounterMetricFamily(
             f"{p}_sent_bytes", "Bytes written to clients.", value=m.bytesSent
         )
-        refused = CounterMetricFamily(
-            f"{p}_refused_frames",
-            "Frames (and, for ServerBusy, connections) refused, by reason.",
-            labels=["reason"],
+        yield _filled(
+            CounterMetricFamily(
+                f"{p}_refused_frames",
+                "Frames (and, for ServerBusy, connections) refused, by reason.",
+                labels=["reason"],
+            ),
+            m.refused,
         )
-        for reason, count in sorted(m.refused.items()):
-            refused.add_metric([reason], count)
-        yield refused
         yield GaugeMetricFamily(
             f"{p}_streams_open", "Streams being answered.", value=m.openStreams
         )
-        items = CounterMetricFamily(
-            f"{p}_stream_items",
-            "Stream items sent, by method (a stream's outcome is its call's).",
-            labels=["method"],
+        yield _filled(
+            CounterMetricFamily(
+                f"{p}_stream_items",
+                "Stream items sent, by method (a stream's outcome is its call's).",
+                labels=["method"],
+            ),
+            m.streamItems,
         )
-        for method, count in sorted(m.streamItems.items()):
-            items.add_metric([method], count)
-        yield items
         yield GaugeMetricFamily(
             f"{p}_unsent_bytes",
             "Bytes of responses written and not sent, their clients not reading.",
             value=m.unsentBytes,
         )
-        aborted = CounterMetricFamily(
-            f"{p}_aborted_connections",
-            "Connections aborted for going over a limit, by reason.",
-            labels=["reason"],
+        yield _filled(
+            CounterMetricFamily(
+                f"{p}_aborted_connections",
+                "Connections aborted for going over a limit, by reason.",
+                labels=["reason"],
+            ),
+            m.aborted,
         )
-        for reason, count in sorted(m.aborted.items()):
-            aborted.add_metric([reason], count)
-        yield aborted
+
+
+def _filled(family: Any, counts: Mapping[str, int]) -> Any:
+    """
+    C{family}, a metric family with one label, given a sample per key of
+    C{counts} (sorted, so that scrapes list them in the same order).
+    """
+    for key, count in sorted(counts.items()):
+        family.add_metric([key], count)
+    return family
 
 
 class _MetricsPage(Resource):
