@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from agilerpc import CallLost, Registry, _wire
+from agilerpc import CallLost, Registry, _wire, testing
 from agilerpc._clientconnection import IClientEvents
 
 
@@ -321,3 +321,27 @@ def echo(sock: MemorySocket, message: Any) -> None:
     """
     if message[0] == 0:
         sock.send_([1, message[1], None, message[3][0] if message[3] else None])
+
+
+def serverStep(server: testing.MemoryServer, kind: str) -> bool:
+    """
+    Take the step C{kind} on C{server}, if it is one of those the property
+    tests draw for a server: C{"goaway"} (every open connection sends one, as
+    when it stops), C{"drop"} (its connections are lost), C{"refuse"} and
+    C{"accept"} (new connections), C{"flush"} (move the bytes).  Whether it
+    was.
+    """
+    if kind == "goaway":
+        for connection in server.openConnections():
+            connection.server.goaway("shutdown")
+    elif kind == "drop":
+        server.drop()
+    elif kind == "refuse":
+        server.refusing = True
+    elif kind == "accept":
+        server.refusing = False
+    elif kind == "flush":
+        server.flush()
+    else:
+        return False
+    return True

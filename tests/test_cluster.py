@@ -22,7 +22,13 @@ from agilerpc import CallLost, RpcClient, TcpRpcClient
 from agilerpc.testing import MemoryServer
 
 from .blockinghelpers import WAIT, FakeConnection, FakeServer, serveForever
-from .clienthelpers import Handlers, assertExactlyOnce, nextRetryWait, setNextRetryWait
+from .clienthelpers import (
+    Handlers,
+    assertExactlyOnce,
+    nextRetryWait,
+    serverStep,
+    setNextRetryWait,
+)
 
 PORTS = [9001, 9002, 9003]
 
@@ -457,18 +463,9 @@ class ExactlyOnceTests(SynchronousTestCase):
                 client.setEndpoints([(f"server{i}", PORTS[i]) for i in listed], weights)
                 continue
             server = servers[action[1] % count]
-            if kind == "goaway":
-                for connection in server.openConnections():
-                    connection.server.goaway("shutdown")
-            elif kind == "drop":
-                server.drop()
-            elif kind == "refuse":
-                server.refusing = True
-            elif kind == "accept":
-                server.refusing = False
-            elif kind == "flush":
-                server.flush()
-            elif kind == "pump":
+            if serverStep(server, kind):
+                continue
+            if kind == "pump":
                 live = server.openConnections()
                 if live:
                     live[action[2] % len(live)].pump.pump()
