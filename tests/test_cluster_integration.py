@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -22,7 +21,7 @@ from twisted.trial.unittest import TestCase
 
 from agilerpc import RpcClient, TcpRpcClient
 
-from .incrstream import IncrStream
+from .incrstream import BlockingIncrStream, IncrStream
 from .serverprocess import ServerProcess
 
 
@@ -99,21 +98,8 @@ class TwoServersTests(TestCase):
         )
         self.addCleanup(client.close)
         self.assertEqual(client.call("pid"), one.pid)
-        results: dict[str, Any] = {}
-        stop = threading.Event()
-        self.addCleanup(stop.set)
-
-        def stream() -> None:
-            i = 0
-            while not stop.is_set():
-                token = f"b{i}"
-                i += 1
-                try:
-                    results[token] = client.call("incr", (token,))
-                except Exception as e:
-                    results[token] = e
-
-        streaming = deferToThread(stream)
+        calls = BlockingIncrStream(self, client, "b")
+        results = calls.results
         yield _pause(0.3)
         before = len(results)
         code = yield deferToThread(one.stop)
@@ -121,11 +107,9 @@ class TwoServersTests(TestCase):
         deadline = time.monotonic() + 0.3
         while time.monotonic() < deadline:
             yield _pause(0.05)
-        stop.set()
-        yield streaming
+        yield calls.stop()
 
-        failures = [r for r in results.values() if isinstance(r, Exception)]
-        self.assertEqual(failures[:3], [])
+        self.assertEqual(calls.failures()[:3], [])
         runs = _readLedger(ledger)
         self.assertEqual(set(runs), set(results))
         self.assertEqual([t for t, n in runs.items() if n != 1], [])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -27,7 +26,7 @@ from twisted.trial.unittest import TestCase
 from agilerpc import RpcClient, TcpRpcClient
 
 from .dnshelpers import ZoneResolver, a, listenDns, srv
-from .incrstream import IncrStream
+from .incrstream import BlockingIncrStream, IncrStream
 from .serverprocess import ServerProcess, scale
 
 SERVICE = "_agilerpc._tcp.billing.test"
@@ -178,32 +177,17 @@ class BlockingDnsTests(TestCase):
         self.addCleanup(client.close)
         first = yield deferToThread(client.call, "pid")
         self.assertEqual(first, one.pid)
-        results: dict[str, Any] = {}
-        stop = threading.Event()
-        self.addCleanup(stop.set)
-
-        def stream() -> None:
-            i = 0
-            while not stop.is_set():
-                token = f"t{i}"
-                i += 1
-                try:
-                    results[token] = client.call("incr", (token,))
-                except Exception as e:
-                    results[token] = e
-
-        streaming = deferToThread(stream)
+        calls = BlockingIncrStream(self, client, "t")
+        results = calls.results
         yield _pause(0.3)
         before = len(results)
         _publish(zone, [two])
         code = yield deferToThread(one.stop)
         self.assertIn(code, (0, -signal.SIGTERM), one.output())
         yield _pause(0.3)
-        stop.set()
-        yield streaming
+        yield calls.stop()
 
-        failures = [r for r in results.values() if isinstance(r, Exception)]
-        self.assertEqual(failures[:3], [])
+        self.assertEqual(calls.failures()[:3], [])
         runs = _tokens(ledger)
         self.assertEqual(set(runs), {int(t[1:]) for t in results})
         self.assertEqual([t for t, n in runs.items() if n != 1], [])
