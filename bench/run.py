@@ -7,7 +7,8 @@ every scenario against each of them in turn (rotating the order from one
 repeat to the next), and reports the median of each figure and the median of
 the ratios measured within the same repeat.  Then, once, scenario F (many
 idle connections reaped by the keepalive) and cProfile profiles of the
-agilerpc server and client.  It writes C{RESULTS.md} and C{results.json}.
+agilerpc server and client.  It writes C{RESULTS.md}, C{results.json} and
+the charts of L{bench.plots} (C{plots/ratios.svg}, C{plots/latency.svg}).
 
 Timings are noisy on a shared machine: compare the ratios within one run,
 not absolute numbers across runs.
@@ -36,6 +37,7 @@ import msgpack
 import agilerpc
 import twisted
 
+from . import plots as plotting
 from . import procs
 from .amp import MAX_VALUE as AMP_MAX_VALUE
 from .stats import medianOrNone, ratio
@@ -818,9 +820,10 @@ def _ratioCell(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}{X}"
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
     """
-    The report as the markdown of C{RESULTS.md}.
+    The report as the markdown of C{RESULTS.md}; with the C{plots} written
+    beside it (paths relative to it) shown after the table.
     """
     m = report["machine"]
     config = report["config"]
@@ -867,6 +870,9 @@ def markdown(report: dict[str, Any]) -> str:
         cells = [_cell(row.get(impl), fmt) for impl in IMPLS]
         cells += [_ratioCell(row.get(f"agilerpc/{other}")) for other in OTHERS]
         out.append(f"| {row['figure']} | " + " | ".join(cells) + " |")
+    for plot in plots or ():
+        title = plotting.TITLES.get(os.path.basename(plot), plot)
+        out += ["", f"![{title}]({plot})"]
     out += [
         "",
         f"C is {config['echo64k']['size']:,} bytes, except AMP: {AMP_MAX_VALUE:,} bytes, the"
@@ -985,6 +991,31 @@ def run(
     }
 
 
+def render(report: dict[str, Any], directory: str, log: Callable[[str], None]) -> str:
+    """
+    Write C{RESULTS.md} and the plots of L{bench.plots} into C{directory}
+    from C{report}; the markdown.  Without matplotlib, say so through
+    C{log} and write RESULTS.md without plots.
+    """
+    os.makedirs(directory, exist_ok=True)
+    try:
+        written = plotting.writePlots(report, directory)
+    except ImportError as e:
+        written = []
+        log(
+            f"no plots: matplotlib is not installed ({e}); pip install"
+            " matplotlib, or the bench extra (pip install -e '.[bench]')."
+            "  RESULTS.md is written without them."
+        )
+    else:
+        log("wrote " + ", ".join(os.path.join(directory, p) for p in written))
+    text = markdown(report, written)
+    with open(os.path.join(directory, "RESULTS.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    log(f"wrote {os.path.join(directory, 'RESULTS.md')}")
+    return text
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -1001,7 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--output",
-        help="directory for RESULTS.md and results.json (default: bench/, or"
+        help="directory for RESULTS.md, results.json and plots/ (default: bench/, or"
         " nowhere with --quick)",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the profiles")
@@ -1020,14 +1051,8 @@ def main(argv: list[str] | None = None) -> int:
     if options.render is not None:
         with open(options.render, encoding="utf-8") as f:
             report = json.load(f)
-        text = markdown(report)
-        target = os.path.join(
-            options.output or os.path.dirname(os.path.abspath(options.render)),
-            "RESULTS.md",
-        )
-        with open(target, "w", encoding="utf-8") as f:
-            f.write(text)
-        print(text)
+        directory = options.output or os.path.dirname(os.path.abspath(options.render))
+        print(render(report, directory, log))
         return 0
     config = json.loads(json.dumps(QUICK if options.quick else FULL))
     if options.repeats is not None:
@@ -1044,14 +1069,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         procs.killAll()
-    text = markdown(report)
-    if output is not None:
+    if output is None:
+        text = markdown(report)
+    else:
         os.makedirs(output, exist_ok=True)
-        with open(os.path.join(output, "RESULTS.md"), "w", encoding="utf-8") as f:
-            f.write(text)
         with open(os.path.join(output, "results.json"), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1)
             f.write("\n")
-        log(f"wrote {output}/RESULTS.md and results.json")
+        log(f"wrote {output}/results.json")
+        text = render(report, output, log)
     print(text)
     return 1 if report["errors"] else 0
