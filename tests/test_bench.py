@@ -895,6 +895,16 @@ class PeerReportTests(SynchronousTestCase):
         self.assertIsNone(targets["A' blocking sequential calls/s vs agileutil"])
         self.assertTrue(targets["A calls/s"])
 
+    def test_availableLeavesOutMissingPeers(self) -> None:
+        """
+        A peer whose package cannot be imported is left out of the run;
+        agilerpc, bare and AMP never are.
+        """
+        with mock.patch.dict(sys.modules, {"grpc": None}):
+            found = run.available()
+        self.assertNotIn("grpcio", found)
+        self.assertEqual(found[:3], ("agilerpc", "bare", "amp"))
+
     def test_markdownPeerColumns(self) -> None:
         """
         RESULTS.md has a column for each system and for each ratio, and the
