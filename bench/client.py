@@ -29,6 +29,7 @@ import cProfile
 import errno
 import itertools
 import json
+import random
 import select
 import socket
 import struct
@@ -51,6 +52,15 @@ from .stats import latencySummary
 _perf = time.perf_counter_ns
 _HEADER = struct.Struct(">I")
 MiB = 1024 * 1024
+
+
+def payloadOf(size: int) -> bytes:
+    """
+    The C{size} bytes the echo scenarios send: pseudo-random, the same every
+    run, so that agileutil's compression of frames over 4 KiB cannot shrink
+    them (it would shrink a repeating pattern to almost nothing).
+    """
+    return random.Random(size).randbytes(size)
 
 
 class Conn:
@@ -283,7 +293,7 @@ async def twistedScenario(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
             }
         if scenario == "echo":
             size = spec["size"]
-            payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+            payload = payloadOf(size)
             answer = conn.echoResult(await conn.echo(payload))
             if answer != payload:
                 raise AssertionError(f"{impl}: echo of {size} bytes came back changed")
@@ -348,10 +358,70 @@ async def idleScenario(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
                 await closed
 
 
+class BlockingConn:
+    """
+    One blocking client of any implementation, seen the same way: C{add()}
+    returns C{add(1, 2)}'s result, C{echo(payload)} the echoed payload.
+    """
+
+    def __init__(
+        self,
+        add: Callable[[], Any],
+        echo: Callable[[bytes], Any],
+        close: Callable[[], object],
+    ) -> None:
+        self.add = add
+        self.echo = echo
+        self.close = close
+
+
+def blockingConnect(impl: str, host: str, port: int, timeout: float) -> BlockingConn:
+    """
+    A blocking client of C{impl}, as its users call it: agilerpc's
+    C{TcpRpcClient} with its agileutil-compatible C{call(func=..., args=...)},
+    agileutil's own C{TcpRpcClient} with its C{call(func, *args)}, or the
+    bare one.
+    """
+    if impl == "agilerpc":
+        from agilerpc import TcpRpcClient
+
+        client = TcpRpcClient(host, port, timeout=timeout)
+        return BlockingConn(
+            lambda: client.call(func="add", args=(1, 2)),
+            lambda payload: client.call(func="echo", args=(payload,)),
+            client.close,
+        )
+    if impl == "agileutil":
+        # agileutil has no type hints; the typing environment may not have it.
+        from agileutil.rpc.client import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+            TcpRpcClient as AgileutilClient,
+        )
+
+        peer = AgileutilClient(host, port, timeout=timeout)
+        return BlockingConn(
+            lambda: peer.call("add", 1, 2),
+            lambda payload: peer.call("echo", payload),
+            peer.close,
+        )
+    if impl == "bare":
+        bare = BareBlockingClient(host, port, timeout)
+        return BlockingConn(
+            lambda: bare.call("add", (1, 2)),
+            lambda payload: bare.call("echo", (payload,)),
+            bare.close,
+        )
+    raise ValueError(f"no blocking client for {impl!r}")
+
+
+def _bound(call: Callable[[bytes], Any], payload: bytes) -> Callable[[], Any]:
+    return lambda: call(payload)
+
+
 def blockingScenario(spec: dict[str, Any]) -> dict[str, Any]:
     """
     C{threads} threads, each with its own blocking client, each making C{n}
-    sequential calls of C{add(1, 2)}.
+    sequential calls of C{add(1, 2)}, or of C{echo} of C{size} bytes when
+    the spec has a C{size}.
     """
     impl = spec["impl"]
     host = spec["host"]
@@ -359,24 +429,22 @@ def blockingScenario(spec: dict[str, Any]) -> dict[str, Any]:
     n = spec["n"]
     threads = spec.get("threads", 1)
     timeout = spec["timeout"]
+    size = spec.get("size")
 
-    def makeClient() -> tuple[Callable[[], Any], Callable[[], None]]:
-        if impl == "agilerpc":
-            from agilerpc import TcpRpcClient
-
-            client = TcpRpcClient(host, port, timeout=timeout)
-            return (lambda: client.call("add", args=(1, 2))), client.close
-        if impl == "bare":
-            bare = BareBlockingClient(host, port, timeout)
-            return (lambda: bare.call("add", (1, 2))), bare.close
-        raise ValueError(f"no blocking client for {impl!r}")
-
-    clients = [makeClient() for _ in range(threads)]
+    conns = [blockingConnect(impl, host, port, timeout) for _ in range(threads)]
+    clients: list[tuple[Callable[[], Any], Callable[[], object]]] = []
+    if size is None:
+        clients = [(c.add, c.close) for c in conns]
+        expected: Any = 3
+    else:
+        payload = payloadOf(size)
+        expected = payload
+        clients = [(_bound(c.echo, payload), c.close) for c in conns]
     try:
         for call, _ in clients:
-            for _ in range(spec["warmup"]):
-                if call() != 3:
-                    raise AssertionError(f"{impl}: add(1, 2) did not return 3")
+            for _ in range(max(spec.get("warmup", 0), 1)):
+                if call() != expected:
+                    raise AssertionError(f"{impl}: the call returned something else")
         latencies: list[list[int]] = [[] for _ in clients]
         errors: list[BaseException] = []
         barrier = threading.Barrier(threads + 1, timeout=timeout)
@@ -410,16 +478,187 @@ def blockingScenario(spec: dict[str, Any]) -> dict[str, Any]:
         if any(worker.is_alive() for worker in workers):
             raise TimeoutError(f"the blocking threads did not finish in {timeout}s")
         total = n * threads
-        return {
+        result = {
             "calls_per_s": total / elapsed,
             "n": total,
             "threads": threads,
             "server_cpu_us_per_call": meter.perCallMicroseconds(total),
             **latencySummary([x for mine in latencies for x in mine]),
         }
+        if size is not None:
+            result["size"] = size
+            result["s_per_MiB"] = elapsed / (total * size / MiB)
+        return result
     finally:
         for _, close in clients:
             close()
+
+
+def blockingIdleScenario(spec: dict[str, Any]) -> dict[str, Any]:
+    """
+    Scenario D with blocking clients (agileutil's, which has no other):
+    C{conns} clients that each made one call, then stay idle; the server's
+    RSS growth per connection.
+    """
+    impl = spec["impl"]
+    pid = spec["serverPid"]
+    raiseFileLimit(spec["conns"] + 1024)
+
+    def opened() -> BlockingConn:
+        conn = blockingConnect(impl, spec["host"], spec["port"], spec["timeout"])
+        if conn.add() != 3:
+            raise AssertionError(f"{impl}: add(1, 2) did not return 3")
+        return conn
+
+    return _idleFigures(pid, spec["conns"], opened)
+
+
+def _idleFigures(pid: int, count: int, opened: Callable[[], Any]) -> dict[str, Any]:
+    """
+    The server's RSS before and after C{count} more connections, each made
+    by C{opened()} (which returns something with a C{close}), after a first
+    one.
+    """
+    conns = [opened()]
+    try:
+        before = rssKiB(pid)
+        for _ in range(count):
+            conns.append(opened())
+        after = rssKiB(pid)
+        return {
+            "conns": count,
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+            "kib_per_conn": (after - before) / count,
+        }
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def grpcScenario(spec: dict[str, Any]) -> dict[str, Any]:
+    """
+    Scenarios C{seq}, C{pipe}, C{echo} and C{idle} against the grpcio server
+    of L{bench.grpcserver}, with grpcio's channel and unary callables:
+    C{pipe} keeps C{inflight} calls in flight with C{.future()}.
+    """
+    import collections
+
+    import grpc  # type: ignore[import-untyped]
+
+    from .grpcserver import ADD, ECHO, OPTIONS
+
+    scenario = spec["scenario"]
+    target = f"{spec['host']}:{spec['port']}"
+    timeout = spec["timeout"]
+    deadline = time.monotonic() + timeout
+
+    class Channel:
+        def __init__(self, options: list[tuple[str, Any]]) -> None:
+            self.channel = grpc.insecure_channel(target, options=options)
+            grpc.channel_ready_future(self.channel).result(timeout=timeout)
+            self.add = self.channel.unary_unary(
+                ADD,
+                request_serializer=msgpack.packb,
+                response_deserializer=msgpack.unpackb,
+            )
+            self.echo = self.channel.unary_unary(
+                ECHO,
+                request_serializer=msgpack.packb,
+                response_deserializer=msgpack.unpackb,
+            )
+            if self.add([1, 2], timeout=timeout) != 3:
+                raise AssertionError("grpcio: add(1, 2) did not return 3")
+
+        def close(self) -> None:
+            self.channel.close()
+
+    if scenario == "idle":
+        raiseFileLimit(spec["conns"] + 1024)
+        # Its own subchannel pool: a connection per channel, where grpcio
+        # would otherwise share one between channels to the same target.
+        options = [*OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+        return _idleFigures(spec["serverPid"], spec["conns"], lambda: Channel(options))
+    conn = Channel(OPTIONS)
+    try:
+        n = spec["n"]
+
+        def timedSequential(
+            call: Callable[[], Any], expected: Any, count: int
+        ) -> tuple[float, list[int]]:
+            latencies = []
+            start = _perf()
+            for _ in range(count):
+                started = _perf()
+                if call() != expected:
+                    raise AssertionError("grpcio: the call returned something else")
+                latencies.append(_perf() - started)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"grpcio: {scenario} took over {timeout}s")
+            return (_perf() - start) / 1e9, latencies
+
+        if scenario == "seq":
+            timedSequential(
+                lambda: conn.add([1, 2], timeout=timeout), 3, spec["warmup"]
+            )
+            meter = _CpuMeter(spec.get("serverPid"))
+            elapsed, latencies = timedSequential(
+                lambda: conn.add([1, 2], timeout=timeout), 3, n
+            )
+            return {
+                "calls_per_s": n / elapsed,
+                "n": n,
+                "server_cpu_us_per_call": meter.perCallMicroseconds(n),
+                **latencySummary(latencies),
+            }
+        if scenario == "echo":
+            size = spec["size"]
+            payload = payloadOf(size)
+            timedSequential(lambda: conn.echo([payload], timeout=timeout), payload, 1)
+            meter = _CpuMeter(spec.get("serverPid"))
+            elapsed, latencies = timedSequential(
+                lambda: conn.echo([payload], timeout=timeout), payload, n
+            )
+            return {
+                "calls_per_s": n / elapsed,
+                "n": n,
+                "size": size,
+                "s_per_MiB": elapsed / (n * size / MiB),
+                "server_cpu_us_per_call": meter.perCallMicroseconds(n),
+                **latencySummary(latencies),
+            }
+        if scenario == "pipe":
+            inflight = spec["inflight"]
+
+            def pipelinedFutures(count: int) -> float:
+                # A window of futures: when the oldest is answered, the next
+                # call is made, so at most `inflight` are outstanding.
+                window: collections.deque[Any] = collections.deque()
+                issued = 0
+                start = _perf()
+                while issued < min(inflight, count):
+                    window.append(conn.add.future([1, 2], timeout=timeout))
+                    issued += 1
+                while window:
+                    if window.popleft().result() != 3:
+                        raise AssertionError("grpcio: add(1, 2) did not return 3")
+                    if issued < count:
+                        window.append(conn.add.future([1, 2], timeout=timeout))
+                        issued += 1
+                return (_perf() - start) / 1e9
+
+            pipelinedFutures(spec["warmup"])
+            meter = _CpuMeter(spec.get("serverPid"))
+            elapsed = pipelinedFutures(n)
+            return {
+                "calls_per_s": n / elapsed,
+                "n": n,
+                "inflight": inflight,
+                "server_cpu_us_per_call": meter.perCallMicroseconds(n),
+            }
+        raise ValueError(f"unknown scenario {scenario!r} for grpcio")
+    finally:
+        conn.close()
 
 
 class _Probe(threading.Thread):
@@ -592,6 +831,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         _profiler = cProfile.Profile()
     try:
         scenario = spec["scenario"]
+        if spec["impl"] == "grpcio":
+            return grpcScenario(spec)
+        if spec["impl"] == "agileutil" and scenario == "idle":
+            return blockingIdleScenario(spec)
         if scenario == "blocking":
             return blockingScenario(spec)
         if scenario == "reap":

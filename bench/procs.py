@@ -30,12 +30,22 @@ AGILERPC_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(agilerpc.__fil
 
 KINDS = ("agilerpc", "bare", "amp")
 
+#: The peers that need a package of their own (the C{bench} extra):
+#: agileutil's C{TcpRpcServer}, and grpcio (L{bench.grpcserver}).
+PEERS = ("agileutil", "grpcio")
+
+#: Which grpcio server L{startServer} starts: C{"sync"} (a thread pool) or
+#: C{"aio"}.
+GRPC_FLAVOUR = "sync"
+
 _PORT_LINES = {
     "agilerpc": re.compile(r"RpcServerFactory starting on (\d+)"),
     "bare": re.compile(r"bare listening on (\d+)"),
     "amp": re.compile(r"amp listening on (\d+)"),
     "pushbare": re.compile(r"pushbare listening on (\d+)"),
     "grpc": re.compile(r"grpc listening on (\d+)"),
+    "agileutil": re.compile(r"agileutil listening on (\d+)"),
+    "grpcio": re.compile(r"grpcio listening on (\d+)"),
 }
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -160,7 +170,8 @@ class Server:
     """
     A running benchmark server on 127.0.0.1.
 
-    @ivar kind: C{"agilerpc"}, C{"bare"} or C{"amp"}.
+    @ivar kind: C{"agilerpc"}, C{"bare"}, C{"amp"}, C{"agileutil"} or
+        C{"grpcio"} (or a streaming server of L{bench.streams}).
     @ivar pid: its process id.
     @ivar port: the TCP port it listens on.
     """
@@ -258,6 +269,11 @@ def serverCommand(
         ]
     if kind in ("bare", "amp"):
         return [sys.executable, "-m", f"bench.{kind}", "--port", "0"]
+    if kind == "agileutil":
+        return [sys.executable, "-m", "bench.agileutilserver", "--port", "0"]
+    if kind == "grpcio":
+        aio = ["--aio"] if GRPC_FLAVOUR == "aio" else []
+        return [sys.executable, "-m", "bench.grpcserver", "--port", "0", *aio]
     if kind in ("pushbare", "grpc"):
         serve = "serve-bare" if kind == "pushbare" else "serve-grpc"
         return [sys.executable, "-m", "bench.streams", serve, "--port", "0"]

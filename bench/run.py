@@ -1,12 +1,14 @@
 """
 The benchmark driver: C{python -m bench} (C{--quick} for a small run).
 
-One run starts fresh agilerpc, bare and AMP servers for each repeat, runs
+One run starts fresh agilerpc, bare and AMP servers (and agileutil and grpcio
+servers, where installed) for each repeat, runs
 every scenario against each of them in turn (rotating the order from one
 repeat to the next), and reports the median of each figure and the median of
 the ratios measured within the same repeat.  Then, once, scenario F (many
 idle connections reaped by the keepalive) and cProfile profiles of the
-agilerpc server and client.  It writes C{RESULTS.md} and C{results.json}.
+agilerpc server and client.  It writes C{RESULTS.md}, C{results.json} and
+the charts of L{bench.plots} (C{plots/ratios.svg}, C{plots/latency.svg}).
 
 Timings are noisy on a shared machine: compare the ratios within one run,
 not absolute numbers across runs.
@@ -35,6 +37,7 @@ import msgpack
 import agilerpc
 import twisted
 
+from . import plots as plotting
 from . import procs
 from .amp import MAX_VALUE as AMP_MAX_VALUE
 from .stats import medianOrNone, ratio
@@ -58,6 +61,7 @@ FULL: dict[str, Any] = {
     "pipe8": {"n": 60000, "warmup": 2000, "inflight": 100, "conns": 8},
     "pipeWorkers": {"n": 60000, "warmup": 2000, "inflight": 100, "conns": 8},
     "echo64k": {"n": 800, "size": 64 * KiB},
+    "echo64kBlocking": {"n": 800, "warmup": 10, "size": 64 * KiB},
     "echo1m": {"n": 40, "size": MiB},
     "echo8m": {"n": 6, "size": 8 * MiB},
     "idle": {"conns": 1000, "batch": 100},
@@ -76,6 +80,7 @@ QUICK: dict[str, Any] = {
     "pipe8": {"n": 2000, "warmup": 200, "inflight": 100, "conns": 8},
     "pipeWorkers": {"n": 2000, "warmup": 200, "inflight": 100, "conns": 8},
     "echo64k": {"n": 40, "size": 64 * KiB},
+    "echo64kBlocking": {"n": 40, "warmup": 2, "size": 64 * KiB},
     "echo1m": {"n": 4, "size": MiB},
     "echo8m": {"n": 2, "size": 8 * MiB},
     "idle": {"conns": 100, "batch": 50},
@@ -110,21 +115,66 @@ def serverKey(kind: str, workers: int = 1) -> str:
     return kind if workers == 1 else f"{kind} --workers {workers}"
 
 
+#: Every implementation the table has a column for, in its order.
+IMPLS = procs.KINDS + procs.PEERS
+
+#: The implementations agilerpc has a ratio column against.
+OTHERS = IMPLS[1:]
+
+#: How the report names each implementation.
+NAMES = {
+    "agilerpc": "agilerpc",
+    "bare": "bare",
+    "amp": "AMP",
+    "agileutil": "agileutil",
+    "grpcio": "grpcio",
+}
+
+# The Twisted Deferred client's scenarios, and grpcio's channel doing the same.
+_ASYNC = ("agilerpc", "bare", "amp", "grpcio")
+# The blocking clients' scenarios: agilerpc's TcpRpcClient (agileutil's API)
+# against twistd agilerpc, agileutil's client against agileutil's server.
+_BLOCKING = ("agilerpc", "bare", "agileutil")
+
 SCENARIOS = (
     # D first, on fresh servers, so that memory freed by earlier scenarios
     # cannot hide the connections' cost.
-    Scenario("idle", "idle", procs.KINDS),
-    Scenario("seq", "seq", procs.KINDS),
+    Scenario("idle", "idle", IMPLS),
+    Scenario("seq", "seq", _ASYNC),
     Scenario("seqMeta", "seq", ("agilerpc",)),
-    Scenario("blocking", "blocking", ("agilerpc", "bare")),
-    Scenario("pipe", "pipe", procs.KINDS),
+    Scenario("blocking", "blocking", _BLOCKING),
+    Scenario("pipe", "pipe", _ASYNC),
     Scenario("pipe8", "pipe", ("agilerpc", "bare")),
     Scenario("pipeWorkers", "pipe", ("agilerpc",), workers=WORKERS),
-    Scenario("threads", "blocking", ("agilerpc", "bare")),
-    Scenario("echo64k", "echo", procs.KINDS),
+    Scenario("threads", "blocking", _BLOCKING),
+    Scenario("echo64k", "echo", _ASYNC),
+    Scenario("echo64kBlocking", "blocking", _BLOCKING),
     Scenario("echo1m", "echo", ("agilerpc", "bare")),
     Scenario("echo8m", "echo", ("agilerpc", "bare")),
 )
+
+
+#: The module each peer's server and client need.
+_PEER_MODULES = {"agileutil": "agileutil.rpc.client", "grpcio": "grpc"}
+
+
+def available() -> tuple[str, ...]:
+    """
+    The implementations this Python can run: agilerpc, bare and AMP always;
+    agileutil and grpcio when installed (the C{bench} extra).
+    """
+    import importlib.util
+
+    found = []
+    for impl in IMPLS:
+        module = _PEER_MODULES.get(impl)
+        try:
+            present = module is None or importlib.util.find_spec(module) is not None
+        except ImportError:
+            present = False
+        if present:
+            found.append(impl)
+    return tuple(found)
 
 
 def rotated(items: tuple[str, ...], by: int) -> list[str]:
@@ -220,15 +270,23 @@ def measure(
     interleaved; the figures of each repeat (L{None} where one failed, with
     its error under C{"errors"}).
     """
+    kinds = available()
+    missing = [impl for impl in IMPLS if impl not in kinds]
+    if missing:
+        log(
+            f"not installed, left out: {', '.join(missing)}"
+            " (pip install -e '.[bench]' adds them)"
+        )
     runs: dict[str, dict[str, list[dict[str, Any] | None]]] = {
-        s.key: {impl: [] for impl in s.impls} for s in SCENARIOS
+        s.key: {impl: [] for impl in s.impls if impl in kinds} for s in SCENARIOS
     }
     errors: list[str] = []
     for repeat in range(config["repeats"]):
         log(f"repeat {repeat + 1}/{config['repeats']}")
-        with servers(procs.KINDS, ("agilerpc",)) as running:
+        with servers(kinds, ("agilerpc",)) as running:
             for scenario in SCENARIOS:
-                for impl in rotated(scenario.impls, repeat):
+                impls = tuple(i for i in scenario.impls if i in kinds)
+                for impl in rotated(impls, repeat):
                     server = running[serverKey(impl, scenario.workers)]
                     spec = clientSpec(config, scenario, server)
                     try:
@@ -388,11 +446,26 @@ def machine() -> dict[str, Any]:
         "agilerpc": agilerpc.__version__,
         "agilerpc_path": os.path.dirname(os.path.abspath(agilerpc.__file__)),
         "reactor": "default (epoll)",
+        "agileutil": _installed("agileutil"),
+        "grpcio": _installed("grpcio"),
+        "grpcio_server": procs.GRPC_FLAVOUR,
         "load_average_start": os.getloadavg(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime(
             "%Y-%m-%d %H:%M UTC"
         ),
     }
+
+
+def _installed(distribution: str) -> str | None:
+    """
+    The installed version of C{distribution}, or L{None}.
+    """
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 # -- summarizing ----------------------------------------------------------
@@ -423,6 +496,7 @@ ROWS = (
     Row(
         "A' sequential calls/s (blocking client)", "blocking", "calls_per_s", "{:,.0f}"
     ),
+    Row("A' p50 latency µs (blocking client)", "blocking", "p50_us", "{:,.0f}"),
     Row("A' p99 latency µs (blocking client)", "blocking", "p99_us", "{:,.0f}"),
     Row("B calls/s, 100 in flight (Deferred client)", "pipe", "calls_per_s", "{:,.0f}"),
     Row(
@@ -439,6 +513,12 @@ ROWS = (
     ),
     Row("C 64 KiB echo calls/s", "echo64k", "calls_per_s", "{:,.0f}"),
     Row("C 64 KiB echo s/MiB", "echo64k", "s_per_MiB", "{:.4f}"),
+    Row(
+        "C 64 KiB echo calls/s (blocking client)",
+        "echo64kBlocking",
+        "calls_per_s",
+        "{:,.0f}",
+    ),
     Row("C-large 1 MiB echo s/MiB", "echo1m", "s_per_MiB", "{:.4f}"),
     Row("C-large 8 MiB echo s/MiB", "echo8m", "s_per_MiB", "{:.4f}"),
     Row("D server KiB per idle connection", "idle", "kib_per_conn", "{:.2f}"),
@@ -457,6 +537,12 @@ ROWS = (
     Row(
         "E server CPU µs per call (A, sequential)",
         "seq",
+        "server_cpu_us_per_call",
+        "{:.1f}",
+    ),
+    Row(
+        "E server CPU µs per call (A', blocking client)",
+        "blocking",
         "server_cpu_us_per_call",
         "{:.1f}",
     ),
@@ -492,27 +578,27 @@ def pairedRatios(
 def summarize(runs: dict[str, Any]) -> list[dict[str, Any]]:
     """
     The table rows: the median of each implementation's figure, and the
-    medians of the same-repeat ratios of agilerpc to bare and to AMP.
+    medians of the same-repeat ratios of agilerpc to each other one
+    (C{"agilerpc/bare"}, C{"agilerpc/amp"}, C{"agilerpc/agileutil"},
+    C{"agilerpc/grpcio"}).
     """
     table = []
     for row in ROWS:
-        mine = values(runs, row.key, "agilerpc", row.metric)
-        bare = values(runs, row.key, "bare", row.metric)
-        amp = values(runs, row.key, "amp", row.metric)
-        table.append(
-            {
-                "figure": row.label,
-                "scenario": row.key,
-                "metric": row.metric,
-                "format": row.fmt,
-                "agilerpc": medianOrNone(mine),
-                "bare": medianOrNone(bare),
-                "amp": medianOrNone(amp),
-                "agilerpc/bare": medianOrNone(pairedRatios(mine, bare)),
-                "agilerpc/amp": medianOrNone(pairedRatios(mine, amp)),
-                "per_repeat": {"agilerpc": mine, "bare": bare, "amp": amp},
-            }
-        )
+        perRepeat = {impl: values(runs, row.key, impl, row.metric) for impl in IMPLS}
+        entry: dict[str, Any] = {
+            "figure": row.label,
+            "scenario": row.key,
+            "metric": row.metric,
+            "format": row.fmt,
+        }
+        for impl in IMPLS:
+            entry[impl] = medianOrNone(perRepeat[impl])
+        for other in OTHERS:
+            entry[f"agilerpc/{other}"] = medianOrNone(
+                pairedRatios(perRepeat["agilerpc"], perRepeat[other])
+            )
+        entry["per_repeat"] = perRepeat
+        table.append(entry)
     return table
 
 
@@ -604,12 +690,26 @@ def targets(runs: dict[str, Any], reap: dict[str, Any]) -> list[dict[str, Any]]:
     )
     rows.append(
         (
+            "A' blocking sequential calls/s vs agileutil",
+            f"≥ 1.05{X} agileutil's client and server",
+            _atLeast(paired("blocking", "calls_per_s", "agileutil"), 1.05),
+        )
+    )
+    rows.append(
+        (
             "B calls/s (100 in flight)",
-            f"≥ 0.85{X} bare, ≥ 4{X} AMP",
+            f"≥ 0.9{X} bare, ≥ 4{X} AMP",
             _combine(
-                _atLeast(paired("pipe", "calls_per_s", "bare"), 0.85),
+                _atLeast(paired("pipe", "calls_per_s", "bare"), 0.9),
                 _atLeast(paired("pipe", "calls_per_s", "amp"), 4.0),
             ),
+        )
+    )
+    rows.append(
+        (
+            f"B calls/s, 8 threads {X} blocking client, vs agileutil",
+            f"≥ 1.0{X} agileutil's client and server",
+            _atLeast(paired("threads", "calls_per_s", "agileutil"), 1.0),
         )
     )
     rows.append(
@@ -635,10 +735,10 @@ def targets(runs: dict[str, Any], reap: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append(
         (
             "D",
-            "≤ 2.0 KiB per idle connection",
+            "≤ 1.6 KiB per idle connection",
             _atMost(
                 medianOrNone(values(runs, "idle", "agilerpc", "kib_per_conn")),
-                2.0,
+                1.6,
                 " KiB",
             ),
         )
@@ -646,10 +746,22 @@ def targets(runs: dict[str, Any], reap: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append(
         (
             "E",
-            f"server CPU per call ≤ 1.15{X} bare",
-            _atMost(paired("pipe", "server_cpu_us_per_call", "bare"), 1.15),
+            f"server CPU per call ≤ 1.1{X} bare",
+            _atMost(paired("pipe", "server_cpu_us_per_call", "bare"), 1.1),
         )
     )
+    for figure, key, target in (
+        ("A calls/s vs grpcio", "seq", 5.0),
+        ("B calls/s (100 in flight) vs grpcio", "pipe", 10.0),
+        ("C 64 KiB calls/s vs grpcio", "echo64k", 2.5),
+    ):
+        rows.append(
+            (
+                figure,
+                f"≥ {target:g}{X} grpcio",
+                _atLeast(paired(key, "calls_per_s", "grpcio"), target),
+            )
+        )
     rows.append(
         (
             "F",
@@ -708,9 +820,10 @@ def _ratioCell(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}{X}"
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
     """
-    The report as the markdown of C{RESULTS.md}.
+    The report as the markdown of C{RESULTS.md}; with the C{plots} written
+    beside it (paths relative to it) shown after the table.
     """
     m = report["machine"]
     config = report["config"]
@@ -734,19 +847,32 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Server and client are separate processes on 127.0.0.1.  agilerpc runs as"
         " `twistd -n agilerpc --module rpchandlers`; bare is `bench/bare.py`"
-        " (Int32StringReceiver + msgpack); AMP is `bench/amp.py`.  All set"
-        " TCP_NODELAY on both sides.  A and B call `add(1, 2)`; C echoes bytes.",
+        " (Int32StringReceiver + msgpack); AMP is `bench/amp.py`.  These three"
+        " set TCP_NODELAY on both sides, as grpcio does and asyncio under"
+        " agileutil's server; agileutil's client does not, and writes each call"
+        " at once.  agileutil is agileutil"
+        f" {m.get('agileutil') or '(not installed)'}'s own"
+        " `TcpRpcServer` (`bench/agileutilserver.py`) and `TcpRpcClient`;"
+        f" grpcio is grpcio {m.get('grpcio') or '(not installed)'}'s"
+        f" {m.get('grpcio_server', 'sync')} server with generic handlers of"
+        " msgpack bytes (`bench/grpcserver.py`) and a channel's unary callables."
+        "  A and B call `add(1, 2)`; C echoes bytes.",
         "",
-        "| figure | agilerpc | bare | AMP | agilerpc/bare | agilerpc/AMP |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| figure | "
+        + " | ".join(NAMES[impl] for impl in IMPLS)
+        + " | "
+        + " | ".join(f"agilerpc/{NAMES[other]}" for other in OTHERS)
+        + " |",
+        "|---|" + "---:|" * (len(IMPLS) + len(OTHERS)),
     ]
     for row in report["table"]:
         fmt = row["format"]
-        out.append(
-            f"| {row['figure']} | {_cell(row['agilerpc'], fmt)} | {_cell(row['bare'], fmt)}"
-            f" | {_cell(row['amp'], fmt)} | {_ratioCell(row['agilerpc/bare'])}"
-            f" | {_ratioCell(row['agilerpc/amp'])} |"
-        )
+        cells = [_cell(row.get(impl), fmt) for impl in IMPLS]
+        cells += [_ratioCell(row.get(f"agilerpc/{other}")) for other in OTHERS]
+        out.append(f"| {row['figure']} | " + " | ".join(cells) + " |")
+    for plot in plots or ():
+        title = plotting.TITLES.get(os.path.basename(plot), plot)
+        out += ["", f"![{title}]({plot})"]
     out += [
         "",
         f"C is {config['echo64k']['size']:,} bytes, except AMP: {AMP_MAX_VALUE:,} bytes, the"
@@ -756,7 +882,14 @@ def markdown(report: dict[str, Any]) -> str:
         " server process's CPU time over the timed calls, divided by the calls:"
         " from /proc/PID/task/*/schedstat (ns), which is the same user+sys time as"
         " /proc/PID/stat without its 10 ms ticks.  A' and the 8-thread row"
-        " have no AMP figure: AMP has no blocking client.  The 8-connection B"
+        " have no AMP figure: AMP has no blocking client.  agileutil has only a"
+        " blocking client: its figures are in the blocking rows (A', the"
+        " 8 threads, C with the blocking client), D and E; the agilerpc column"
+        " of those rows is agilerpc's `TcpRpcClient` (agileutil's API) against"
+        " `twistd agilerpc`.  agileutil compresses frames over 4 KiB with lz4:"
+        " every echo sends pseudo-random bytes, which it cannot shrink.  grpcio's"
+        f" B keeps {config['pipe']['inflight']} calls in flight with `.future()`"
+        " on one channel.  The 8-connection B"
         " rows spread the 100 calls in flight round-robin over 8 connections of"
         " one client process; with `--workers 2` the kernel hands each connection"
         " to the parent or the worker, and the client (one process) shares the"
@@ -858,6 +991,31 @@ def run(
     }
 
 
+def render(report: dict[str, Any], directory: str, log: Callable[[str], None]) -> str:
+    """
+    Write C{RESULTS.md} and the plots of L{bench.plots} into C{directory}
+    from C{report}; the markdown.  Without matplotlib, say so through
+    C{log} and write RESULTS.md without plots.
+    """
+    os.makedirs(directory, exist_ok=True)
+    try:
+        written = plotting.writePlots(report, directory)
+    except ImportError as e:
+        written = []
+        log(
+            f"no plots: matplotlib is not installed ({e}); pip install"
+            " matplotlib, or the bench extra (pip install -e '.[bench]')."
+            "  RESULTS.md is written without them."
+        )
+    else:
+        log("wrote " + ", ".join(os.path.join(directory, p) for p in written))
+    text = markdown(report, written)
+    with open(os.path.join(directory, "RESULTS.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    log(f"wrote {os.path.join(directory, 'RESULTS.md')}")
+    return text
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -874,7 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--output",
-        help="directory for RESULTS.md and results.json (default: bench/, or"
+        help="directory for RESULTS.md, results.json and plots/ (default: bench/, or"
         " nowhere with --quick)",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the profiles")
@@ -886,17 +1044,15 @@ def main(argv: list[str] | None = None) -> int:
         " (after editing bench/NOTES.md, say)",
     )
     options = parser.parse_args(argv)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
     if options.render is not None:
         with open(options.render, encoding="utf-8") as f:
             report = json.load(f)
-        text = markdown(report)
-        target = os.path.join(
-            options.output or os.path.dirname(os.path.abspath(options.render)),
-            "RESULTS.md",
-        )
-        with open(target, "w", encoding="utf-8") as f:
-            f.write(text)
-        print(text)
+        directory = options.output or os.path.dirname(os.path.abspath(options.render))
+        print(render(report, directory, log))
         return 0
     config = json.loads(json.dumps(QUICK if options.quick else FULL))
     if options.repeats is not None:
@@ -907,24 +1063,20 @@ def main(argv: list[str] | None = None) -> int:
     if output is None and not options.quick:
         output = procs.BENCH_DIR
     signal.signal(signal.SIGTERM, _terminate)
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
     try:
         report = run(
             config, options.quick, not options.no_profile, not options.no_reap, log
         )
     finally:
         procs.killAll()
-    text = markdown(report)
-    if output is not None:
+    if output is None:
+        text = markdown(report)
+    else:
         os.makedirs(output, exist_ok=True)
-        with open(os.path.join(output, "RESULTS.md"), "w", encoding="utf-8") as f:
-            f.write(text)
         with open(os.path.join(output, "results.json"), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1)
             f.write("\n")
-        log(f"wrote {output}/RESULTS.md and results.json")
+        log(f"wrote {output}/results.json")
+        text = render(report, output, log)
     print(text)
     return 1 if report["errors"] else 0

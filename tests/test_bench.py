@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from typing import Any
+from unittest import SkipTest, mock
 
 import msgpack
 from twisted.internet.defer import Deferred
@@ -24,7 +25,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from bench import client as benchClient
-from bench import procs, run, streams
+from bench import plots, procs, run, streams
 from bench.amp import Add, BenchAMP, Echo
 from bench.bare import (
     BareBlockingClient,
@@ -341,10 +342,16 @@ class LoopTests(SynchronousTestCase):
         self.failureResultOf(d, ValueError)
 
 
-def _runs(agilerpc: float, bare: float, amp: float | None) -> dict[str, Any]:
+def _runs(
+    agilerpc: float,
+    bare: float,
+    amp: float | None,
+    agileutil: float | None = None,
+    grpcio: float | None = None,
+) -> dict[str, Any]:
     """
     Results of one fake repeat where every figure of each implementation is
-    the given number.
+    the given number (agileutil and grpcio absent unless given).
     """
     metrics = [
         "calls_per_s",
@@ -357,7 +364,15 @@ def _runs(agilerpc: float, bare: float, amp: float | None) -> dict[str, Any]:
     runs: dict[str, Any] = {}
     for scenario in run.SCENARIOS:
         runs[scenario.key] = {}
-        for impl, value in (("agilerpc", agilerpc), ("bare", bare), ("amp", amp)):
+        for impl, value in (
+            ("agilerpc", agilerpc),
+            ("bare", bare),
+            ("amp", amp),
+            ("agileutil", agileutil),
+            ("grpcio", grpcio),
+        ):
+            if impl in ("agileutil", "grpcio") and value is None:
+                continue
             if impl in scenario.impls:
                 runs[scenario.key][impl] = [
                     None if value is None else dict.fromkeys(metrics, value)
@@ -426,7 +441,7 @@ class ReportTests(SynchronousTestCase):
         With agilerpc far ahead on every figure where higher is better and
         ahead on memory and CPU too, the speed targets are met.
         """
-        runs = _runs(agilerpc=10.0, bare=5.0, amp=1.0)
+        runs = _runs(agilerpc=10.0, bare=5.0, amp=1.0, agileutil=1.0, grpcio=1.0)
         reap = {
             "conns_wanted": 10,
             "peak_held": 10,
@@ -447,11 +462,18 @@ class ReportTests(SynchronousTestCase):
                 # seqMeta has the same figures as seq: 1.0x.
                 "A with metadata": True,
                 "A' blocking sequential calls/s": True,
+                "A' blocking sequential calls/s vs agileutil": True,
                 "B calls/s (100 in flight)": True,
+                "B calls/s, 8 threads \N{MULTIPLICATION SIGN} blocking client,"
+                " vs agileutil": True,
                 "C 64 KiB calls/s": True,
                 "C-large": True,
                 "D": False,
                 "E": False,
+                "A calls/s vs grpcio": True,
+                # 10 against 1 is exactly the 10x target.
+                "B calls/s (100 in flight) vs grpcio": True,
+                "C 64 KiB calls/s vs grpcio": True,
                 "F": True,
             },
         )
@@ -631,7 +653,7 @@ class QuickRunTests(SynchronousTestCase):
         for row in report["table"]:
             self.assertIsNotNone(row["agilerpc"], row["figure"])
             self.assertIn(row["figure"], markdown)
-        self.assertEqual(len(report["targets"]), 10)
+        self.assertEqual(len(report["targets"]), 15)
         for target in report["targets"]:
             self.assertIn(target["met"], (True, False), target)
         reap = report["reap"]
@@ -641,6 +663,17 @@ class QuickRunTests(SynchronousTestCase):
         self.assertIn("_server.py", report["profiles"]["pipe"]["server"])
         for key in ("cores", "python", "twisted", "msgpack"):
             self.assertIn(key, report["machine"])
+        table = {row["scenario"] + " " + row["metric"]: row for row in report["table"]}
+        for peer, key in (
+            ("agileutil", "blocking calls_per_s"),
+            ("grpcio", "pipe calls_per_s"),
+        ):
+            if peer in run.available():
+                self.assertIsNotNone(table[key][f"agilerpc/{peer}"], peer)
+        if _hasMatplotlib():
+            for plot in (plots.RATIOS, plots.LATENCY):
+                self.assertTrue(os.path.exists(os.path.join(output, plot)), plot)
+                self.assertIn(f"]({plot})", markdown)
         # "Under a minute" on an idle machine; the bound leaves room for a
         # busy one.
         self.assertLess(elapsed, 120)
@@ -727,3 +760,305 @@ class StreamsTests(SynchronousTestCase):
             self.assertEqual(len(report[kind]["seconds"]), 1)
             self.assertGreater(report[kind]["items/s"], 0)
         self.assertGreater(report["agilerpc/pushbare"], 0)
+
+
+def _hasMatplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def _peerRuns() -> dict[str, Any]:
+    """
+    Three fake repeats with agileutil and grpcio figures: agilerpc's
+    blocking client at 9, 10, 12 calls/s against agileutil's 10 in each
+    (ratios 0.9, 1.0, 1.2: median 1.0); agilerpc's Deferred client at 30
+    calls/s against grpcio's 10, 5, 6 (ratios 3, 6, 5: median 5).
+    """
+    runs = _runs(agilerpc=10.0, bare=5.0, amp=1.0, agileutil=10.0, grpcio=2.0)
+    runs["blocking"]["agilerpc"] = [{"calls_per_s": v} for v in (9.0, 10.0, 12.0)]
+    runs["blocking"]["agileutil"] = [{"calls_per_s": 10.0}] * 3
+    runs["seq"]["agilerpc"] = [{"calls_per_s": 30.0, "p50_us": 100.0}] * 3
+    runs["seq"]["grpcio"] = [{"calls_per_s": v} for v in (10.0, 5.0, 6.0)]
+    return runs
+
+
+def _report(runs: dict[str, Any]) -> dict[str, Any]:
+    """
+    A report of C{runs} as L{run.run} builds it, with made-up machine facts.
+    """
+    machine = {
+        "date": "2026-01-01 00:00 UTC",
+        "cores": 2,
+        "usable_cores": 2,
+        "cpu": "test",
+        "platform": "test",
+        "python": "3.x",
+        "implementation": "CPython",
+        "twisted": "x",
+        "msgpack": "x",
+        "agilerpc": "x",
+        "agilerpc_path": "/x",
+        "load_average_start": [0.0, 0.0, 0.0],
+        "load_average_end": [0.0, 0.0, 0.0],
+        "agileutil": "0.0.26",
+        "grpcio": "1.0",
+        "grpcio_server": "sync",
+    }
+    return {
+        "quick": False,
+        "config": run.FULL,
+        "machine": machine,
+        "runs": runs,
+        "errors": [],
+        "table": run.summarize(runs),
+        "targets": run.targets(runs, {}),
+        "reap": {},
+        "profiles": {},
+        "elapsed_s": 1.0,
+    }
+
+
+class PeerReportTests(SynchronousTestCase):
+    """
+    The agileutil and grpcio columns, ratios and targets of the report,
+    from synthetic results.
+    """
+
+    def test_peerRatiosPairedWithinRepeat(self) -> None:
+        """
+        agilerpc/agileutil and agilerpc/grpcio are medians of the ratios
+        within each repeat, like agilerpc/bare.
+        """
+        table = {
+            r["scenario"] + " " + r["metric"]: r for r in run.summarize(_peerRuns())
+        }
+        blocking = table["blocking calls_per_s"]
+        self.assertEqual(blocking["agileutil"], 10.0)
+        self.assertEqual(blocking["agilerpc/agileutil"], 1.0)
+        self.assertIsNone(blocking["grpcio"])
+        self.assertIsNone(blocking["agilerpc/grpcio"])
+        seq = table["seq calls_per_s"]
+        self.assertEqual(seq["grpcio"], 6.0)
+        # The ratio of the medians would be 30 / 6 = 5 too; the paired
+        # ratios 3, 6 and 5 have the median 5.
+        self.assertEqual(seq["agilerpc/grpcio"], 5.0)
+        self.assertIsNone(seq["agileutil"])
+
+    def test_peerTargets(self) -> None:
+        """
+        The agileutil and grpcio targets are judged on the paired ratios,
+        and a miss says by how much.
+        """
+        targets = {t["figure"]: t for t in run.targets(_peerRuns(), {})}
+        mark = "\N{MULTIPLICATION SIGN}"
+        blocking = targets["A' blocking sequential calls/s vs agileutil"]
+        self.assertFalse(blocking["met"])
+        self.assertEqual(
+            blocking["measured"], f"1.00{mark} (target ≥ 1.05{mark}): missed by 5%"
+        )
+        self.assertTrue(targets["A calls/s vs grpcio"]["met"])
+        # 10 against 2 in the one repeat of B: 5x, half the 10x target.
+        grpcB = targets["B calls/s (100 in flight) vs grpcio"]
+        self.assertFalse(grpcB["met"])
+        self.assertTrue(grpcB["measured"].endswith("missed by 50%"), grpcB)
+        self.assertEqual(
+            targets["B calls/s, 8 threads " + mark + " blocking client, vs agileutil"][
+                "met"
+            ],
+            True,
+        )
+
+    def test_newTargetsReplaceOlder(self) -> None:
+        """
+        D is judged against 1.6 KiB, E against 1.1x bare and B against 0.9x
+        bare: 1.7 KiB, 1.12x and 0.88x, which met the older targets, miss.
+        """
+        runs = _runs(agilerpc=1.0, bare=1.0, amp=0.1)
+        runs["idle"]["agilerpc"] = [{"kib_per_conn": 1.7}]
+        runs["pipe"]["agilerpc"] = [
+            {"calls_per_s": 0.88, "server_cpu_us_per_call": 1.12}
+        ]
+        targets = {t["figure"]: t for t in run.targets(runs, {})}
+        self.assertFalse(targets["D"]["met"])
+        self.assertIn("1.6 KiB", targets["D"]["target"])
+        self.assertFalse(targets["E"]["met"])
+        self.assertFalse(targets["B calls/s (100 in flight)"]["met"])
+
+    def test_peersMissingNotJudged(self) -> None:
+        """
+        Without agileutil and grpcio figures their targets are not judged,
+        and the others still are.
+        """
+        targets = {t["figure"]: t["met"] for t in run.targets(_runs(10, 5, 1), {})}
+        self.assertIsNone(targets["A calls/s vs grpcio"])
+        self.assertIsNone(targets["A' blocking sequential calls/s vs agileutil"])
+        self.assertTrue(targets["A calls/s"])
+
+    def test_availableLeavesOutMissingPeers(self) -> None:
+        """
+        A peer whose package cannot be imported is left out of the run;
+        agilerpc, bare and AMP never are.
+        """
+        with mock.patch.dict(sys.modules, {"grpc": None}):
+            found = run.available()
+        self.assertNotIn("grpcio", found)
+        self.assertEqual(found[:3], ("agilerpc", "bare", "amp"))
+
+    def test_markdownPeerColumns(self) -> None:
+        """
+        RESULTS.md has a column for each system and for each ratio, and the
+        peer targets in its Targets table.
+        """
+        text = run.markdown(_report(_peerRuns()))
+        self.assertIn(
+            "| figure | agilerpc | bare | AMP | agileutil | grpcio | agilerpc/bare"
+            " | agilerpc/AMP | agilerpc/agileutil | agilerpc/grpcio |",
+            text,
+        )
+        mark = "\N{MULTIPLICATION SIGN}"
+        # bare has one repeat: agilerpc/bare pairs it with agilerpc's first, 9.
+        self.assertIn(
+            "| A' sequential calls/s (blocking client) | 10 | 5 | n/a | 10 | n/a"
+            f" | 1.80{mark} | n/a | 1.00{mark} | n/a |",
+            text,
+        )
+        self.assertIn(
+            "| A' blocking sequential calls/s vs agileutil |"
+            f" ≥ 1.05{mark} agileutil's client and server | **missed** |",
+            text,
+        )
+        self.assertIn("grpcio 1.0's sync server", text)
+        self.assertNotIn("![", text)
+
+    def test_markdownOfAnOlderReport(self) -> None:
+        """
+        A results.json written before the peers existed still renders, with
+        n/a in their columns.
+        """
+        report = _report(_runs(agilerpc=10.0, bare=5.0, amp=1.0))
+        for row in report["table"]:
+            for key in ("agileutil", "grpcio", "agilerpc/agileutil", "agilerpc/grpcio"):
+                del row[key]
+        del report["machine"]["grpcio"]
+        text = run.markdown(report)
+        self.assertIn("| 10 | 5 | 1 | n/a | n/a | 2.00", text)
+
+
+class PlotTests(SynchronousTestCase):
+    """
+    The charts of L{bench.plots}, and L{run.render} which writes them beside
+    RESULTS.md.
+    """
+
+    def setUp(self) -> None:
+        self.report = _report(_peerRuns())
+        self.directory = self.mktemp()
+        self.logged: list[str] = []
+
+    def requireMatplotlib(self) -> None:
+        if not _hasMatplotlib():
+            raise SkipTest("matplotlib is not installed")
+
+    def test_renderWritesCharts(self) -> None:
+        """
+        C{render} writes the two SVG charts at their stable paths (the
+        figures' labels as text, no date) and RESULTS.md showing them; the
+        same report drawn again gives byte-identical files.
+        """
+        self.requireMatplotlib()
+        text = run.render(self.report, self.directory, self.logged.append)
+        with open(os.path.join(self.directory, "RESULTS.md"), encoding="utf-8") as f:
+            self.assertEqual(f.read(), text)
+        self.assertIn("](plots/ratios.svg)", text)
+        self.assertIn("](plots/latency.svg)", text)
+        with open(os.path.join(self.directory, plots.RATIOS), encoding="utf-8") as f:
+            ratios = f.read()
+        self.assertTrue(ratios.startswith("<?xml"))
+        self.assertIn("agilerpc / grpcio", ratios)
+        self.assertIn("A' sequential calls/s (blocking client)", ratios)
+        self.assertNotIn("<dc:date>", ratios)
+        with open(os.path.join(self.directory, plots.LATENCY), encoding="utf-8") as f:
+            self.assertIn("blocking clients", f.read())
+        other = self.mktemp()
+        self.assertEqual(
+            plots.writePlots(self.report, other), [plots.RATIOS, plots.LATENCY]
+        )
+        for plot in (plots.RATIOS, plots.LATENCY):
+            with open(os.path.join(self.directory, plot), "rb") as f:
+                first = f.read()
+            with open(os.path.join(other, plot), "rb") as f:
+                self.assertEqual(f.read(), first, plot)
+
+    def test_renderWithoutMatplotlib(self) -> None:
+        """
+        Without matplotlib, C{render} says so and still writes RESULTS.md,
+        without charts.
+        """
+        with mock.patch.dict(sys.modules, {"matplotlib": None}):
+            text = run.render(self.report, self.directory, self.logged.append)
+        self.assertTrue(os.path.exists(os.path.join(self.directory, "RESULTS.md")))
+        self.assertNotIn("![", text)
+        self.assertIn("matplotlib is not installed", self.logged[0])
+        self.assertFalse(os.path.exists(os.path.join(self.directory, plots.RATIOS)))
+
+
+class PeerSmokeTests(SynchronousTestCase):
+    """
+    agileutil's and grpcio's servers, started as the benchmark starts them,
+    answer the benchmark's client scenarios for them on 127.0.0.1 (skipped
+    where the package is not installed).
+    """
+
+    def start(self, kind: str) -> procs.Server:
+        if kind not in run.available():
+            raise SkipTest(f"{kind} is not installed")
+        server = procs.startServer(kind, timeout=30)
+        self.addCleanup(_stopServer, server)
+        return server
+
+    def spec(self, server: procs.Server, **fields: Any) -> dict[str, Any]:
+        spec = {
+            "impl": server.kind,
+            "host": "127.0.0.1",
+            "port": server.port,
+            "serverPid": server.pid,
+            "timeout": 30,
+        }
+        spec.update(fields)
+        return spec
+
+    def check(self, server: procs.Server, scenarios: list[dict[str, Any]]) -> None:
+        for fields in scenarios:
+            result = run.runClient(self.spec(server, **fields), 60)
+            self.assertEqual(result["n"], fields["n"], fields)
+            self.assertGreater(result["calls_per_s"], 0, fields)
+            self.assertGreaterEqual(result["server_cpu_us_per_call"], 0, fields)
+
+    def test_agileutil(self) -> None:
+        """
+        agileutil's client and server: sequential adds, and 64 KiB echoes
+        (which it compresses) checked by the client.  (Its D runs in the
+        quick run.)
+        """
+        self.check(
+            self.start("agileutil"),
+            [
+                {"scenario": "blocking", "n": 20, "warmup": 2},
+                {"scenario": "blocking", "n": 3, "size": 65536},
+            ],
+        )
+
+    def test_grpcio(self) -> None:
+        """
+        grpcio's channel and server: sequential adds, calls in flight, and
+        64 KiB echoes checked by the client.  (Its D runs in the quick run.)
+        """
+        self.check(
+            self.start("grpcio"),
+            [
+                {"scenario": "seq", "n": 20, "warmup": 2},
+                {"scenario": "pipe", "n": 200, "warmup": 20, "inflight": 20},
+                {"scenario": "echo", "n": 3, "size": 65536},
+            ],
+        )
