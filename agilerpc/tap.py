@@ -1,6 +1,6 @@
 """
 The C{twistd agilerpc} plugin: command-line options and the service they
-make.
+make::
 
     twistd -n agilerpc --port 9988 --keepalive 75 --module yourpkg.handlers
 
