@@ -1,5 +1,2 @@
+#: This version of agilerpc (the server's hello says C{"agilerpc/VERSION"}).
 __version__ = "0.1.0"
-"""
-This version of agilerpc, as a string: the one the server's hello sends
-(C{"agilerpc/" + __version__}).
-"""
