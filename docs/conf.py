@@ -43,6 +43,8 @@ exclude_patterns = ["_build", "examples", "PROTOCOL.md", "DEPLOY.md"]
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 4
+# Option names in prose (--keepalive, mypy --strict) stay as typed.
+smartquotes = False
 
 html_theme = "furo"
 html_title = f"agilerpc {release}"
