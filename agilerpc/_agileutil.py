@@ -1,5 +1,5 @@
 """
-C{TcpRpcServer}: the server API of agileutil's TCP RPC, on Twisted.
+C{TcpRpcServer}: the server API of agileutil's TCP RPC, on Twisted::
 
     server = TcpRpcServer('0.0.0.0', 9988)
     server.setKeepaliveTimeout(10)

@@ -1,12 +1,12 @@
 """
 C{TcpRpcClient}: a blocking client on plain sockets, with the call API of
-agileutil's TCP RPC client.
+agileutil's TCP RPC client::
 
     from agilerpc import TcpRpcClient
     cli = TcpRpcClient('127.0.0.1', 9988, timeout=2)
     resp = cli.call(func='sayHello', args=('zhangsan',))
 
-With several servers (agileutil's C{servers=[...]}) it fails over:
+With several servers (agileutil's C{servers=[...]}) it fails over::
 
     cli = TcpRpcClient(servers=["10.0.0.1:9988", "10.0.0.2:9988"], timeout=2)
 

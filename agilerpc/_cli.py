@@ -1,5 +1,5 @@
 """
-The C{agilerpc} command line: call a method, or list what a server serves.
+The C{agilerpc} command line: call a method, or list what a server serves::
 
     agilerpc call 127.0.0.1:9988 sayHello zhangsan
     agilerpc call 127.0.0.1:9988 add 1 2

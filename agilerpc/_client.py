@@ -986,8 +986,9 @@ class RpcClient:
         """
         Call C{method} on the server.
 
-        @return: a L{Deferred} that fires with the result, or fails with a
-            L{RemoteError} (e.g. L{MethodNotFound}: the server's answer), or a
+        @return: a L{Deferred <twisted.internet.defer.Deferred>} that
+            fires with the result, or fails with a L{RemoteError} (e.g.
+            L{MethodNotFound}: the server's answer), or a
             L{LocalError}: L{CallLost} (it may have run), L{ClientClosed},
             L{QueueFull} or L{RequestTooLarge} (it was not sent),
             L{CallTimeout}, L{InvalidResponse}, L{TLSRefused} or
@@ -1175,7 +1176,8 @@ class RpcClient:
         With several endpoints, the description of the server that answers
         is kept: they are meant to serve the same methods.
 
-        @return: a L{Deferred} of C{system.describe}'s result.
+        @return: a L{Deferred <twisted.internet.defer.Deferred>} of
+            C{system.describe}'s result.
         """
         d = self._callWith(CallOptions(idempotent=True), "system.describe", (), {})
         return d.addCallback(self._learn)

@@ -21,20 +21,22 @@ class RpcStream:
     """
     The items of a stream call, in order, then its end.
 
-    Take them with L{next} (a L{Deferred} of the next item), or as an async
-    iterator::
+    Take them with L{next} (a
+    L{Deferred <twisted.internet.defer.Deferred>} of the next item), or as
+    an async iterator::
 
         async for item in client.callStream("ticks", 5, 0.1):
             ...
 
     or have each handed to a function as it arrives, which costs no
-    L{Deferred} per item (the fast way for many small items)::
+    L{Deferred <twisted.internet.defer.Deferred>} per item (the fast way for
+    many small items)::
 
         d = stream.consume(rows.append)     # fires with the result at the end
 
-    As an L{IPushProducer}, it stops taking items (and so stops the server,
-    once the window is used) on L{pauseProducing}, until
-    L{resumeProducing}; L{stopProducing} cancels it.
+    As an L{IPushProducer <twisted.internet.interfaces.IPushProducer>}, it
+    stops taking items (and so stops the server, once the window is used) on
+    L{pauseProducing}, until L{resumeProducing}; L{stopProducing} cancels it.
 
     The server sends no more items than the stream's window ahead of what
     was taken: a consumer that stops taking holds the server's memory for
@@ -79,12 +81,14 @@ class RpcStream:
         """
         The next item.
 
-        @return: a L{Deferred} that fires with the next item, or fails with
-            L{StopAsyncIteration} after the last one, or with the stream's
-            error (a L{RemoteError}, L{CallLost} when its connection was lost
-            mid-stream, L{CancelledError} once cancelled) after the items
-            that came before it.  Cancelling that Deferred cancels the
-            stream.
+        @return: a L{Deferred <twisted.internet.defer.Deferred>} that
+            fires with the next item, or fails with L{StopAsyncIteration}
+            after the last one, or with the stream's error (a
+            L{RemoteError}, L{CallLost} when its connection was lost
+            mid-stream,
+            L{CancelledError <twisted.internet.defer.CancelledError>} once
+            cancelled) after the items that came before it.  Cancelling that
+            Deferred cancels the stream.
         @raise RuntimeError: if the previous L{next} has not fired yet.
         """
         if self._waiting is not None:
@@ -106,10 +110,11 @@ class RpcStream:
         Hand every item, in order, to C{consumer} as it arrives (those that
         came already first), in the reactor thread.
 
-        @return: a L{Deferred} that fires with the stream's result after the
-            last item, or fails with its error; cancelling it cancels the
-            stream.  An exception C{consumer} raises cancels the stream and
-            fails the L{Deferred} with it.
+        @return: a L{Deferred <twisted.internet.defer.Deferred>} that
+            fires with the stream's result after the last item, or fails with
+            its error; cancelling it cancels the stream.  An exception
+            C{consumer} raises cancels the stream and fails the Deferred with
+            it.
         @raise RuntimeError: if the stream is already being consumed, or a
             L{next} waits.
         """
@@ -179,7 +184,7 @@ class RpcStream:
         """
         Stop the stream: the server is told and closes the handler's
         generator; items not taken yet are dropped, and L{next} fails with
-        L{CancelledError}.
+        L{CancelledError <twisted.internet.defer.CancelledError>}.
         """
         if self.ended:
             return

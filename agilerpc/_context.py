@@ -84,9 +84,10 @@ def currentCall() -> CallContext:
     It is there in the handler's body, in the coroutines and
     C{inlineCallbacks} generators it runs (across every C{await} and
     C{yield}), in a thread handler's thread, and in a stream's generator.
-    A callback added to a plain L{Deferred} runs when that Deferred fires,
-    outside the handler: read C{currentCall()} in the handler and use what
-    it returned there.
+    A callback added to a plain
+    L{Deferred <twisted.internet.defer.Deferred>} runs when that Deferred
+    fires, outside the handler: read C{currentCall()} in the handler and use
+    what it returned there.
 
     @raise LookupError: outside a handler.
     """

@@ -1,5 +1,5 @@
 """
-JSON logs: a log observer factory for twistd's C{--logger} option.
+JSON logs: a log observer factory for twistd's C{--logger} option::
 
     twistd -n --logger agilerpc.jsonLogObserver agilerpc --port 9988
 

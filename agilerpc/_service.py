@@ -24,8 +24,10 @@ class RpcService(MultiService):
 
     With C{tls} (server TLS options, such as a
     L{twisted.internet.ssl.CertificateOptions}), every endpoint serves TLS:
-    the factory is wrapped in a L{TLSMemoryBIOFactory}.  (Endpoints that do
-    TLS themselves, like strports' C{ssl:}, need no C{tls}.)
+    the factory is wrapped in a
+    L{TLSMemoryBIOFactory <twisted.protocols.tls.TLSMemoryBIOFactory>}.
+    (Endpoints that do TLS themselves, like strports' C{ssl:}, need no
+    C{tls}.)
 
     @ivar listeningFactory: the factory the endpoints listen with: C{factory}
         itself, or its TLS wrapper.

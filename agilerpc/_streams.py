@@ -51,11 +51,12 @@ class Stream:
     A stream a handler feeds by hand: it returns one, then L{write}s items to
     it and L{finish}es it (or L{fail}s it) once.  For a source that pushes,
     such as a file being read or a subscription, register it as the
-    stream's L{IPushProducer}: it is paused while the stream holds
-    C{highWater} items it could not send yet (the caller's credit is used
-    up, or the connection's send buffer is full), and resumed when they have
-    gone.  When the caller cancels or goes away the producer is stopped and
-    L{cancelled} becomes true; later writes are dropped.
+    stream's L{IPushProducer <twisted.internet.interfaces.IPushProducer>}:
+    it is paused while the stream holds C{highWater} items it could not send
+    yet (the caller's credit is used up, or the connection's send buffer is
+    full), and resumed when they have gone.  When the caller cancels or goes
+    away the producer is stopped and L{cancelled} becomes true; later writes
+    are dropped.  A producer streaming a file's lines::
 
         @rpc
         def lines(path):
@@ -85,7 +86,9 @@ class Stream:
         Pause and resume C{producer} as the stream fills and drains.
 
         @raise ValueError: for a pull producer (C{streaming} false): write
-            items from an L{IPushProducer}, or yield them from a generator.
+            items from an
+            L{IPushProducer <twisted.internet.interfaces.IPushProducer>}, or
+            yield them from a generator.
         """
         if not streaming or not IPushProducer.providedBy(producer):
             raise ValueError("a Stream takes push producers (streaming=True) only")

@@ -1,1 +1,2 @@
+#: This version of agilerpc (the server's hello says C{"agilerpc/VERSION"}).
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """
-The program a worker process of C{twistd agilerpc --workers N} runs:
+The program a worker process of C{twistd agilerpc --workers N} runs::
 
     python -m agilerpc._workerprocess --fds FD:FAMILY[,...] -- OPTIONS
 

@@ -1,5 +1,5 @@
 """
-Prometheus metrics of agilerpc servers and clients.
+Prometheus metrics of agilerpc servers and clients::
 
     from prometheus_client import REGISTRY
     from agilerpc.metrics import ClientCollector, ServerMetrics

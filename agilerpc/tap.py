@@ -1,6 +1,6 @@
 """
 The C{twistd agilerpc} plugin: command-line options and the service they
-make.
+make::
 
     twistd -n agilerpc --port 9988 --keepalive 75 --module yourpkg.handlers
 
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MODULE", "Options", "makeService"]
 
+#: The handlers module served when no C{--module} is given: the examples.
 DEFAULT_MODULE = "agilerpc.examples.hello"
 _DEFAULT_BACKLOG = 1024
 

@@ -1,6 +1,6 @@
 """
 Test helpers: an agilerpc server in memory, for testing code that uses
-L{agilerpc.RpcClient} without a network or real time.
+L{agilerpc.RpcClient} without a network or real time::
 
     from agilerpc import Registry, RpcClient
     from agilerpc.testing import MemoryServer
@@ -17,7 +17,7 @@ C{server.reactor} is a L{MemoryReactorClock}: give it to the client, advance
 time with C{server.reactor.advance(seconds)}, then L{MemoryServer.flush}.
 
 Several servers, for a client with several endpoints, share one reactor and
-each takes the connections made to its own port:
+each takes the connections made to its own port::
 
     one = MemoryServer(registry, port=9001)
     two = MemoryServer(registry, one.reactor, port=9002)

@@ -19,6 +19,8 @@ sys.path.insert(0, str(_docs / "_ext"))
 sys.path.insert(0, str(_root))
 
 import inventories  # noqa: E402
+from pygments.lexers.special import TextLexer  # noqa: E402
+from sphinx.application import Sphinx  # noqa: E402
 
 from agilerpc import __version__  # noqa: E402
 
@@ -32,6 +34,7 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.graphviz",
     "pydoctor.sphinx_ext.build_apidocs",
+    "apicoverage",
 ]
 
 root_doc = "index"
@@ -40,6 +43,8 @@ exclude_patterns = ["_build", "examples", "PROTOCOL.md", "DEPLOY.md"]
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 4
+# Option names in prose (--keepalive, mypy --strict) stay as typed.
+smartquotes = False
 
 html_theme = "furo"
 html_title = f"agilerpc {release}"
@@ -66,9 +71,17 @@ pydoctor_args = [
     "--docformat=epytext",
     "--privacy=HIDDEN:agilerpc._*",
     "--privacy=HIDDEN:agilerpc.examples",
+    # The glob above matches the package's own __version__ too.
+    "--privacy=PUBLIC:agilerpc.__version__",
     f"--intersphinx-file={_python.path}::{_python.url}",
     f"--intersphinx-file={_twisted.path}::{_twisted.url}",
     f"--project-base-dir={_root}",
     "--html-output={outdir}/api",
     str(_root / "agilerpc"),
 ]
+
+
+def setup(app: Sphinx) -> None:
+    # docs/PROTOCOL.md's worked example is a ```session block (tests/protocoldoc.py
+    # finds it by that name): shown as plain text.
+    app.add_lexer("session", TextLexer)

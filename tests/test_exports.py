@@ -4,7 +4,9 @@ is there, is the object it claims to be, and nothing else is promised.
 
 A refactor that moves an implementation between private modules must keep
 these names; one that drops or adds a public name must change this list,
-README.md and the change it ships with together.
+the guide (docs/guide/) and the changelog (docs/changelog.md) together.
+Each name is in the API reference (tests/test_docs.py checks its docstring;
+tox -e docs checks pydoctor's output).
 """
 
 from __future__ import annotations
