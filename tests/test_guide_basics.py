@@ -29,7 +29,7 @@ from twisted.trial.runner import TestLoader
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from agilerpc import Registry, RpcClient, RpcServerFactory
+from agilerpc import InvalidParams, Registry, RemoteError, RpcClient, RpcServerFactory
 from agilerpc.examples import hello
 
 from . import serverprocess
@@ -220,6 +220,8 @@ class HandlersTests(TestCase):
         digest = yield client.callRemote("digest", b"abc", 2)
         self.assertEqual(digest, kinds.digest(b"abc", 2))
         self.assertEqual(len(digest), 64)
+        # Arguments the signature cannot take are refused before it runs.
+        yield self.assertFailure(client.callRemote("add", 1), InvalidParams)
 
     @inlineCallbacks
     def test_errors(self) -> Any:
@@ -227,8 +229,6 @@ class HandlersTests(TestCase):
         C{withdraw} sends C{InvalidParams} and its own C{InsufficientFunds}
         with data; C{divide}'s exception arrives as its class name.
         """
-        from agilerpc import InvalidParams, RemoteError
-
         kinds = loadExample("handlers_kinds.py")
         client = self._client(_listen(self, Registry.fromModule(kinds)))
         self.assertEqual((yield client.callRemote("withdraw", 10, 3)), 7)
@@ -306,6 +306,22 @@ class ClientTests(TestCase):
         self.assertEqual(
             out.getvalue().splitlines(),
             ["hello zhangsan", "9900", "MethodNotFound no method named 'nope'"],
+        )
+
+    @inlineCallbacks
+    def test_basicScript(self) -> Any:
+        """
+        C{python client_basic.py PORT} runs the same program under
+        C{task.react}, and exits 0.
+        """
+        port = _listen(self, _helloRegistry())
+        done = yield deferToThread(
+            _run, sys.executable, str(examplePath("client_basic.py")), str(port)
+        )
+        self.assertEqual(
+            (done.returncode, done.stdout.splitlines()),
+            (0, ["hello zhangsan", "9900", "MethodNotFound no method named 'nope'"]),
+            done.stderr,
         )
 
     @inlineCallbacks

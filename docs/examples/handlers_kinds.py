@@ -49,6 +49,9 @@ def digest(data: bytes, rounds: int) -> str:
     return data.hex()
 
 
+# Errors: what the caller sees.
+
+
 @rpc
 def withdraw(balance: int, amount: int) -> int:
     """Errors: RpcError chooses what the caller sees."""
