@@ -187,10 +187,23 @@ class InstallTests(SynchronousTestCase):
         )
         added = _run(_command("agilerpc"), "call", address, "math.add", "1", "2")
         self.assertEqual((added.returncode, added.stdout), (0, "3\n"), added)
+        missing = _run(_command("agilerpc"), "call", address, "nope")
+        self.assertEqual(
+            (missing.returncode, missing.stderr),
+            (1, "agilerpc: MethodNotFound: no method named 'nope'\n"),
+            missing,
+        )
         methods = _run(_command("agilerpc"), "methods", address)
         self.assertEqual(methods.returncode, 0, methods)
-        self.assertIn("math.add", methods.stdout)
-        self.assertIn("sayHello", methods.stdout)
+        self.assertEqual(
+            methods.stdout.splitlines()[:4],
+            [
+                "math.add(a: int, b: int) -> int",
+                "    Add two integers.",
+                "sayHello(name: str) -> str",
+                "    Greet someone.",
+            ],
+        )
 
 
 class HandlersTests(TestCase):
