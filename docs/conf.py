@@ -60,8 +60,9 @@ intersphinx_mapping = {
     "python": (_python.url, str(_python.path)),
     "twisted": (_twisted.url, str(_twisted.path)),
 }
-intersphinx_disabled_reftypes = ["*"]
 intersphinx_timeout = 1
+# Every {py:...} reference must resolve: a typo or a renamed API fails the build.
+nitpicky = True
 
 # The API reference: pydoctor reads the epytext docstrings.
 pydoctor_url_path = "api/"
