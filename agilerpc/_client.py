@@ -615,6 +615,7 @@ class RpcClientFactory(ReconnectingClientFactory):
 
     protocol = RpcClientProtocol
     initialDelay = 0.1
+    delay = initialDelay
     maxDelay = 10.0  # type: ignore[assignment]
     noisy = False
 

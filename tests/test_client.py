@@ -30,7 +30,7 @@ from agilerpc import (
 from agilerpc._clientconnection import State
 from agilerpc.testing import MemoryServer
 
-from .clienthelpers import Handlers, nextRetryWait
+from .clienthelpers import RETRY_GROWS_FIRST, Handlers, nextRetryWait
 
 
 class ClientTestMixin:
@@ -316,6 +316,25 @@ class LossTests(ClientTestMixin, SynchronousTestCase):
         self.server.flush()
         self.assertEqual(self.successResultOf(d), 1)
         self.assertEqual(factory.delay, factory.initialDelay)
+
+    def test_firstRetryWaitsInitialDelay(self) -> None:
+        """
+        A client that has never connected retries its first failed attempt
+        after C{initialDelay} (0.1 s; times the factor on a Twisted whose
+        retry grows the delay first), not L{ReconnectingClientFactory}'s
+        class default of 1 s.
+        """
+        self.server.refusing = True
+        factory = self.client.factory
+        d = self.client.callRemote("run", 1)
+        self.server.flush()
+        self.assertEqual(self.server.attempts, 1)
+        expected = factory.initialDelay * (factory.factor if RETRY_GROWS_FIRST else 1)
+        self.server.refusing = False
+        self.server.reactor.advance(expected)
+        self.server.flush()
+        self.assertEqual(self.server.attempts, 2)
+        self.assertEqual(self.successResultOf(d), 1)
 
     def test_callFromErrbackReconnects(self) -> None:
         """
