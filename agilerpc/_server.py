@@ -35,6 +35,7 @@ from contextlib import contextmanager, suppress
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
@@ -192,6 +193,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         self.state = SERVING
         self._writePaused = False
         self._framesReceived = False
+        self._answered = False
+        self._descriptor: FileDescriptor | None = None
         self._frameCall: IDelayedCall | None = None
         # What this connection is charged in the factory's input budget: its
         # buffered input as of the end of the last chunk received.
@@ -246,6 +249,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.peer = self.connection.peer = self.transport.getPeer()
+        if isinstance(self.transport, FileDescriptor):
+            self._descriptor = self.transport
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             with suppress(OSError):  # e.g. a UNIX socket
@@ -467,6 +472,9 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
             self._frameEnded()
         if completed:
             self._framesReceived = False
+            if self._answered:
+                self._answered = False
+                self._sendAnswers()
             if not self.connection.outstanding:
                 # _idle, with its usual case first: the keepalive timer is
                 # armed (only ever while SERVING), restart it.
@@ -474,6 +482,32 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                     self.resetTimeout()  # type: ignore[no-untyped-call]
                 else:
                     self._idle()
+
+    def _sendAnswers(self) -> None:
+        """
+        Send the responses this chunk's requests were answered with now,
+        rather than on the reactor's next pass.
+
+        A reactor's TCP transport (a L{FileDescriptor}) only buffers in
+        C{write}, and sends in C{doWrite}, which the reactor calls once the
+        socket is writable: a whole pass of the event loop (its poll, its
+        timers) per answered chunk.  Its C{doWrite} is what that pass would
+        call; it is called here only in the state where that pass would do
+        nothing else: the transport still writing, neither closing nor paused
+        (then the pass also resumes a producer, or ends the connection, which
+        must not happen inside C{dataReceived}).  What it cannot send yet
+        stays buffered, and its errors are the reactor's to find on its pass,
+        as before.  Other transports (TLS, tests') are left to their own
+        schedule.
+        """
+        descriptor = self._descriptor
+        if (
+            descriptor is not None
+            and self.state < LINGERING
+            and not descriptor.disconnecting
+            and not descriptor.producerPaused
+        ):
+            descriptor.doWrite()
 
     def discardInput(self) -> None:
         FrameReceiver.discardInput(self)
@@ -627,6 +661,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 self.transport.write(packHeader(size) + payload)
             else:
                 writeFrame(self.transport, payload)
+            self._answered = True
             if self._writePaused:
                 self._unsentWritten(size + 4)
             return
@@ -1001,6 +1036,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
                 self.transport.write(packHeader(size) + payload)
             else:
                 writeFrame(self.transport, payload)
+            self._answered = True
             if self._writePaused:
                 self._unsentWritten(size + 4)
             if self._observer is not None:

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -257,6 +258,33 @@ class Connection:
         The connection is gone.
         """
         self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class DescriptorTransport(FileDescriptor):
+    """
+    A reactor's kind of transport (a L{FileDescriptor}) whose socket takes
+    everything at once: C{sent} holds each chunk its C{doWrite} sent, and
+    its reactor (a L{MemoryReactor}) whether it waits to write.
+    """
+
+    def __init__(self) -> None:
+        self.memoryReactor = MemoryReactor()
+        FileDescriptor.__init__(self, self.memoryReactor)
+        self.connected = 1
+        self.sent: list[bytes] = []
+
+    def writeSomeData(self, data: bytes) -> int:
+        self.sent.append(bytes(data))
+        return len(data)
+
+    def waitsToWrite(self) -> bool:
+        return self in self.memoryReactor.getWriters()
+
+    def getPeer(self) -> IPv4Address:
+        return PEER
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 9988)
 
 
 class RecordingPort:

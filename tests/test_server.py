@@ -28,6 +28,7 @@ from agilerpc import _wire as wire
 from agilerpc._server import RpcServerProtocol
 
 from .serverhelpers import (
+    DescriptorTransport,
     KEEPALIVE,
     LINGER,
     MAX_SIZE,
@@ -1490,6 +1491,73 @@ class ChunkingTests(ServerTestCase):
             for i in range(0, len(STREAM), size):
                 connection.sendBytes(STREAM[i : i + size])
             self.assertSession(connection)
+
+
+class SendNowTests(ServerTestCase):
+    """
+    Over a reactor's transport (a L{FileDescriptor}), the responses to a
+    chunk's requests are sent before C{dataReceived} returns, not on the
+    reactor's next pass; in the states where that pass has more to do, they
+    wait for it.
+    """
+
+    def connect(self) -> tuple[Any, DescriptorTransport]:
+        transport = DescriptorTransport()
+        protocol = self.makeFactory().buildProtocol(PEER)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_answersSentAtOnce(self) -> None:
+        """
+        The hello (buffered when the connection was made) and the responses
+        to every request of one chunk go out in one send, within
+        C{dataReceived}, and the transport no longer waits to write.
+        """
+        protocol, transport = self.connect()
+        self.assertEqual(transport.sent, [])
+        protocol.dataReceived(
+            encode([0, 1, "add", [1, 2]]) + encode([0, 2, "echo", ["x"]])
+        )
+        self.assertEqual(len(transport.sent), 1)
+        hello, *responses = parseFrames(transport.sent[0])
+        self.assertEqual(hello[:2], [wire.CONTROL, "hello"])
+        self.assertEqual(responses, [[1, 1, None, 3], [1, 2, None, "x"]])
+        self.assertFalse(transport.waitsToWrite())
+
+    def test_nothingAnsweredNothingSent(self) -> None:
+        """
+        A chunk that answers nothing (a notification) sends nothing early:
+        what is buffered waits for the reactor.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(encode([2, "echo", ["n"]]))
+        self.assertEqual(transport.sent, [])
+        self.assertTrue(transport.waitsToWrite())
+
+    def test_pausedWaitsForTheReactor(self) -> None:
+        """
+        While the transport has paused the protocol (its buffer is full),
+        responses stay buffered for the reactor's pass, which also resumes
+        the protocol.
+        """
+        protocol, transport = self.connect()
+        transport.producerPaused = True
+        protocol.dataReceived(encode([0, 1, "add", [1, 2]]))
+        self.assertEqual(transport.sent, [])
+        self.assertTrue(transport.waitsToWrite())
+        transport.doWrite()
+        self.assertEqual(parseFrames(transport.sent[0])[1], [1, 1, None, 3])
+
+    def test_closingWaitsForTheReactor(self) -> None:
+        """
+        Once the transport is closing, the reactor's pass sends what is
+        left and ends the connection: nothing is sent within
+        C{dataReceived}.
+        """
+        protocol, transport = self.connect()
+        transport.disconnecting = True
+        protocol.dataReceived(encode([0, 1, "add", [1, 2]]))
+        self.assertEqual(transport.sent, [])
 
 
 class ProtocolTests(SynchronousTestCase):
