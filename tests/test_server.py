@@ -28,12 +28,12 @@ from agilerpc import _wire as wire
 from agilerpc._server import RpcServerProtocol
 
 from .serverhelpers import (
-    DescriptorTransport,
     KEEPALIVE,
     LINGER,
     MAX_SIZE,
     PEER,
     Connection,
+    DescriptorTransport,
     ServerTestCase,
     encode,
     parseFrames,
@@ -1501,7 +1501,7 @@ class SendNowTests(ServerTestCase):
     wait for it.
     """
 
-    def connect(self) -> tuple[Any, DescriptorTransport]:
+    def connectDescriptor(self) -> tuple[Any, DescriptorTransport]:
         transport = DescriptorTransport()
         protocol = self.makeFactory().buildProtocol(PEER)
         protocol.makeConnection(transport)
@@ -1513,7 +1513,7 @@ class SendNowTests(ServerTestCase):
         to every request of one chunk go out in one send, within
         C{dataReceived}, and the transport no longer waits to write.
         """
-        protocol, transport = self.connect()
+        protocol, transport = self.connectDescriptor()
         self.assertEqual(transport.sent, [])
         protocol.dataReceived(
             encode([0, 1, "add", [1, 2]]) + encode([0, 2, "echo", ["x"]])
@@ -1529,7 +1529,7 @@ class SendNowTests(ServerTestCase):
         A chunk that answers nothing (a notification) sends nothing early:
         what is buffered waits for the reactor.
         """
-        protocol, transport = self.connect()
+        protocol, transport = self.connectDescriptor()
         protocol.dataReceived(encode([2, "echo", ["n"]]))
         self.assertEqual(transport.sent, [])
         self.assertTrue(transport.waitsToWrite())
@@ -1540,7 +1540,7 @@ class SendNowTests(ServerTestCase):
         responses stay buffered for the reactor's pass, which also resumes
         the protocol.
         """
-        protocol, transport = self.connect()
+        protocol, transport = self.connectDescriptor()
         transport.producerPaused = True
         protocol.dataReceived(encode([0, 1, "add", [1, 2]]))
         self.assertEqual(transport.sent, [])
@@ -1554,7 +1554,7 @@ class SendNowTests(ServerTestCase):
         left and ends the connection: nothing is sent within
         C{dataReceived}.
         """
-        protocol, transport = self.connect()
+        protocol, transport = self.connectDescriptor()
         transport.disconnecting = True
         protocol.dataReceived(encode([0, 1, "add", [1, 2]]))
         self.assertEqual(transport.sent, [])
