@@ -120,6 +120,9 @@ class _NotRun(Exception):
 # The one call a connection has in flight at a time, as the core knows it.
 _CALL = "call"
 
+# The options of a call that sets none (most calls).
+_NO_OPTIONS = CallOptions()
+
 
 @implementer(IClientEvents)
 class _Connection:
@@ -137,6 +140,7 @@ class _Connection:
         "items",
         "notServed",
         "outcome",
+        "pending",
         "poller",
         "refusal",
         "sock",
@@ -158,6 +162,9 @@ class _Connection:
         self.notServed: str | None = None
         self.refusal: Unauthorized | None = None
         self.violation: str | None = None
+        # Bytes already decrypted by TLS are invisible to poll(): a TLS
+        # socket's pending() counts them.
+        self.pending: Callable[[], int] | None = getattr(sock, "pending", None)
         self.poller: Any = None
 
     # -- what the core reports (IClientEvents) ------------------------------
@@ -210,16 +217,17 @@ class _Connection:
         Wait up to C{timeout} seconds (L{None}: for ever) until there is
         something to read, or the connection ended.
         """
-        # Bytes already decrypted by TLS are invisible to poll().
-        pending = getattr(self.sock, "pending", None)
+        pending = self.pending
         if pending is not None and pending():
             return True
         if _HAS_POLL:
-            if self.poller is None:
-                self.poller = select.poll()
-                self.poller.register(self.sock, select.POLLIN)
-            ms = -1 if timeout is None else math.ceil(timeout * 1000)
-            return bool(self.poller.poll(ms))
+            poller = self.poller
+            if poller is None:
+                poller = self.poller = select.poll()
+                poller.register(self.sock, select.POLLIN)
+            return bool(
+                poller.poll(-1 if timeout is None else math.ceil(timeout * 1000))
+            )
         readable, _, _ = select.select([self.sock], [], [], timeout)  # pragma: no cover
         return bool(readable)  # pragma: no cover
 
@@ -545,7 +553,11 @@ class TcpRpcClient:
             sent.
         """
         kwargs = _checkCall(func, args, kwargs)
-        options = CallOptions(timeout, metadata, idempotent)
+        options = (
+            _NO_OPTIONS
+            if timeout is None and metadata is None and idempotent is None
+            else CallOptions(timeout, metadata, idempotent)
+        )
         if self._tracing is not None:
             with self._tracing.start(func) as span:
                 return self._callWith(func, args, kwargs, options, span.metadata)
@@ -571,13 +583,17 @@ class TcpRpcClient:
             refused = refusal(func, self._described)
             if refused is not None:
                 raise refused
-        deadline = self._deadline(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             if self._closed:
                 raise ClientClosed(f"{self!r} is closed")
             try:
+                if not retried:
+                    return self._attempt(
+                        func, args, kwargs, deadline, options.metadata, trace
+                    )
                 return self._call(
-                    func, args, kwargs, deadline, options.metadata, retried, trace
+                    func, args, kwargs, deadline, options.metadata, True, trace
                 )
             except TimeoutError as e:
                 if timeout is None or e.errno is not None or isinstance(e, RpcError):
