@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IConnector, IDelayedCall
@@ -91,6 +92,7 @@ from ._retry import (
     refusal,
     times,
 )
+from ._sendnow import descriptorOf, sendNow
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -360,12 +362,18 @@ class RpcClientProtocol(Protocol):
         self.core = ClientConnection(
             self, client._token, client.maxMessageSize, client.streamBuffer
         )
-        # Bytes go straight to the core: no layer on the response path.
+        # Bytes go straight to the core: no layer on the response path
+        # (but see connectionMade).
         self.dataReceived = self.core.dataReceived  # type: ignore[method-assign]
         self._disconnected = False
         self.wentAway = False
+        self._descriptor: FileDescriptor | None = None
+        self._wrote = False
 
     def connectionMade(self) -> None:
+        self._descriptor = descriptorOf(self.transport)
+        if self._descriptor is not None:
+            self.dataReceived = self._receiveAndSend  # type: ignore[method-assign]
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             with suppress(OSError):
@@ -374,6 +382,20 @@ class RpcClientProtocol(Protocol):
         if auth is not None:
             writeFrame(self.transport, auth)
         self.client._connectionMade(self)
+
+    def _receiveAndSend(self, data: bytes) -> None:
+        """
+        Over a reactor's transport: give the core C{data}, then send the
+        calls its callbacks made meanwhile (the next call of a sequence,
+        say) now rather than on the reactor's next pass (L{sendNow}).
+        """
+        self._wrote = False
+        self.core.dataReceived(data)
+        if self._wrote:
+            self._wrote = False
+            descriptor = self._descriptor
+            assert descriptor is not None
+            sendNow(descriptor)
 
     @property
     def hello(self) -> dict[str, Any] | None:
@@ -414,6 +436,7 @@ class RpcClientProtocol(Protocol):
             self.transport.write(packHeader(size) + payload)
         else:
             writeFrame(self.transport, payload)
+        self._wrote = True
 
     def _sendOther(self, call: _Call) -> None:
         """

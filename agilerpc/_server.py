@@ -70,6 +70,7 @@ from ._heap import HeapTrimmer
 from ._observers import IServerObserver, observing
 from ._peerlog import PeerLog
 from ._registry import Method
+from ._sendnow import descriptorOf, sendNow
 from ._serverconnection import (
     Cancel,
     Credit,
@@ -249,8 +250,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.peer = self.connection.peer = self.transport.getPeer()
-        if isinstance(self.transport, FileDescriptor):
-            self._descriptor = self.transport
+        self._descriptor = descriptorOf(self.transport)
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             with suppress(OSError):  # e.g. a UNIX socket
@@ -441,6 +441,8 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     # -- receiving ----------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        # Answered within this chunk (not by a Deferred that fired before).
+        self._answered = False
         if self._observer is not None:
             self._observer.receivedBytes(self, len(data))
         if self._buffered or self._discarding or self.paused:
@@ -486,28 +488,12 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
     def _sendAnswers(self) -> None:
         """
         Send the responses this chunk's requests were answered with now,
-        rather than on the reactor's next pass.
-
-        A reactor's TCP transport (a L{FileDescriptor}) only buffers in
-        C{write}, and sends in C{doWrite}, which the reactor calls once the
-        socket is writable: a whole pass of the event loop (its poll, its
-        timers) per answered chunk.  Its C{doWrite} is what that pass would
-        call; it is called here only in the state where that pass would do
-        nothing else: the transport still writing, neither closing nor paused
-        (then the pass also resumes a producer, or ends the connection, which
-        must not happen inside C{dataReceived}).  What it cannot send yet
-        stays buffered, and its errors are the reactor's to find on its pass,
-        as before.  Other transports (TLS, tests') are left to their own
-        schedule.
+        rather than on the reactor's next pass (L{sendNow}), unless the
+        connection is past writing.
         """
         descriptor = self._descriptor
-        if (
-            descriptor is not None
-            and self.state < LINGERING
-            and not descriptor.disconnecting
-            and not descriptor.producerPaused
-        ):
-            descriptor.doWrite()
+        if descriptor is not None and self.state < LINGERING:
+            sendNow(descriptor)
 
     def discardInput(self) -> None:
         FrameReceiver.discardInput(self)

@@ -31,6 +31,7 @@ from agilerpc._clientconnection import State
 from agilerpc.testing import MemoryServer
 
 from .clienthelpers import RETRY_GROWS_FIRST, Handlers, nextRetryWait
+from .serverhelpers import DescriptorTransport, encode, parseFrames
 
 
 class ClientTestMixin:
@@ -898,6 +899,64 @@ class TLSRefusalTests(SynchronousTestCase):
         self.assertNoResult(d)
         self.assertEqual(client.queued, 1)
         self.flushLoggedErrors()
+
+
+class SendNowTests(SynchronousTestCase):
+    """
+    Over a reactor's transport (a L{FileDescriptor}), the calls that the
+    callbacks of a chunk's answers make are sent before C{dataReceived}
+    returns, not on the reactor's next pass.
+    """
+
+    def setUp(self) -> None:
+        reactor = MemoryReactorClock()
+        self.client = RpcClient(reactor, "127.0.0.1", 1)
+        self.client.connect()
+        factory = reactor.tcpClients[0][2]
+        self.protocol: Any = factory.buildProtocol(None)
+        self.transport = DescriptorTransport()
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(
+            _wire.frame(
+                _wire.encodeHello(
+                    {
+                        "protocol": _wire.PROTOCOL_VERSION,
+                        "features": list(_wire.FEATURES),
+                    }
+                )
+            )
+        )
+
+    def test_callFromCallbackSentAtOnce(self) -> None:
+        """
+        A call made by the callback of an answer goes out within the
+        C{dataReceived} that delivered the answer, and the transport no
+        longer waits to write.
+        """
+        first = self.client.callRemote("add", 1, 2)
+        # The reactor's pass sends what callRemote buffered.
+        self.transport.doWrite()
+        [sentFirst] = self.transport.sent
+        self.assertEqual(parseFrames(sentFirst)[-1][:3], [0, 0, "add"])
+        second: list[Deferred[Any]] = []
+        first.addCallback(lambda _: second.append(self.client.callRemote("echo", 4)))
+        self.protocol.dataReceived(encode([1, 0, None, 3]))
+        self.assertEqual(len(second), 1)
+        self.assertEqual(len(self.transport.sent), 2)
+        self.assertEqual(parseFrames(self.transport.sent[1]), [[0, 1, "echo", [4]]])
+        self.assertFalse(self.transport.waitsToWrite())
+
+    def test_nothingCalledNothingSent(self) -> None:
+        """
+        An answer whose callbacks call nothing sends nothing within
+        C{dataReceived}, even after a call made outside it.
+        """
+        self.client.callRemote("add", 1, 2)
+        self.transport.doWrite()
+        self.client.callRemote("add", 3, 4)
+        self.protocol.dataReceived(encode([1, 0, None, 3]))
+        self.assertEqual(len(self.transport.sent), 1)
+        self.assertTrue(self.transport.waitsToWrite())
 
 
 class NotificationTests(SynchronousTestCase):
