@@ -913,10 +913,10 @@ class SendNowTests(SynchronousTestCase):
         self.client = RpcClient(reactor, "127.0.0.1", 1)
         self.client.connect()
         factory = reactor.tcpClients[0][2]
-        self.protocol: Any = factory.buildProtocol(None)
+        self.rpcProtocol: Any = factory.buildProtocol(None)
         self.transport = DescriptorTransport()
-        self.protocol.makeConnection(self.transport)
-        self.protocol.dataReceived(
+        self.rpcProtocol.makeConnection(self.transport)
+        self.rpcProtocol.dataReceived(
             _wire.frame(
                 _wire.encodeHello(
                     {
@@ -940,7 +940,7 @@ class SendNowTests(SynchronousTestCase):
         self.assertEqual(parseFrames(sentFirst)[-1][:3], [0, 0, "add"])
         second: list[Deferred[Any]] = []
         first.addCallback(lambda _: second.append(self.client.callRemote("echo", 4)))
-        self.protocol.dataReceived(encode([1, 0, None, 3]))
+        self.rpcProtocol.dataReceived(encode([1, 0, None, 3]))
         self.assertEqual(len(second), 1)
         self.assertEqual(len(self.transport.sent), 2)
         self.assertEqual(parseFrames(self.transport.sent[1]), [[0, 1, "echo", [4]]])
@@ -954,7 +954,7 @@ class SendNowTests(SynchronousTestCase):
         self.client.callRemote("add", 1, 2)
         self.transport.doWrite()
         self.client.callRemote("add", 3, 4)
-        self.protocol.dataReceived(encode([1, 0, None, 3]))
+        self.rpcProtocol.dataReceived(encode([1, 0, None, 3]))
         self.assertEqual(len(self.transport.sent), 1)
         self.assertTrue(self.transport.waitsToWrite())
 
