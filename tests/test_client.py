@@ -913,7 +913,9 @@ class SendNowTests(SynchronousTestCase):
         self.client = RpcClient(reactor, "127.0.0.1", 1)
         self.client.connect()
         factory = reactor.tcpClients[0][2]
-        self.rpcProtocol: Any = factory.buildProtocol(None)
+        protocol = factory.buildProtocol(None)
+        assert protocol is not None
+        self.rpcProtocol: Any = protocol
         self.transport = DescriptorTransport()
         self.rpcProtocol.makeConnection(self.transport)
         self.rpcProtocol.dataReceived(
