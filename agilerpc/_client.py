@@ -475,6 +475,7 @@ class RpcClientProtocol(Protocol):
         call.msgid = msgid
         call.connection = self
         writeFrame(self.transport, payload)
+        self._wrote = True
 
     def _sendNotification(self, call: _Call, options: dict[str, Any] | None) -> None:
         try:
@@ -488,6 +489,7 @@ class RpcClientProtocol(Protocol):
             _log.failure("cannot encode the notification {method}", method=call.method)
             return
         writeFrame(self.transport, payload)
+        self._wrote = True
 
     def cancelCall(self, call: _Call) -> None:
         """

@@ -948,6 +948,28 @@ class SendNowTests(SynchronousTestCase):
         self.assertEqual(parseFrames(self.transport.sent[1]), [[0, 1, "echo", [4]]])
         self.assertFalse(self.transport.waitsToWrite())
 
+    def test_callWithOptionsFromCallbackSentAtOnce(self) -> None:
+        """
+        So does a call with options (metadata), and a notification.
+        """
+        caller = self.client.withCallOptions(metadata={"tenant": "a"})
+        first = self.client.callRemote("add", 1, 2)
+        self.transport.doWrite()
+        later: list[Deferred[Any]] = []
+
+        def callAndNotify(_: object) -> None:
+            later.append(caller.callRemote("echo", 4))
+            self.client.notify("log", "x")
+
+        first.addCallback(callAndNotify)
+        self.rpcProtocol.dataReceived(_wire.frame(_wire.pack([1, 0, None, 3])))
+        self.assertEqual(len(self.transport.sent), 2)
+        call, notification = parseFrames(self.transport.sent[1])
+        self.assertEqual(call[:4], [0, 1, "echo", [4]])
+        self.assertEqual(call[5], {"metadata": {"tenant": "a"}})
+        self.assertEqual(notification[:3], [2, "log", ["x"]])
+        self.assertFalse(self.transport.waitsToWrite())
+
     def test_nothingCalledNothingSent(self) -> None:
         """
         An answer whose callbacks call nothing sends nothing within
