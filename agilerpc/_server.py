@@ -184,8 +184,9 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         self._dispatcher = factory.dispatcher
         self._observer = factory.observer
         self._tracing = factory.tracing
-        # Every call has a deadline (the server's maxCallTime), or a span:
-        # none takes the hot path, which sets neither.
+        # Every call has the server's maxCallTime as its deadline, or a
+        # span: none takes the hot path, which sets neither (it takes only
+        # the deadline a request carries).
         self._offHotPath = (
             factory.settings.maxCallTime is not None or self._tracing is not None
         )
@@ -605,22 +606,26 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         message: Any = self.connection.receive(payload)
         self._framesReceived = True
         kind = type(message)
-        if (
-            kind is not _Request
-            and (kind is not _OptionsRequest or message.deadline is not None)
-        ) or self._offHotPath:
+        if (kind is not _Request and kind is not _OptionsRequest) or self._offHotPath:
             if message is not None:
                 self._otherMessage(message)
             return
-        # A request without a deadline (with metadata, perhaps), the hot
-        # path: run its handler (as the current call), answer it now if it
-        # returned a plain value, else when its Deferred fires.
+        # A request (with a deadline or metadata, perhaps), the hot path: run
+        # its handler (as the current call), answer it now if it returned a
+        # plain value, else when its Deferred fires or its deadline passes.
+        # (Without maxCallTime, which takes requests off it, the deadline is
+        # the caller's: ServerConnection.deadline.)
         msgid = message.msgid
         method = message.method
         observer = self._observer
         if observer is not None:
             self._starts[msgid] = self.factory.timer()
-        token = _setCurrent((message, self, None))
+        expires = (
+            None
+            if kind is _Request or message.deadline is None
+            else self.factory.reactor.seconds() + message.deadline
+        )
+        token = _setCurrent((message, self, expires))
         try:
             result = self._dispatcher.call(method, message.args, message.kwargs)
         except RpcError as e:
@@ -654,7 +659,7 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
         # A coroutine starts running here, with its context copied.
         later = deferred(result)
         _resetCurrent(token)
-        self._answerLater(msgid, method, result, later, None)
+        self._answerLater(msgid, method, result, later, expires)
 
     def _answerLater(
         self,
@@ -681,9 +686,10 @@ class RpcServerProtocol(FrameReceiver, Int32StringReceiver, TimeoutMixin):
 
     def _requestWithOptions(self, request: _wire.Request) -> None:
         """
-        Run a request that has a deadline (its caller's or the server's
-        maxCallTime) or metadata: as the hot path does, with a timer that
-        cancels it when its deadline passes.
+        Run a request off the hot path (the server has a maxCallTime, which
+        every call's deadline is capped by, or traces calls): as the hot path
+        does, with its span, and a timer that cancels it when its deadline
+        passes.
         """
         msgid = request.msgid
         method = request.method
