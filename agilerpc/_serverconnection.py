@@ -58,6 +58,8 @@ _Request = _wire.Request
 _OptionsRequest = _wire.OptionsRequest
 _Notification = _wire.Notification
 _METADATA = _wire.METADATA
+_DEADLINE = _wire.DEADLINE
+_isDeadline = _wire.isDeadline
 
 #: Why a frame (or, for C{ServerBusy}, a connection) is refused.
 REFUSAL_REASONS = (
@@ -294,8 +296,9 @@ class ServerConnection:
             and self.serving
             and len(payload) <= self.settings.maxMetadataSize
         ):
-            # The next most common: a call with metadata alone, small enough
-            # that its metadata need not be measured (see below).
+            # The next most common: a call with a deadline, metadata or both
+            # (no kwargs, no stream), small enough that its metadata need not
+            # be measured (see below).
             code, msgid, method, args, kwargs, options = message
             if (
                 code == _REQUEST
@@ -307,14 +310,29 @@ class ServerConnection:
                 and type(kwargs) is dict
                 and not kwargs
                 and type(options) is dict
-                and len(options) == 1
                 and msgid not in self.outstanding
             ):
                 metadata = options.get(_METADATA)
-                if type(metadata) is dict and _wellTyped(metadata):
+                deadline = options.get(_DEADLINE)
+                if (
+                    len(options) == (metadata is not None) + (deadline is not None)
+                    and options
+                    and (
+                        metadata is None
+                        or (type(metadata) is dict and _wellTyped(metadata))
+                    )
+                    and (deadline is None or _isDeadline(deadline))
+                ):
                     self.lastMsgid = msgid
                     self.callsServed += 1
-                    return _OptionsRequest(msgid, method, args, _EMPTY, None, metadata)
+                    return _OptionsRequest(
+                        msgid,
+                        method,
+                        args,
+                        _EMPTY,
+                        None if deadline is None else float(deadline),
+                        metadata,
+                    )
         try:
             if type(message) is list:
                 # Metadata cannot hold more bytes than its payload: only a

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgpack
 
@@ -409,16 +409,25 @@ def _checkReceivedMetadata(
     return metadata
 
 
+def isDeadline(deadline: object) -> TypeGuard[float]:
+    """
+    Is C{deadline} a request's deadline option (PROTOCOL.md 4.1): seconds
+    (an int or a float, not a bool), more than 0 and at most
+    L{MAX_DEADLINE}?
+    """
+    return (type(deadline) is int or type(deadline) is float) and (
+        0 < deadline <= MAX_DEADLINE
+    )
+
+
 def checkDeadline(deadline: object) -> float:
     """
-    Check a request's deadline option (PROTOCOL.md 4.1): seconds, more
-    than 0 and at most L{MAX_DEADLINE}.  Returns it as a float.
+    Check a request's deadline option (L{isDeadline}).  Returns it as a
+    float.
 
     @raise ValueError: if it is not one.
     """
-    if (type(deadline) is not int and type(deadline) is not float) or not (
-        0 < deadline <= MAX_DEADLINE
-    ):
+    if not isDeadline(deadline):
         raise ValueError(
             f"the deadline option must be a number of seconds above 0 and at most "
             f"{MAX_DEADLINE:.0f}, not {deadline!r:.50}"

@@ -62,6 +62,44 @@ class ReceiveTests(SynchronousTestCase):
         self.assertEqual(message, _wire.Request(5, "add", [1, 2], {}))
         self.assertEqual((connection.lastMsgid, connection.callsServed), (5, 1))
 
+    def test_requestWithOptions(self) -> None:
+        """
+        A request whose options map holds a deadline (an int or a float),
+        metadata, or both, is returned with them; the deadline as a float.
+        """
+        cases = [
+            ({"deadline": 5}, 5.0, None),
+            ({"deadline": 2.5, "metadata": {"k": "v"}}, 2.5, {"k": "v"}),
+            ({"metadata": {"k": b"v"}}, None, {"k": b"v"}),
+        ]
+        for options, deadline, metadata in cases:
+            connection = ServerConnection(settings(maxMessageSize=10_000))
+            message = connection.receive(
+                msgpack.packb([0, 1, "m", [], {}, options], use_bin_type=True)
+            )
+            self.assertEqual(
+                message, _wire.OptionsRequest(1, "m", [], {}, deadline, metadata)
+            )
+            assert isinstance(message, _wire.OptionsRequest)
+            self.assertIs(type(message.deadline), type(deadline))
+
+    def test_badDeadlineRefused(self) -> None:
+        """
+        A deadline that is not a number of seconds above 0 and at most a
+        year is refused as C{InvalidRequest} for its msgid, alone or beside
+        metadata.
+        """
+        for bad in [True, 0, -1, float("nan"), float("inf"), 366 * 86400, "5"]:
+            for options in [{"deadline": bad}, {"deadline": bad, "metadata": {}}]:
+                connection = ServerConnection(settings(maxMessageSize=10_000))
+                refusal = connection.receive(
+                    msgpack.packb([0, 7, "m", [], {}, options], use_bin_type=True)
+                )
+                assert isinstance(refusal, Refusal), (bad, refusal)
+                error = decode(refusal.payload)
+                self.assertEqual(error[:2], [1, 7])
+                self.assertEqual(error[2]["type"], "InvalidRequest")
+
     def test_notification(self) -> None:
         """
         A notification is returned to dispatch and dispatches no msgid.
