@@ -67,7 +67,7 @@ class ReceiveTests(SynchronousTestCase):
         A request whose options map holds a deadline (an int or a float),
         metadata, or both, is returned with them; the deadline as a float.
         """
-        cases = [
+        cases: list[tuple[dict[str, Any], float | None, Any]] = [
             ({"deadline": 5}, 5.0, None),
             ({"deadline": 2.5, "metadata": {"k": "v"}}, 2.5, {"k": "v"}),
             ({"metadata": {"k": b"v"}}, None, {"k": b"v"}),
