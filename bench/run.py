@@ -991,6 +991,73 @@ def run(
     }
 
 
+#: The figures of the README's table against the peers: (label, scenario,
+#: metric), each a row of L{ROWS}.
+PEER_ROWS = (
+    ("sequential calls/s, Twisted client", "seq", "calls_per_s"),
+    ("sequential calls/s, blocking client", "blocking", "calls_per_s"),
+    ("calls/s, 100 in flight", "pipe", "calls_per_s"),
+    (f"calls/s, 8 threads {X} blocking client", "threads", "calls_per_s"),
+    ("64 KiB echo calls/s", "echo64k", "calls_per_s"),
+    ("64 KiB echo calls/s, blocking client", "echo64kBlocking", "calls_per_s"),
+    ("server CPU µs per call, 100 in flight", "pipe", "server_cpu_us_per_call"),
+    ("server KiB per idle connection", "idle", "kib_per_conn"),
+)
+
+#: The markers around the README's table against the peers, which
+#: L{updateReadme} rewrites.
+README_TABLE = ("<!-- peers-table -->", "<!-- /peers-table -->")
+
+
+def peersTable(report: dict[str, Any]) -> str:
+    """
+    The README's table against the peers: agilerpc's median for each of
+    L{PEER_ROWS}, and each peer's with agilerpc's same-run ratio to it.
+    """
+    rows = {(r["scenario"], r["metric"]): r for r in summarize(report["runs"])}
+    names = [NAMES[impl] for impl in IMPLS]
+    out = [
+        "| figure | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for label, scenario, metric in PEER_ROWS:
+        row = rows[(scenario, metric)]
+        fmt = row["format"]
+        cells = [_cell(row["agilerpc"], fmt)]
+        for other in OTHERS:
+            value, ratio = row[other], row[f"agilerpc/{other}"]
+            cells.append(
+                "n/a" if value is None else f"{_cell(value, fmt)} ({_ratioCell(ratio)})"
+            )
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    m = report["machine"]
+    out += [
+        "",
+        f"In brackets: agilerpc's figure divided by that one, the median of the"
+        f" ratios within each of {report['config']['repeats']} interleaved repeats"
+        f" ({m['date']}, {m['cores']} cores, Python {m['python']}, Twisted"
+        f" {m['twisted']}).",
+    ]
+    return "\n".join(out)
+
+
+def updateReadme(path: str, report: dict[str, Any]) -> bool:
+    """
+    Rewrite the table between the L{README_TABLE} markers of the README at
+    C{path} from C{report}; whether it had them.
+    """
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start, end = README_TABLE
+    before, found, rest = text.partition(start + "\n")
+    if not found or end not in rest:
+        return False
+    after = rest[rest.index(end) :]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(before + start + "\n" + peersTable(report) + "\n" + after)
+    return True
+
+
 def render(report: dict[str, Any], directory: str, log: Callable[[str], None]) -> str:
     """
     Write C{RESULTS.md} and the plots of L{bench.plots} into C{directory}
@@ -1013,6 +1080,10 @@ def render(report: dict[str, Any], directory: str, log: Callable[[str], None]) -
     with open(os.path.join(directory, "RESULTS.md"), "w", encoding="utf-8") as f:
         f.write(text)
     log(f"wrote {os.path.join(directory, 'RESULTS.md')}")
+    if os.path.abspath(directory) == os.path.abspath(procs.BENCH_DIR):
+        readme = os.path.join(os.path.dirname(procs.BENCH_DIR), "README.md")
+        if os.path.exists(readme) and updateReadme(readme, report):
+            log(f"wrote the table against the peers into {readme}")
     return text
 
 

@@ -931,6 +931,50 @@ class PeerReportTests(SynchronousTestCase):
         self.assertIn("grpcio 1.0's sync server", text)
         self.assertNotIn("![", text)
 
+    def test_peersTable(self) -> None:
+        """
+        The README's table has agilerpc's figure and each peer's with
+        agilerpc's same-run ratio to it; a peer without the figure has
+        "n/a".
+        """
+        table = run.peersTable(_report(_peerRuns()))
+        mark = "\N{MULTIPLICATION SIGN}"
+        lines = table.splitlines()
+        self.assertEqual(
+            lines[0], "| figure | agilerpc | bare | AMP | agileutil | grpcio |"
+        )
+        self.assertIn(
+            "| sequential calls/s, Twisted client | 30 | 5 (6.00{m}) | 1 (30.00{m})"
+            " | n/a | 6 (5.00{m}) |".replace("{m}", mark),
+            lines,
+        )
+        self.assertIn(
+            "| sequential calls/s, blocking client | 10 | 5 (1.80{m}) | n/a |"
+            " 10 (1.00{m}) | n/a |".replace("{m}", mark),
+            lines,
+        )
+        self.assertEqual(len(lines), 2 + len(run.PEER_ROWS) + 2)
+
+    def test_updateReadme(self) -> None:
+        """
+        updateReadme rewrites what is between the markers, and leaves a
+        README without them alone.
+        """
+        path = self.mktemp()
+        start, end = run.README_TABLE
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"before\n{start}\nold table\n{end}\nafter\n")
+        report = _report(_peerRuns())
+        self.assertTrue(run.updateReadme(path, report))
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        self.assertEqual(
+            text, f"before\n{start}\n{run.peersTable(report)}\n{end}\nafter\n"
+        )
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("no markers\n")
+        self.assertFalse(run.updateReadme(path, report))
+
     def test_markdownOfAnOlderReport(self) -> None:
         """
         A results.json written before the peers existed still renders, with
