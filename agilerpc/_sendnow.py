@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
+from twisted.python.failure import Failure
 
 
 def descriptorOf(transport: Any) -> FileDescriptor | None:
@@ -34,8 +35,29 @@ def sendNow(descriptor: FileDescriptor) -> None:
     Not while the transport is closing or has paused its producer: then its
     C{doWrite} also ends the connection or resumes the producer, which must
     not happen inside C{dataReceived}.  The caller must not have half-closed
-    it.  What the socket does not take stays buffered for the reactor, and a
-    failed send is the reactor's to find on its pass, as before.
+    it.  What the socket does not take stays buffered for the reactor.
+
+    A send that fails (the peer reset the connection) has read the error the
+    socket held, once: the reactor's pass would next find only an end of
+    input, a clean close.  So the connection is ended with the error, as the
+    reactor ends a connection whose C{doWrite} failed, but from the start of
+    the reactor's next pass (before it polls), not inside C{dataReceived}.
     """
-    if not descriptor.disconnecting and not descriptor.producerPaused:
-        descriptor.doWrite()
+    if descriptor.disconnecting or descriptor.producerPaused:
+        return
+    why = descriptor.doWrite()
+    if isinstance(why, BaseException):
+        reactor: Any = descriptor.reactor
+        reactor.callLater(0, _writeFailed, descriptor, why)
+
+
+def _writeFailed(descriptor: FileDescriptor, why: BaseException) -> None:
+    """
+    End C{descriptor}'s connection because a send failed with C{why}, as the
+    reactor does (C{_disconnectSelectable}), unless it ended meanwhile.
+    """
+    if descriptor.connected:
+        reactor: Any = descriptor.reactor
+        reactor.removeReader(descriptor)
+        reactor.removeWriter(descriptor)
+        descriptor.connectionLost(Failure(why))

@@ -17,7 +17,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -264,18 +264,31 @@ class DescriptorTransport(FileDescriptor):
     """
     A reactor's kind of transport (a L{FileDescriptor}) whose socket takes
     everything at once: C{sent} holds each chunk its C{doWrite} sent, and
-    its reactor (a L{MemoryReactor}) whether it waits to write.
+    its reactor (a L{MemoryReactorClock}) whether it waits to write.  With
+    C{failure} set, a send fails with it, as after the peer's reset; its
+    C{connectionLost} tells C{protocol}, as a TCP connection's does.
     """
 
     def __init__(self) -> None:
-        self.memoryReactor = MemoryReactor()
+        self.memoryReactor = MemoryReactorClock()
         FileDescriptor.__init__(self, self.memoryReactor)
         self.connected = 1
         self.sent: list[bytes] = []
+        self.failure: BaseException | None = None
+        self.protocol: Any = None
+        self.lost: list[Failure] = []
 
-    def writeSomeData(self, data: bytes) -> int:
+    def writeSomeData(self, data: bytes) -> int | BaseException:
+        if self.failure is not None:
+            return self.failure
         self.sent.append(bytes(data))
         return len(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        FileDescriptor.connectionLost(self, reason)
+        self.lost.append(reason)
+        if self.protocol is not None:
+            self.protocol.connectionLost(reason)
 
     def waitsToWrite(self) -> bool:
         return self in self.memoryReactor.getWriters()

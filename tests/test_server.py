@@ -17,6 +17,7 @@ from typing import Any
 
 import msgpack
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -1547,6 +1548,26 @@ class SendNowTests(ServerTestCase):
         self.assertTrue(transport.waitsToWrite())
         transport.doWrite()
         self.assertEqual(parseFrames(transport.sent[0])[1], [1, 1, None, 3])
+
+    def test_failedSendEndsTheConnection(self) -> None:
+        """
+        A send that fails (the peer reset the connection) ends the
+        connection with that error, from the reactor's next pass: not inside
+        C{dataReceived}, and not later as a clean close (the socket reports
+        its error only once).
+        """
+        protocol, transport = self.connectDescriptor()
+        transport.protocol = protocol
+        transport.failure = ConnectionLost("reset by peer")
+        protocol.dataReceived(encode([0, 1, "add", [1, 2]]))
+        self.assertEqual(transport.lost, [])
+        transport.memoryReactor.advance(0)
+        [reason] = transport.lost
+        self.assertIs(reason.value, transport.failure)
+        self.assertEqual(protocol.state, _server.CLOSED)
+        # Once only, though the reactor may find the connection gone too.
+        transport.memoryReactor.advance(0)
+        self.assertEqual(len(transport.lost), 1)
 
     def test_closingWaitsForTheReactor(self) -> None:
         """
