@@ -35,6 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from math import ceil as _ceil
 from typing import TYPE_CHECKING, Any
 
 from zope.interface import implementer
@@ -260,7 +261,15 @@ class _Connection:
         """
         sock = self.sock
         while True:
-            if not self.readable(_remaining(deadline)):
+            remaining = _remaining(deadline)
+            poller = self.poller
+            if poller is not None and self.pending is None:
+                # readable(), inline, for a plain socket whose poller is made.
+                if not poller.poll(
+                    -1 if remaining is None else _ceil(remaining * 1000)
+                ):
+                    continue
+            elif not self.readable(remaining):
                 continue
             wanted = self.core.awaiting
             size = _RECV_SIZE if wanted <= _RECV_SIZE else min(wanted, _LARGE_RECV_SIZE)
@@ -913,6 +922,15 @@ class TcpRpcClient:
             dispatches a frame cut off by a close.)
         """
         try:
+            if connection.pending is None:
+                # The usual case first: a plain socket takes it all at once.
+                try:
+                    sent = connection.sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent == len(data):
+                    return
+                data = data[sent:]
             _sendAll(connection, data, deadline)
         except _DeadlinePassed:
             self._disconnect()
@@ -1002,7 +1020,12 @@ class TcpRpcClient:
         """
         core = connection.core
         while core.state is State.READY:
-            if not connection.readable(0):
+            poller = connection.poller
+            if poller is not None and connection.pending is None:
+                # readable(0), inline, for a plain socket whose poller is made.
+                if not poller.poll(0):
+                    return True
+            elif not connection.readable(0):
                 return True
             try:
                 chunk = connection.sock.recv(_RECV_SIZE)
