@@ -1012,9 +1012,10 @@ README_TABLE = ("<!-- peers-table -->", "<!-- /peers-table -->")
 def peersTable(report: dict[str, Any]) -> str:
     """
     The README's table against the peers: agilerpc's median for each of
-    L{PEER_ROWS}, and each peer's with agilerpc's same-run ratio to it.
+    L{PEER_ROWS}, and each peer's with agilerpc's same-run ratio to it, from
+    the report's table (the rows RESULTS.md shows).
     """
-    rows = {(r["scenario"], r["metric"]): r for r in summarize(report["runs"])}
+    rows = {(r["scenario"], r["metric"]): r for r in report["table"]}
     names = [NAMES[impl] for impl in IMPLS]
     out = [
         "| figure | " + " | ".join(names) + " |",
@@ -1025,7 +1026,7 @@ def peersTable(report: dict[str, Any]) -> str:
         fmt = row["format"]
         cells = [_cell(row["agilerpc"], fmt)]
         for other in OTHERS:
-            value, ratio = row[other], row[f"agilerpc/{other}"]
+            value, ratio = row.get(other), row.get(f"agilerpc/{other}")
             cells.append(
                 "n/a" if value is None else f"{_cell(value, fmt)} ({_ratioCell(ratio)})"
             )
